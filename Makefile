@@ -1,0 +1,47 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+
+.PHONY: help venv test test-fast lint demo emulator lock clean
+
+help:
+	@echo "make demo   - emulator + Airflow (SQLite): connect, backfill, incremental runs, summary"
+	@echo "make test   - create the venv, install the pinned set, run the whole pytest suite"
+	@echo "make lint   - ruff (incl. Airflow AIR rules)"
+	@echo "make emulator - start the local Dropbox API emulator on 127.0.0.1:8765"
+	@echo "make lock   - re-resolve requirements.in into requirements.txt (exact pins)"
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+# The venv is rebuilt from the lock whenever the lock or the package metadata changes.
+$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+
+demo: venv
+	$(BIN)/python -m dropbox_team_log.demo
+
+emulator: venv
+	$(BIN)/dropbox-emulator --port 8765
+
+lock: venv
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 --no-header -o requirements.txt
+
+clean:
+	rm -rf $(VENV) .airflow data/demo .pytest_cache .ruff_cache

@@ -1,0 +1,241 @@
+"""One JSON call to the Dropbox team API, with the retry policy the job needs.
+
+The SDK retries 5xx with its own unbounded-ish backoff, retries 429 forever by default, and does
+not retry dropped connections or timeouts at all. We switch its retries off and keep one bounded
+policy here (honouring Retry-After), while the SDK still does auth, token refresh and the wire
+format. Every failure leaves as one of `errors.py`'s exceptions, with no secret in its text.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dropbox
+import orjson
+import requests
+from dropbox.dropbox_client import RouteErrorResult
+from dropbox.exceptions import (
+    AuthError,
+    BadInputError,
+    HttpError,
+    InternalServerError,
+    RateLimitError,
+)
+
+from dropbox_team_log.errors import (
+    AccessDeniedError,
+    AppCredentialsError,
+    DropboxUnreachableError,
+    MissingScopeError,
+    RefreshTokenRevokedError,
+    RouteError,
+    TransientApiError,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds on retrying one call: no retry storm, whatever the server does."""
+
+    max_attempts: int = 6  # transient faults (5xx, dropped connection, timeout, bad body)
+    max_rate_limited: int = 10  # 429 answers honoured per call
+    backoff_base: float = 1.0  # seconds; doubles per attempt, full jitter
+    backoff_cap: float = 60.0
+    max_retry_after: float = 300.0  # a larger Retry-After is clipped, not obeyed blindly
+
+    def backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
+
+
+@dataclass
+class CallStats:
+    """What the calls cost: for the task log and for tests that bound API usage."""
+
+    calls: int = 0
+    retries: Counter = field(default_factory=Counter)
+
+    def merge(self, other: CallStats) -> None:
+        self.calls += other.calls
+        self.retries.update(other.retries)
+
+
+class RouteResponseError(Exception):
+    """A 409 route error, decoded; callers that can recover (reset, bad_cursor) catch it."""
+
+    def __init__(self, route: str, error: dict, summary: str) -> None:
+        self.route = route
+        self.error = error
+        self.tag = error.get(".tag", "unknown") if isinstance(error, dict) else str(error)
+        self.summary = summary
+        super().__init__(f"{route}: {self.tag}")
+
+    def as_route_error(self) -> RouteError:
+        return RouteError(self.route, self.tag, self.summary)
+
+
+class TeamApiClient:
+    """Calls RPC routes of one team, raw JSON in and out."""
+
+    def __init__(
+        self,
+        client: dropbox.DropboxTeam,
+        *,
+        conn_id: str,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        on_new_access_token: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.conn_id = conn_id
+        self.policy = policy or RetryPolicy()
+        self.stats = CallStats()
+        self._sleep = sleep
+        self._on_new_access_token = on_new_access_token
+
+    def call(self, route: str, arg: dict | None) -> dict:
+        """POST one route; return the decoded JSON result or raise a classified error."""
+        body = "null" if arg is None else orjson.dumps(arg).decode()
+        attempt = 0
+        rate_limited = 0
+        while True:
+            self.stats.calls += 1
+            try:
+                self._refresh_if_needed()
+                result = self.client.request_json_string_with_retry(
+                    "api", route, "rpc", body, "team", None
+                )
+                self._report_token()
+                if isinstance(result, RouteErrorResult):
+                    raise _decode_route_error(route, result.obj_result)
+                return _decode_body(route, result.obj_result)
+            except RateLimitError as exc:
+                rate_limited += 1
+                self.stats.retries["rate_limit"] += 1
+                if rate_limited > self.policy.max_rate_limited:
+                    raise TransientApiError(
+                        f"Dropbox kept rate-limiting {route} ({rate_limited} times in a row); "
+                        "the run stops rather than hammer the team's limit: retry later or lower "
+                        "the dropbox_api pool's slots"
+                    ) from None
+                wait = min(float(exc.backoff or 5.0), self.policy.max_retry_after)
+                log.warning("Dropbox rate limit on %s: waiting %.1f s (Retry-After)", route, wait)
+                self._sleep(wait)
+            except (
+                InternalServerError,
+                _BadBody,
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+                AssertionError,
+            ) as exc:
+                attempt += 1
+                kind = _transient_kind(exc)
+                self.stats.retries[kind] += 1
+                if attempt >= self.policy.max_attempts:
+                    raise _exhausted(route, kind, attempt, exc) from None
+                wait = self.policy.backoff(attempt)
+                log.warning(
+                    "Dropbox %s on %s (attempt %d/%d): retrying in %.1f s",
+                    kind,
+                    route,
+                    attempt,
+                    self.policy.max_attempts,
+                    wait,
+                )
+                self._sleep(wait)
+            except AuthError as exc:
+                raise self._auth_error(exc) from None
+            except BadInputError as exc:
+                if "invalid_client" in (exc.message or ""):
+                    raise AppCredentialsError(self.conn_id) from None
+                raise RouteError(route, "bad_input", _first_line(exc.message)) from None
+            except HttpError as exc:
+                raise RouteError(route, f"http_{exc.status_code}", _first_line(exc.body)) from None
+
+    def _refresh_if_needed(self) -> None:
+        try:
+            self.client.check_and_refresh_access_token()
+        except AuthError:
+            # The SDK turns the token endpoint's `invalid_grant` into AuthError.
+            raise RefreshTokenRevokedError(self.conn_id) from None
+        except BadInputError as exc:
+            if "invalid_client" in (exc.message or "") or "unauthorized_client" in (
+                exc.message or ""
+            ):
+                raise AppCredentialsError(self.conn_id) from None
+            raise
+
+    def _report_token(self) -> None:
+        token = self.client._oauth2_access_token
+        if token and self._on_new_access_token is not None:
+            self._on_new_access_token(token)
+
+    def _auth_error(self, exc: AuthError) -> Exception:
+        error = exc.error
+        if error is not None and error.is_missing_scope():
+            return MissingScopeError(self.conn_id, error.get_missing_scope().required_scope)
+        if error is not None and error.is_invalid_access_token():
+            # After a successful refresh, a rejected token means the grant itself is gone.
+            return RefreshTokenRevokedError(self.conn_id)
+        tag = getattr(error, "_tag", "unknown")
+        return AccessDeniedError(
+            f"Dropbox denied access for connection '{self.conn_id}' ({tag}): check that the app "
+            "is team-scoped and the connecting admin is a team admin, then reconnect"
+        )
+
+
+class _BadBody(Exception):
+    """A 200 whose body is not the JSON object promised (truncated, HTML, ...)."""
+
+
+def _decode_body(route: str, text: str) -> dict:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise _BadBody(f"{route}: body is not JSON ({len(text)} chars)") from None
+    if not isinstance(value, dict):
+        raise _BadBody(f"{route}: body is JSON but not an object")
+    return value
+
+
+def _decode_route_error(route: str, text: str) -> Exception:
+    try:
+        value = orjson.loads(text)
+        return RouteResponseError(route, value["error"], str(value.get("error_summary", "")))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return _BadBody(f"{route}: 409 body is not a Dropbox route error")
+
+
+def _transient_kind(exc: BaseException) -> str:
+    if isinstance(exc, InternalServerError):
+        return f"http_{exc.status_code}"
+    if isinstance(exc, requests.Timeout):
+        return "timeout"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection_error"
+    return "malformed_response"
+
+
+def _exhausted(route: str, kind: str, attempts: int, exc: BaseException) -> Exception:
+    if kind in ("connection_error", "timeout"):
+        return DropboxUnreachableError(
+            f"Dropbox API unreachable for {route} after {attempts} attempts ({kind}: "
+            f"{type(exc).__name__}): check the network path to the API host and the "
+            "connection's host field"
+        )
+    return TransientApiError(
+        f"Dropbox {route} failed {attempts} times in a row ({kind}); nothing was written for this "
+        "range: the task retries later"
+    )
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0][:300] if text and text.strip() else ""

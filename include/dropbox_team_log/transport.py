@@ -1,0 +1,98 @@
+"""HTTP plumbing that points the official SDK at another base URL.
+
+The SDK hard-codes `https://api.dropboxapi.com` (read from env vars once, at import). Mounting an
+adapter that rewrites the URL of every prepared request is the one hook that covers every route,
+token refresh included, so the emulator and a real team run the very same code path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+#: Hosts the SDK and the OAuth flow talk to; all of them map onto one base URL when overridden.
+DROPBOX_HOSTS = (
+    "https://api.dropboxapi.com",
+    "https://api.dropbox.com",
+    "https://content.dropboxapi.com",
+    "https://notify.dropboxapi.com",
+    "https://www.dropbox.com",
+)
+AUTHORIZE_URL = "https://www.dropbox.com/oauth2/authorize"
+
+
+def normalize_base_url(base_url: str) -> str:
+    """Validate an API base URL override; plain http is only allowed on loopback.
+
+    Raises ValueError with a message that says what to fix.
+    """
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"API base URL {base_url!r} is not an http(s) URL: use e.g. http://127.0.0.1:8765 "
+            "for the emulator, or leave the connection's host empty for Dropbox"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"API base URL {base_url!r} must not carry a query or fragment")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"API base URL {base_url!r} uses plain http on a non-loopback host: tokens would "
+            "travel unencrypted. Use https://, or http:// only with 127.0.0.1 / ::1 / localhost"
+        )
+    return url
+
+
+def is_loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+class BaseUrlRewritingAdapter(HTTPAdapter):
+    """Send requests aimed at Dropbox's hosts to `base_url` instead, path and query unchanged."""
+
+    def __init__(self, base_url: str, **kwargs: object) -> None:
+        self.base_url = normalize_base_url(base_url)
+        super().__init__(**kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs):  # type: ignore[override]
+        request.url = rewrite_url(request.url or "", self.base_url)
+        return super().send(request, **kwargs)
+
+
+def rewrite_url(url: str, base_url: str) -> str:
+    for host in DROPBOX_HOSTS:
+        if url == host or url.startswith(host + "/"):
+            return base_url + url[len(host) :]
+    return url
+
+
+def build_session(base_url: str | None = None, *, pool_size: int = 8) -> requests.Session:
+    """A session for the SDK: real Dropbox when `base_url` is None, else the override.
+
+    `trust_env` is off so a stray HTTP(S)_PROXY or netrc cannot capture tokens or redirect the
+    emulator's loopback traffic.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    if base_url is None:
+        adapter: HTTPAdapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+    else:
+        adapter = BaseUrlRewritingAdapter(
+            base_url, pool_connections=pool_size, pool_maxsize=pool_size
+        )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def authorize_url_for(base_url: str | None) -> str:
+    """Where the admin clicks Allow: Dropbox's page, or the emulator's."""
+    return AUTHORIZE_URL if base_url is None else rewrite_url(AUTHORIZE_URL, base_url)
