@@ -1,0 +1,200 @@
+"""Which time the DAGs cover: DAG params and the run's clock -> validated ranges and day slices.
+
+Everything here is pure (no Airflow, no I/O) so bad params fail before any API call and the
+planning rules are tested directly. Instants are epoch seconds, ranges half-open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+DAY = 86_400
+HOUR = 3_600
+MAX_BACKFILL_DAYS = 365
+
+
+class ParamError(ValueError):
+    """A DAG param or setting is wrong; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class DaySlice:
+    """The part `[lo, hi)` of UTC day `day` that one task syncs."""
+
+    day: date
+    lo: int
+    hi: int
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {"day": self.day.isoformat(), "lo": self.lo, "hi": self.hi}
+
+    @classmethod
+    def from_xcom(cls, value: dict[str, Any]) -> DaySlice:
+        return cls(date.fromisoformat(value["day"]), int(value["lo"]), int(value["hi"]))
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """When fetched data counts as final, and how often fresh data is re-read."""
+
+    settle_seconds: int = 25 * HOUR  # Dropbox: events land within 24 h; plus a 1 h margin
+    refresh_seconds: int | None = 6 * HOUR  # re-read unsettled data this often (None: never)
+    catchup_seconds: int = 7 * DAY  # how far back the incremental DAG fills gaps
+
+
+def day_start(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def day_of(ts: int) -> date:
+    return datetime.fromtimestamp(ts, UTC).date()
+
+
+def iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def split_days(lo: int, hi: int) -> list[DaySlice]:
+    """Cut `[lo, hi)` at UTC midnights: one slice per partition."""
+    slices = []
+    cursor = lo
+    while cursor < hi:
+        day = day_of(cursor)
+        next_midnight = day_start(day) + DAY
+        slices.append(DaySlice(day, cursor, min(hi, next_midnight)))
+        cursor = next_midnight
+    return slices
+
+
+def parse_instant(value: Any, name: str) -> int:
+    """A param given as a date (`2026-10-01`) or an ISO time (`2026-10-01T06:00:00Z`)."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().replace("Z", "+00:00")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ParamError(
+                f"{name}={value!r} is not a date or time: use YYYY-MM-DD or "
+                "YYYY-MM-DDTHH:MM:SSZ (UTC)"
+            ) from None
+    else:
+        raise ParamError(f"{name} must be a date or time string, got {value!r}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if parsed.microsecond:
+        raise ParamError(f"{name}={value!r}: Dropbox times have second granularity")
+    return int(parsed.timestamp())
+
+
+def backfill_range(
+    params: dict[str, Any], *, connected_at: int | None, as_of: int
+) -> tuple[int, int]:
+    """`[start, end)` of a backfill run from its params.
+
+    Default: the `days` (60) days before the connection's `connected_at`. An explicit start/end
+    pair overrides it. The end never passes the run's own time (the future has no events yet).
+    """
+    start_param, end_param = params.get("start"), params.get("end")
+    if bool(start_param) != bool(end_param):
+        raise ParamError("give both start and end (an explicit [start, end) range), or neither")
+    if start_param:
+        start = parse_instant(start_param, "start")
+        end = parse_instant(end_param, "end")
+        if end <= start:
+            raise ParamError(f"end ({end_param}) must be after start ({start_param})")
+        if end - start > MAX_BACKFILL_DAYS * DAY:
+            raise ParamError(f"[start, end) spans more than {MAX_BACKFILL_DAYS} days: split it")
+    else:
+        days = parse_days(params.get("days", 60))
+        if connected_at is None:
+            raise ParamError(
+                "the connection has no extra.connected_at: reconnect with "
+                "`dropbox-team-log connect`, or pass an explicit start and end"
+            )
+        end = connected_at
+        start = end - days * DAY
+    end = min(end, as_of)
+    if end <= start:
+        raise ParamError(f"the range ends at {iso(end)}, not after its start {iso(start)}")
+    return start, end
+
+
+def parse_days(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ParamError(
+            f"days must be a whole number from 1 to {MAX_BACKFILL_DAYS}, got {value!r}"
+        )
+    try:
+        days = int(value)
+    except ValueError:
+        raise ParamError(
+            f"days must be a whole number from 1 to {MAX_BACKFILL_DAYS}, got {value!r}"
+        ) from None
+    if not 1 <= days <= MAX_BACKFILL_DAYS:
+        raise ParamError(f"days must be from 1 to {MAX_BACKFILL_DAYS}, got {days}")
+    return days
+
+
+def incremental_range(
+    *, connected_at: int | None, as_of: int, policy: SyncPolicy
+) -> tuple[int, int]:
+    """What one incremental run keeps exact: from just before the connection up to its own time.
+
+    It starts `settle` before `connected_at` so the backfill's last, still-unsettled hours are
+    settled here too (late events just before the connection still land); coverage metadata makes
+    the overlap harmless. `catchup` bounds how far back gaps are filled after an outage.
+    """
+    if connected_at is None:
+        raise ParamError(
+            "the connection has no extra.connected_at: reconnect with `dropbox-team-log connect`"
+        )
+    lo = max(connected_at - policy.settle_seconds, as_of - policy.catchup_seconds)
+    return lo, as_of
+
+
+def policy_from_params(params: dict[str, Any]) -> SyncPolicy:
+    """Settle / refresh / catch-up hours from params, validated."""
+
+    def hours(name: str, default: float | None, low: float) -> float | None:
+        value = params.get(name, default)
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ParamError(f"{name} must be a number of hours, got {value!r}") from None
+        if number < low:
+            raise ParamError(f"{name} must be at least {low} hours, got {value!r}")
+        return number
+
+    settle = hours("settle_hours", 25, 24)  # below 24 h, late events could be lost for good
+    refresh = hours("refresh_hours", 6, 0)
+    catchup = hours("catchup_days", 7, 1)
+    assert settle is not None and catchup is not None
+    return SyncPolicy(
+        settle_seconds=int(settle * HOUR),
+        refresh_seconds=None if refresh in (None, 0) else int(refresh * HOUR),
+        catchup_seconds=int(catchup * DAY),
+    )
+
+
+def as_of_from_context(context: dict[str, Any]) -> int:
+    """The run's notion of "now": data interval end, else logical date, else run_after.
+
+    Never the wall clock, so a past run replays exactly.
+    """
+    for key in ("data_interval_end", "logical_date"):
+        value = context.get(key)
+        if value is not None:
+            return int(value.timestamp())
+    dag_run = context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None)
+    if run_after is not None:
+        return int(run_after.timestamp())
+    raise ParamError("the run has no data interval, logical date or run_after to take 'now' from")
