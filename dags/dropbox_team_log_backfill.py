@@ -6,19 +6,11 @@ Trigger it by hand once the team is connected. Each UTC day is a mapped task in 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
-from dropbox_team_log import dag_tasks
-
-DEFAULT_ARGS = {
-    "owner": "data-engineering",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=30),
-}
+from dropbox_team_log import dag_config
 
 
 @dag(
@@ -27,7 +19,7 @@ DEFAULT_ARGS = {
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=dag_config.BACKFILL_DEFAULT_ARGS,
     tags=["dropbox", "audit-log", "backfill"],
     doc_md=__doc__,
     params={
@@ -55,15 +47,7 @@ DEFAULT_ARGS = {
     },
 )
 def dropbox_team_log_backfill():
-    @task
-    def plan_days(**context) -> list[dict]:
-        return dag_tasks.plan("backfill", context["params"], context)
-
-    @task(pool=dag_tasks.API_POOL, outlets=[dag_tasks.EVENTS_ASSET], multiple_outputs=False)
-    def sync_day(job: dict) -> dict:
-        return dag_tasks.sync(job)
-
-    sync_day.expand(job=plan_days())
+    dag_config.plan_and_sync("backfill")
 
 
 dropbox_team_log_backfill()

@@ -8,31 +8,20 @@ Schedule: env DROPBOX_TEAM_LOG_SCHEDULE (cron or preset; default every 15 minute
 
 from __future__ import annotations
 
-import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
-from dropbox_team_log import dag_tasks
-
-SCHEDULE = os.environ.get("DROPBOX_TEAM_LOG_SCHEDULE", "*/15 * * * *")
-
-DEFAULT_ARGS = {
-    "owner": "data-engineering",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-}
+from dropbox_team_log import dag_config
 
 
 @dag(
     dag_id="dropbox_team_log_incremental",
-    schedule=SCHEDULE,
+    schedule=dag_config.INCREMENTAL_SCHEDULE,
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=dag_config.INCREMENTAL_DEFAULT_ARGS,
     tags=["dropbox", "audit-log", "incremental"],
     doc_md=__doc__,
     params={
@@ -60,15 +49,7 @@ DEFAULT_ARGS = {
     },
 )
 def dropbox_team_log_incremental():
-    @task
-    def plan_days(**context) -> list[dict]:
-        return dag_tasks.plan("incremental", context["params"], context)
-
-    @task(pool=dag_tasks.API_POOL, outlets=[dag_tasks.EVENTS_ASSET], multiple_outputs=False)
-    def sync_day(job: dict) -> dict:
-        return dag_tasks.sync(job)
-
-    sync_day.expand(job=plan_days())
+    dag_config.plan_and_sync("incremental")
 
 
 dropbox_team_log_incremental()

@@ -9,7 +9,7 @@ for it. Subprocesses (`airflow ...`, `dropbox-team-log ...`) inherit the same en
 from __future__ import annotations
 
 import os
-import subprocess
+import subprocess  # ruff: ignore[suspicious-subprocess-import] (runs `airflow db migrate`)
 import sys
 import tempfile
 from pathlib import Path

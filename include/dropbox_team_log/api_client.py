@@ -171,7 +171,22 @@ class TeamApiClient:
                 exc.message or ""
             ):
                 raise AppCredentialsError(self.conn_id) from None
+            if "invalid_scope" in (exc.message or ""):
+                # The refresh asks for the job's scopes; the grant lacks one of them.
+                raise MissingScopeError(self.conn_id, self._ungranted_scope()) from None
             raise
+
+    def _ungranted_scope(self) -> str:
+        """Which requested scope the grant lacks: refresh with each alone (failure path only)."""
+        wanted = list(getattr(self.client, "_scope", None) or [])
+        for scope in wanted:
+            try:
+                self.client.refresh_access_token(scope=[scope])
+            except BadInputError:
+                return scope
+            except Exception:  # unreachable or else: name them all rather than guess
+                break
+        return " ".join(wanted) or "unknown"
 
     def _report_token(self) -> None:
         token = self.client._oauth2_access_token

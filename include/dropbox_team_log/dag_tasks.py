@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, Variable
+from airflow.sdk import Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
+from dropbox_team_log.dag_config import CONN_ID_VARIABLE, OUTPUT_VARIABLE
 from dropbox_team_log.dataset import EventDataset
 from dropbox_team_log.errors import ConnectionConfigError, PermanentError
 from dropbox_team_log.hook import DropboxTeamConnection, DropboxTeamHook
@@ -32,12 +33,6 @@ from dropbox_team_log.windows import (
 )
 
 log = logging.getLogger(__name__)
-
-OUTPUT_VARIABLE = "dropbox_team_log_output"
-CONN_ID_VARIABLE = "dropbox_team_log_conn_id"
-API_POOL = "dropbox_api"
-#: Emitted by every successful day write, so downstream DAGs can run on new data.
-EVENTS_ASSET = Asset(name="dropbox_team_log_events", uri="dropbox-team-log://events")
 
 
 def default_output_root() -> str:

@@ -82,8 +82,8 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": PACKAGE_NAME,
         "name": "Dropbox Team Log",
         "description": (
-            "Reads a Dropbox Business team's activity log (`/2/team_log/get_events`) with an "
-            "offline refresh token, into hive-partitioned Parquet."
+            "Reads a Dropbox Business team's activity log with an offline refresh token, "
+            "into hive-partitioned Parquet."
         ),
         "integrations": [
             {

@@ -24,7 +24,7 @@ from dropbox_team_log.errors import DropboxTeamLogError
 UTC_TS_S = pa.timestamp("s", tz="UTC")
 UTC_TS_MS = pa.timestamp("ms", tz="UTC")
 
-# Column order is the file layout; `_event_row` builds its tuple in exactly this order.
+# Column order is the file layout; `_fill_columns` fills its lists in exactly this order.
 EVENT_SCHEMA = pa.schema(
     [
         pa.field("timestamp", UTC_TS_S, nullable=False),
@@ -54,8 +54,8 @@ EVENT_SCHEMA = pa.schema(
     ]
 )
 
-# Columns `_event_row` fills, i.e. all but the two per-batch constants at the end.
-_ROW_FIELDS = EVENT_SCHEMA.names[:-2]
+# Columns `_fill_columns` fills, i.e. all but the two per-batch constants at the end.
+_COLUMN_FIELDS = EVENT_SCHEMA.names[:-2]
 
 AUTHENTICATED = "authenticated"
 UNAUTHENTICATED = "unauthenticated"
@@ -135,7 +135,7 @@ def format_timestamp(epoch_seconds: int) -> str:
     return (_EPOCH + timedelta(seconds=epoch_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# --- one event -> one row --------------------------------------------------------------------
+# --- events -> columns --------------------------------------------------------------------
 
 
 def _tag(union: object) -> str | None:
@@ -186,50 +186,56 @@ def _actor_fields(actor: dict | None) -> tuple:
     return (actor_type, None, None, None, None, None)
 
 
-def _json_or_none(value: object) -> bytes | None:
-    """Nested parts whose shape varies by type stay JSON text; missing stays null."""
-    return None if value is None else orjson.dumps(value)
+def _fill_columns(events: Sequence[dict], columns: list[list]) -> None:
+    """Append the `_COLUMN_FIELDS` values of each event to `columns`, in one pass.
 
-
-def _event_row(event: dict) -> tuple:
-    """The `_ROW_FIELDS` values of one event (timestamp as epoch seconds, JSON as bytes)."""
-    event_type = event["event_type"]
-    type_tag = event_type[".tag"]
-    if type_tag.__class__ is not str or not type_tag:
-        raise ValueError(f"event_type .tag is {type_tag!r}")
-    actor = event.get("actor")
-    context = event.get("context")
-    origin = event.get("origin") or _EMPTY
-    geo = origin.get("geo_location") or _EMPTY
-    actor_type, user_type, email, display_name, account_id, app_id = _actor_fields(actor)
-    return (
-        parse_timestamp(event["timestamp"]),
-        type_tag,
-        event_type.get("description"),
-        _tag(event.get("event_category")),
-        _auth_status(actor_type, context),
-        actor_type,
-        user_type,
-        email,
-        display_name,
-        account_id,
-        app_id,
-        geo.get("ip_address"),
-        geo.get("country"),
-        geo.get("region"),
-        geo.get("city"),
-        _tag(origin.get("access_method")),
-        event.get("involve_non_team_member"),
-        _tag(context),
-        _json_or_none(event.get("assets")),
-        _json_or_none(event.get("participants")),
-        _json_or_none(event.get("details")),
-        orjson.dumps(event),
-    )
+    One list per column (no tuple per row): fewer long-lived objects means the garbage
+    collector stays out of the loop. Timestamps go in as epoch seconds, JSON parts as bytes.
+    """
+    (
+        timestamp, event_type_, description, category, auth_status, actor_type_, user_type,
+        email, display_name, account_id, app_id, ip_address, country, region, city,
+        access_method, involve, context_type, assets, participants, details, raw_event,
+    ) = (column.append for column in columns)  # fmt: skip
+    dumps = orjson.dumps
+    for event in events:
+        event_type = event["event_type"]
+        type_tag = event_type[".tag"]
+        if type_tag.__class__ is not str or not type_tag:
+            raise ValueError(f"event_type .tag is {type_tag!r}")
+        timestamp(parse_timestamp(event["timestamp"]))
+        event_type_(type_tag)
+        description(event_type.get("description"))
+        category(_tag(event.get("event_category")))
+        actor = _actor_fields(event.get("actor"))
+        context = event.get("context")
+        auth_status(_auth_status(actor[0], context))
+        actor_type_(actor[0])
+        user_type(actor[1])
+        email(actor[2])
+        display_name(actor[3])
+        account_id(actor[4])
+        app_id(actor[5])
+        origin = event.get("origin") or _EMPTY
+        geo = origin.get("geo_location") or _EMPTY
+        ip_address(geo.get("ip_address"))
+        country(geo.get("country"))
+        region(geo.get("region"))
+        city(geo.get("city"))
+        access_method(_tag(origin.get("access_method")))
+        involve(event.get("involve_non_team_member"))
+        context_type(_tag(context))
+        value = event.get("assets")
+        assets(None if value is None else dumps(value))
+        value = event.get("participants")
+        participants(None if value is None else dumps(value))
+        value = event.get("details")
+        details(None if value is None else dumps(value))
+        raw_event(dumps(event))
 
 
 def _check_event(position: int, event: object) -> None:
-    """Name what is wrong with an event `_event_row` refused (slow path, errors only)."""
+    """Name what is wrong with an event `_fill_columns` refused (slow path, errors only)."""
     if not isinstance(event, dict):
         raise MalformedEventError(position, f"expected a JSON object, got {type(event).__name__}")
     if "timestamp" not in event:
@@ -242,29 +248,36 @@ def _check_event(position: int, event: object) -> None:
     tag = event_type.get(".tag") if isinstance(event_type, dict) else None
     if not isinstance(tag, str) or not tag:
         raise MalformedEventError(position, f"no event_type .tag (event_type={event_type!r})")
+    try:
+        _fill_columns([event], [[] for _ in _COLUMN_FIELDS])
+    except _ROW_ERRORS as exc:
+        raise MalformedEventError(position, f"{type(exc).__name__}: {exc}") from None
 
 
 _ROW_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
 
-def _rows(events: Sequence[object]) -> list[tuple]:
-    """Rows of all events; only after a failure is each event looked at on its own."""
+def _columns(events: Sequence[object]) -> list[list]:
+    """Column lists of all events; only after a failure is each event looked at on its own."""
+    columns: list[list] = [[] for _ in _COLUMN_FIELDS]
     try:
-        return [_event_row(event) for event in events]  # type: ignore[arg-type]
+        _fill_columns(events, columns)  # type: ignore[arg-type]
     except _ROW_ERRORS:
-        pass
-    for position, event in enumerate(events):
-        _check_event(position, event)
-        try:
-            _event_row(event)  # type: ignore[arg-type]
-        except _ROW_ERRORS as exc:
-            raise MalformedEventError(position, f"{type(exc).__name__}: {exc}") from None
-    raise AssertionError("unreachable: a row failed once but not twice")  # pragma: no cover
+        for position, event in enumerate(events):
+            _check_event(position, event)
+        raise  # pragma: no cover - _check_event raises for the event that failed
+    return columns
 
 
-def _column(name: str, values: Sequence) -> pa.Array:
+# Filled with orjson output, which is valid UTF-8 by construction: no need to validate it again.
+_JSON_COLUMNS = frozenset({"assets", "participants", "details", "raw_event"})
+
+
+def _column(name: str, values: list) -> pa.Array:
     """One typed Arrow column; on a type clash, find and name the offending event."""
     field = EVENT_SCHEMA.field(name)
+    if name in _JSON_COLUMNS:
+        return pa.array(values, type=pa.binary()).view(pa.string())
     try:
         return pa.array(values, type=field.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -296,16 +309,10 @@ def events_to_batch(
     if not isinstance(team_id, str) or not team_id:
         raise ValueError("team_id must be a non-empty string")
     ingested_ms = _ingested_ms(ingested_at)
-    rows = _rows(events)
-    n = len(rows)
-    columns: list[pa.Array]
-    if n:
-        columns = [
-            _column(name, values)
-            for name, values in zip(_ROW_FIELDS, zip(*rows, strict=True), strict=True)
-        ]
-    else:
-        columns = [pa.array([], type=EVENT_SCHEMA.field(name).type) for name in _ROW_FIELDS]
-    columns.append(pa.repeat(pa.scalar(team_id, pa.string()), n))
-    columns.append(pa.repeat(pa.scalar(ingested_ms, UTC_TS_MS), n))
-    return pa.RecordBatch.from_arrays(columns, schema=EVENT_SCHEMA)
+    arrays = [
+        _column(name, values) for name, values in zip(_COLUMN_FIELDS, _columns(events), strict=True)
+    ]
+    n = len(events)
+    arrays.append(pa.repeat(pa.scalar(team_id, pa.string()), n))
+    arrays.append(pa.repeat(pa.scalar(ingested_ms, UTC_TS_MS), n))
+    return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)

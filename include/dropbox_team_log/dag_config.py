@@ -1,0 +1,55 @@
+"""Names the DAG files need at parse time, kept in a module that imports nothing heavy.
+
+DAG files are parsed every few seconds by the dag-processor: they import this, and import the
+task logic (`dag_tasks`: SDK, pyarrow) only inside the tasks.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Asset, XComArg, task
+
+OUTPUT_VARIABLE = "dropbox_team_log_output"
+CONN_ID_VARIABLE = "dropbox_team_log_conn_id"
+#: Caps concurrent API work across both DAGs: size it to the team's rate limit.
+API_POOL = "dropbox_api"
+#: Emitted by every successful day write, so downstream DAGs can run on new data.
+EVENTS_ASSET = Asset(name="dropbox_team_log_events", uri="dropbox-team-log://events")
+#: Cron or preset for the incremental DAG (an env var: no DB access at parse time).
+INCREMENTAL_SCHEDULE = os.environ.get("DROPBOX_TEAM_LOG_SCHEDULE", "*/15 * * * *")
+
+BACKFILL_DEFAULT_ARGS = {
+    "owner": "data-engineering",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=30),
+}
+INCREMENTAL_DEFAULT_ARGS = {
+    "owner": "data-engineering",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def plan_and_sync(kind: str) -> XComArg:
+    """The task graph both DAGs share: plan the due days, then one mapped task per day."""
+
+    @task(task_id="plan_days")
+    def plan_days(**context: Any) -> list[dict]:
+        from dropbox_team_log import dag_tasks  # heavy imports at run time, not parse time
+
+        return dag_tasks.plan(kind, context["params"], context)
+
+    @task(task_id="sync_day", pool=API_POOL, outlets=[EVENTS_ASSET], multiple_outputs=False)
+    def sync_day(job: dict) -> dict:
+        from dropbox_team_log import dag_tasks
+
+        return dag_tasks.sync(job)
+
+    return sync_day.expand(job=plan_days())

@@ -1,0 +1,222 @@
+"""Driving an emulator from Python: control client, the "click Allow" helper, and
+`running_emulator()` for tests. Stdlib HTTP (urllib), never through a proxy."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Generator
+from datetime import datetime
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from .clock import floor_second, format_ts
+from .config import EmulatorConfig
+from .server import EmulatorServer
+
+# Hosts the SDK builds URLs for; approve() sends them to the emulator instead.
+DROPBOX_HOSTS = ("www.dropbox.com", "api.dropboxapi.com", "api.dropbox.com")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # surface the 302 (its Location holds the code)
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+
+
+def _http(method: str, url: str, body: bytes | None = None,
+          content_type: str = "application/json", timeout: float = 30.0,
+          ) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method)  # ruff: ignore[suspicious-url-open-usage] - http(s) only
+    if body is not None:
+        req.add_header("Content-Type", content_type)
+    try:
+        with _OPENER.open(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers.items()), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers.items()), err.read()
+
+
+class _FormParser(HTMLParser):
+    """Collects the authorize form's fields and the code on a "paste this code" page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self.action: str | None = None
+        self.code: str | None = None
+        self._in_code = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and a.get("id") == "authorize-form":
+            self.action = a.get("action")
+        elif tag == "input" and a.get("type") == "hidden" and "name" in a:
+            self.fields[a["name"]] = a.get("value", "")
+        elif a.get("id") == "auth-code":
+            self._in_code = True
+
+    def handle_data(self, data: str) -> None:
+        if self._in_code:
+            self.code = (self.code or "") + data
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_code = False
+
+
+def _to_emulator(url: str, base_url: str | None) -> str:
+    parts = urlsplit(url)
+    if base_url and parts.hostname in DROPBOX_HOSTS:
+        base = urlsplit(base_url)
+        return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
+    return url
+
+
+def approve(authorize_url: str, base_url: str | None = None, decision: str = "allow") -> str:
+    """Do what the admin's browser does: open the authorize page, click Allow, return the code.
+
+    `authorize_url` may be the SDK's `https://www.dropbox.com/oauth2/authorize?...`; with
+    `base_url` it is sent to the emulator. With a redirect_uri the code is read from the 302
+    Location (not followed); without, from the page that shows it.
+    """
+    url = _to_emulator(authorize_url, base_url)
+    status, _, page = _http("GET", url)
+    if status != 200:
+        raise RuntimeError(f"authorize page answered {status}: {page[:300]!r}")
+    form = _FormParser()
+    form.feed(page.decode())
+    if form.action is None:
+        raise RuntimeError("no authorize form on the page")
+    parts = urlsplit(url)
+    post_url = urlunsplit((parts.scheme, parts.netloc, form.action, "", ""))
+    data = urlencode({**form.fields, "decision": decision}).encode()
+    status, headers, page = _http("POST", post_url, data, "application/x-www-form-urlencoded")
+    if status == 302:
+        query = parse_qs(urlsplit(headers["Location"]).query)
+        if "code" not in query:
+            raise RuntimeError(f"authorization refused: {headers['Location']}")
+        return query["code"][0]
+    result = _FormParser()
+    result.feed(page.decode())
+    if status != 200 or not result.code:
+        raise RuntimeError(f"no code after approving ({status}): {page[:300]!r}")
+    return result.code.strip()
+
+
+def _iso(value: datetime | str | int) -> str:
+    """Control-API time: aware/naive-UTC datetime, epoch seconds, or an ISO string as is."""
+    if isinstance(value, datetime):
+        return format_ts(int(floor_second(value).timestamp()))
+    if isinstance(value, int):
+        return format_ts(value)
+    return value
+
+
+class EmulatorClient:
+    """The control API over HTTP, for an emulator in this process or another one."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def _call(self, method: str, name: str, payload: Any = None, query: str = "") -> Any:
+        body = None if payload is None else json.dumps(payload).encode()
+        url = f"{self.base_url}/__emulator/{name}" + (f"?{query}" if query else "")
+        status, _, data = _http(method, url, body)
+        if status != 200:
+            raise RuntimeError(f"emulator {method} {name} -> {status}: {data[:500]!r}")
+        return json.loads(data) if data else None
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "health")
+
+    def now(self) -> str:
+        return self._call("GET", "clock")["now"]
+
+    def set_clock(self, now: datetime | str | int) -> str:
+        return self._call("POST", "clock", {"now": _iso(now)})["now"]
+
+    def advance(self, seconds: float) -> str:
+        return self._call("POST", "clock", {"advance_seconds": int(seconds)})["now"]
+
+    def truth(self, start: datetime | str | int | None = None,
+              end: datetime | str | int | None = None,
+              as_of: datetime | str | int | None = None) -> list[bytes]:
+        """The exact served bytes of every event visible at as_of (default: now) with
+        timestamp in [start, end), duplicates as separate items, in (timestamp, order)."""
+        params = {k: _iso(v) for k, v in (("start", start), ("end", end), ("as_of", as_of))
+                  if v is not None}
+        status, _, data = _http("GET", f"{self.base_url}/__emulator/truth?{urlencode(params)}")
+        if status != 200:
+            raise RuntimeError(f"truth -> {status}: {data[:300]!r}")
+        return data.splitlines()
+
+    def set_faults(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._call("POST", "faults", {"faults": faults})["faults"]
+
+    def faults(self) -> dict[str, Any]:
+        return self._call("GET", "faults")
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "faults")
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "stats")
+
+    def reset_stats(self) -> dict[str, Any]:
+        return self._call("DELETE", "stats")
+
+    def revoke_refresh_tokens(self, refresh_token: str | None = None) -> str:
+        payload = {} if refresh_token is None else {"refresh_token": refresh_token}
+        return self._call("POST", "revoke", payload)["revoked"]
+
+    def expire_access_tokens(self) -> None:
+        self._call("POST", "expire_tokens", {})
+
+    def add_events(self, events: list[dict[str, Any]],
+                   visible_at: datetime | str | int | None = None) -> int:
+        """Add events (raw TeamEvent dicts, or {"event"|"raw": ..., "visible_at": ...})."""
+        payload: dict[str, Any] = {"events": events}
+        if visible_at is not None:
+            payload["visible_at"] = _iso(visible_at)
+        return self._call("POST", "events", payload)["custom_version"]
+
+    def approve(self, authorize_url: str | None = None, **params: Any) -> str:
+        """Approve like a browser (given the SDK's authorize URL) or via the scripted
+        endpoint (given client_id/scope/code_challenge/redirect_uri/state keywords)."""
+        if authorize_url is not None:
+            return approve(authorize_url, self.base_url)
+        return self._call("POST", "approve", params)["code"]
+
+
+class EmulatorHandle(EmulatorClient):
+    """What `running_emulator()` yields: the control client plus the in-process server."""
+
+    def __init__(self, server: EmulatorServer) -> None:
+        super().__init__(server.base_url)
+        self.server = server
+        self.config = server.config
+        self.state = server.state
+
+
+@contextlib.contextmanager
+def running_emulator(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
+                     port: int = 0, **overrides: Any) -> Generator[EmulatorHandle, None, None]:
+    """Serve an emulator on a free loopback port in a background thread, for a `with` block.
+
+    `overrides` are EmulatorConfig fields (applied on top of `config`).
+    """
+    if config is None:
+        config = EmulatorConfig(**overrides)
+    elif overrides:
+        config = dataclasses.replace(config, **overrides)
+    server = EmulatorServer(config, host=host, port=port).start()
+    try:
+        yield EmulatorHandle(server)
+    finally:
+        server.stop()

@@ -1,0 +1,146 @@
+"""Emulator configuration: one dataclass, shared by the CLI, the server and the tests.
+
+Every knob that changes what is served lives here, so one config (plus the clock) fully
+determines the served bytes: same config -> same events, same pages, same cursors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .clock import floor_second, format_ts
+
+# Well-known demo credentials. They are printed by the CLI because they are public demo
+# values; any other secret is never printed.
+DEMO_APP_KEY = "emu-demo-app-key"
+DEMO_APP_SECRET = "emu-demo-app-secret"  # ruff: ignore[hardcoded-password-string] - public demo value, not a credential
+DEFAULT_SCOPES = ("events.read", "team_info.read")
+
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """What the emulator serves. Durations are in seconds of *emulator* time."""
+
+    seed: int = 1
+    # The one registered app (team-linked, scoped).
+    app_key: str = DEMO_APP_KEY
+    app_secret: str = DEMO_APP_SECRET
+    app_name: str = "Team Activity Log Collector"
+    app_scopes: tuple[str, ...] = DEFAULT_SCOPES
+    # Allowed redirect URIs; empty means "any http://localhost or http://127.0.0.1 URI".
+    redirect_uris: tuple[str, ...] = ()
+    # The synthetic team.
+    team_id: str | None = None  # None: derived from the seed ("dbtid:AA...")
+    team_name: str = "Northwind Research"
+    team_domain: str = "northwind-research.example"
+    num_licensed_users: int = 50
+    num_members: int | None = None  # None: 90% of the licences
+    # Timeline of generated events. None: 90 days before the start clock .. 7 days after.
+    timeline_start: datetime | None = None
+    timeline_end: datetime | None = None
+    events_per_day: float = 300.0
+    # Paging and wire behaviour.
+    page_size: int = 1000
+    empty_page_rate: float = 0.02
+    duplicate_rate: float = 0.002
+    late_rate: float = 0.05  # share of events that show up hours (not minutes) late
+    max_delay: int = DAY  # no event becomes visible later than this after its timestamp
+    unknown_type_rate: float = 0.002  # events whose type the SDK does not know
+    cursor_ttl: int | None = 7 * DAY  # older cursors answer `reset`; None: never
+    # Auth.
+    access_token_lifetime: int = 4 * 3600
+    code_lifetime: int = 600
+    # Clock: fixed start (default: wall clock floored to the second); frozen unless advanced,
+    # or running at `clock_rate` emulator seconds per wall second.
+    clock: datetime | None = None
+    clock_rate: float = 0.0
+    # Memory bound: generated days kept in an LRU (regenerated on demand, deterministically).
+    day_cache: int = 64
+
+    def __post_init__(self) -> None:
+        if self.page_size < 1 or self.page_size > 1000:
+            raise ValueError("page_size must be within 1..1000")
+        for name in ("empty_page_rate", "duplicate_rate", "late_rate", "unknown_type_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be within [0, 1)")
+        if self.max_delay < 1:
+            raise ValueError("max_delay must be at least 1 second")
+        if self.events_per_day < 0:
+            raise ValueError("events_per_day must be >= 0")
+        # Resolve the start clock once, so the config alone determines what is served.
+        start = self.clock if self.clock is not None else datetime.now(UTC)
+        object.__setattr__(self, "clock", floor_second(start))
+        for name in ("timeline_start", "timeline_end"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, floor_second(value))
+
+    # Derived values -----------------------------------------------------------------------
+
+    @property
+    def resolved_team_id(self) -> str:
+        """The team id: configured, or a stable `dbtid:` id derived from the seed."""
+        if self.team_id:
+            return self.team_id
+        digest = hashlib.sha256(f"team/{self.seed}".encode()).digest()
+        return "dbtid:AA" + _b64ish(digest, 33)
+
+    @property
+    def start_epoch(self) -> int:
+        """The start clock, epoch seconds."""
+        assert self.clock is not None  # resolved in __post_init__
+        return int(self.clock.timestamp())
+
+    @property
+    def timeline(self) -> tuple[int, int]:
+        """[start, end) of generated event timestamps, epoch seconds."""
+        assert self.clock is not None
+        start = self.timeline_start or (self.clock - timedelta(days=90))
+        end = self.timeline_end or (self.clock + timedelta(days=7))
+        lo, hi = int(start.timestamp()), int(end.timestamp())
+        if hi < lo:
+            raise ValueError("timeline_end is before timeline_start")
+        return lo, hi
+
+    @property
+    def members_count(self) -> int:
+        if self.num_members is not None:
+            return max(3, self.num_members)
+        return max(3, int(self.num_licensed_users * 0.9))
+
+    def public_dict(self) -> dict[str, object]:
+        """The config as JSON-able data, without the app secret."""
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "app_secret":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = format_ts(int(value.timestamp()))
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        out["team_id"] = self.resolved_team_id
+        lo, hi = self.timeline
+        out["timeline_start"], out["timeline_end"] = format_ts(lo), format_ts(hi)
+        out["app_secret_is_demo_default"] = self.app_secret == DEMO_APP_SECRET
+        return out
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _b64ish(digest: bytes, n: int) -> str:
+    """n characters of Dropbox-id alphabet from a digest (repeated if needed)."""
+    out = []
+    data = digest
+    while len(out) < n:
+        out.extend(_ALPHABET[b & 63] for b in data)
+        data = hashlib.sha256(data).digest()
+    return "".join(out[:n])

@@ -1,0 +1,190 @@
+"""The control API under `/__emulator/`: clock, ground truth, faults, custom events, tokens,
+stats. Used by tests, the demo and the benchmark; never counted as API calls or faulted."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .clock import format_ts, parse_iso, parse_wire_ts
+from .faults import KINDS
+from .responses import NDJSON, Response, json_response
+from .state import EmulatorState
+from .store import CustomEvent
+from .web import approve_scripted
+
+PREFIX = "/__emulator/"
+
+
+class ControlError(Exception):
+    """Bad control request -> 400 JSON {"error": ...}."""
+
+
+def _error(message: str, status: int = 400) -> Response:
+    return json_response({"error": message}, status)
+
+
+class Control:
+    def __init__(self, state: EmulatorState) -> None:
+        self.s = state
+
+    def handle(self, method: str, path: str, query: str, body: bytes) -> Response:
+        name = path[len(PREFIX):].strip("/")
+        handler = getattr(self, f"{method.lower()}_{name}", None)
+        if handler is None:
+            if hasattr(self, f"get_{name}") or hasattr(self, f"post_{name}"):
+                return _error(f"method {method} not allowed for {path}", 405)
+            return _error(f"unknown control endpoint {path}", 404)
+        try:
+            params = dict(parse_qsl(query, keep_blank_values=True))
+            return handler(params, body)
+        except ControlError as exc:
+            return _error(str(exc))
+        except ValueError as exc:
+            return _error(str(exc))
+
+    @staticmethod
+    def _json(body: bytes, default: Any = None) -> Any:
+        if not body.strip():
+            return default
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ControlError(f"body is not JSON: {exc}") from exc
+
+    def _now(self) -> dict[str, Any]:
+        now = self.s.clock.now()
+        return {"now": format_ts(now), "epoch": now}
+
+    # Endpoints ----------------------------------------------------------------------------
+
+    def get_health(self, _p: dict, _b: bytes) -> Response:
+        return json_response({"status": "ok", **self._now(), "team_id": self.s.team.team_id,
+                              "app_key": self.s.config.app_key})
+
+    def get_config(self, _p: dict, _b: bytes) -> Response:
+        return json_response(self.s.config.public_dict())
+
+    def get_clock(self, _p: dict, _b: bytes) -> Response:
+        return json_response(self._now())
+
+    def post_clock(self, _p: dict, body: bytes) -> Response:
+        arg = self._json(body, {})
+        if not isinstance(arg, dict) or ("now" in arg) == ("advance_seconds" in arg):
+            raise ControlError('send {"now": "<iso>"} or {"advance_seconds": n}')
+        if "now" in arg:
+            self.s.clock.set(parse_iso(str(arg["now"])))
+        else:
+            self.s.clock.advance(int(arg["advance_seconds"]))
+        return json_response(self._now())
+
+    def get_truth(self, params: dict, _b: bytes) -> Response:
+        lo, hi = self.s.config.timeline
+        start = parse_iso(params["start"]) if params.get("start") else lo
+        end = parse_iso(params["end"]) if params.get("end") else hi
+        as_of = parse_iso(params["as_of"]) if params.get("as_of") else self.s.clock.now()
+        days = self.s.store.truth(start, end, as_of)
+        count = sum(len(day) for day in days)
+        length = sum(len(body) for day in days for body in day) + count
+        chunks = (b"".join(body + b"\n" for body in day) for day in days if day)
+        return Response(200, b"", NDJSON, [("X-Event-Count", str(count)),
+                                           ("X-As-Of", format_ts(as_of))],
+                        chunks=chunks, length=length)
+
+    def get_faults(self, _p: dict, _b: bytes) -> Response:
+        return json_response({"faults": self.s.faults.snapshot(),
+                              "injected": dict(self.s.faults.injected_by_kind),
+                              "kinds": KINDS})
+
+    def post_faults(self, _p: dict, body: bytes) -> Response:
+        arg = self._json(body, [])
+        specs = arg.get("faults", []) if isinstance(arg, dict) else arg
+        if not isinstance(specs, list):
+            raise ControlError('send a list of faults or {"faults": [...]}')
+        self.s.faults.replace(specs)
+        return self.get_faults({}, b"")
+
+    def delete_faults(self, _p: dict, _b: bytes) -> Response:
+        self.s.faults.clear()
+        return self.get_faults({}, b"")
+
+    def post_events(self, _p: dict, body: bytes) -> Response:
+        arg = self._json(body)
+        default_vis = None
+        items = arg
+        if isinstance(arg, dict):
+            items = arg.get("events")
+            if arg.get("visible_at"):
+                default_vis = parse_iso(str(arg["visible_at"]))
+        if not isinstance(items, list):
+            raise ControlError('send {"events": [...], "visible_at"?: iso} or a list of events')
+        events = [self._custom_event(item, default_vis) for item in items]
+        version = self.s.store.add_events(events)
+        return json_response({"added": len(events), "custom_version": version})
+
+    def _custom_event(self, item: Any, default_vis: int | None) -> CustomEvent:
+        if not isinstance(item, dict):
+            raise ControlError("each event must be a JSON object")
+        vis = default_vis
+        if "raw" in item or "event" in item:
+            if item.get("visible_at"):
+                vis = parse_iso(str(item["visible_at"]))
+            if "raw" in item:
+                raw = str(item["raw"]).strip()
+                if "\n" in raw or "\r" in raw:
+                    raise ControlError("raw events must be one line of JSON")
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    raise ControlError(f"raw event is not JSON: {exc}") from exc
+                body = raw.encode()
+            else:
+                obj = item["event"]
+                body = orjson.dumps(obj)
+        else:
+            obj, body = item, orjson.dumps(item)
+        if not isinstance(obj, dict) or not isinstance(obj.get("timestamp"), str):
+            raise ControlError("an event needs a string timestamp")
+        try:
+            ts = parse_wire_ts(obj["timestamp"])
+        except ValueError as exc:
+            raise ControlError(f"bad event timestamp {obj['timestamp']!r}: {exc}") from exc
+        if vis is None:
+            vis = max(ts, self.s.clock.now())
+        if vis < ts:
+            raise ControlError("visible_at is before the event's timestamp")
+        cat = obj.get("event_category")
+        etype = obj.get("event_type")
+        return CustomEvent(
+            ts=ts, vis=vis,
+            category=cat.get(".tag", "other") if isinstance(cat, dict) else "other",
+            event_type=etype.get(".tag", "") if isinstance(etype, dict) else "",
+            body=body,
+        )
+
+    def post_revoke(self, _p: dict, body: bytes) -> Response:
+        arg = self._json(body, {}) or {}
+        token = arg.get("refresh_token") if isinstance(arg, dict) else None
+        return json_response({"revoked": self.s.oauth.revoke(token)})
+
+    def post_expire_tokens(self, _p: dict, _b: bytes) -> Response:
+        self.s.oauth.expire_access_tokens()
+        return json_response({"expired": True, **self._now()})
+
+    def get_stats(self, _p: dict, _b: bytes) -> Response:
+        return json_response({**self.s.stats.snapshot(),
+                              "faults_injected": dict(self.s.faults.injected_by_kind)})
+
+    def delete_stats(self, _p: dict, _b: bytes) -> Response:
+        self.s.stats.reset()
+        self.s.faults.injected_by_kind.clear()
+        return self.get_stats({}, b"")
+
+    def post_approve(self, _p: dict, body: bytes) -> Response:
+        arg = self._json(body, {})
+        if not isinstance(arg, dict):
+            raise ControlError("send a JSON object")
+        arg.setdefault("client_id", self.s.config.app_key)
+        return approve_scripted(self.s, arg)

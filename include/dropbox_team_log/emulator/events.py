@@ -1,0 +1,613 @@
+"""Deterministic event generation, one UTC day at a time.
+
+Shapes come from Dropbox's published examples (the bundled fixture, one event per type); the
+who/where/what is swapped for the synthetic team. Each day is generated from its own RNG
+stream (seed + day number), so any day can be (re)built on its own, in any order, and always
+to the same bytes. Events are serialized once with orjson (compact) and kept as bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from .clock import format_ts
+from .config import DAY, EmulatorConfig
+from .team import GEOS, Json, Person, Team, geo_dict, pick, web_session
+
+FIXTURE_NAME = "dropbox_spec_team_events.ndjson"
+
+# Identities used by the spec examples -> replaced by the synthetic team in template details.
+_SPEC_JOHN = ("dbid:AAHgR8xsQP48a5DQUGPo-Vxsrjd0OByVmho", "John Smith", "john_smith@acmecorp.com")
+_SPEC_JANE = ("dbid:AAGx4oiLtHdvRdNxUpvvJBXYgR4BS19c9kw", "Jane Smith", "jane_smith@acmecorp.com")
+_SPEC_MEMBER_ID = "dbmid:AAFoi-tmvRuQR0jU-3fN4B-9nZo6nHcDO9Q"
+
+# Categories whose events are mostly admin actions (admin actor, admin console).
+ADMIN_CATEGORIES = frozenset({
+    "team_policies", "members", "groups", "team_folders", "domains", "sso", "team_profile",
+    "reports", "data_governance", "encryption", "trusted_teams", "protect", "admin_alerting",
+})
+# Categories whose events carry a file/folder asset.
+ASSET_CATEGORIES = frozenset({
+    "file_operations", "sharing", "comments", "file_requests", "showcase", "paper",
+})
+
+# Event types the SDK (12.2.4) does not know: they must keep their name on the wire.
+UNKNOWN_TYPES: tuple[tuple[str, str, str, bool], ...] = (
+    ("ai_assistant_prompt_sent", "dash", "(dash) Sent a prompt to the AI assistant", False),
+    ("file_ai_summary_generated", "file_operations", "(file_operations) Generated an AI summary",
+     True),
+    ("passkey_registered", "logins", "(logins) Registered a passkey", False),
+)
+
+LOGIN_METHODS = (
+    ("password", 40), ("saml", 20), ("two_factor_authentication", 15), ("google_oauth", 8),
+    ("web_session", 8), ("microsoft_oauth", 4), ("apple_oauth", 3), ("passkey", 2),
+)
+LOGIN_FAILURES = (
+    ("password", "Invalid password", "invalid_password"),
+    ("two_factor_authentication", "Incorrect two-step verification code", "tfa_code_invalid"),
+    ("password", "Too many sign-in attempts. Try again later.", "rate_limited"),
+    ("saml", "Single sign-on failed", "saml_assertion_rejected: signature mismatch"),
+    ("password", "This account is suspended", "account_suspended"),
+)
+USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+)
+# Events per hour of the (UTC) day: two overlapping office days (Europe, Americas).
+HOUR_WEIGHTS = (2, 1, 1, 1, 2, 4, 7, 10, 13, 14, 14, 13, 12, 13, 15, 16, 15, 13, 10, 8, 6, 5, 4, 3)
+_HOUR_CUM = list(itertools.accumulate(HOUR_WEIGHTS))
+
+
+@dataclass(frozen=True)
+class Template:
+    """One event type's fixed parts, from the fixture."""
+
+    tag: str
+    category: Json
+    event_type: Json
+    details: Json
+    two_assets: bool
+
+
+@dataclass
+class Day:
+    """A generated day: parallel lists in (timestamp, generation order) order.
+
+    `cv` is 0 for generated events and the custom version for events added later.
+    """
+
+    ts: list[int] = field(default_factory=list)
+    vis: list[int] = field(default_factory=list)
+    cat: list[str] = field(default_factory=list)
+    etype: list[str] = field(default_factory=list)
+    body: list[bytes] = field(default_factory=list)
+    cv: list[int] = field(default_factory=list)
+
+
+def load_fixture_lines() -> list[bytes]:
+    """The bundled fixture (package data), one compact JSON event per line."""
+    data = resources.files(__package__).joinpath(FIXTURE_NAME).read_bytes()
+    return [line for line in data.splitlines() if line.strip()]
+
+
+def _patch_details(node: Any) -> Any:
+    """Make spec example details decodable and self-consistent.
+
+    - `client_type: {".tag": "other"}` (the catch-all, which stone rejects) -> `windows`;
+    - asset indices point into the event's own (1 or 2) assets.
+    """
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "client_type" and isinstance(value, dict) and value.get(".tag") == "other":
+                out[key] = {".tag": "windows"}
+            elif key.endswith("asset_index") and isinstance(value, int):
+                out[key] = 1 if key == "dest_asset_index" else 0
+            else:
+                out[key] = _patch_details(value)
+        return out
+    if isinstance(node, list):
+        return [_patch_details(v) for v in node]
+    return node
+
+
+def load_templates(team: Team) -> dict[str, Template]:
+    """Fixture events -> templates with the team's identities in place of the spec's."""
+    john, jane = team.members[0], team.members[1]
+    replacements = [
+        (_SPEC_JOHN[0], john.account_id), (_SPEC_JANE[0], jane.account_id),
+        (_SPEC_JOHN[2], john.email), (_SPEC_JANE[2], jane.email),
+        (_SPEC_JOHN[1], john.display_name), (_SPEC_JANE[1], jane.display_name),
+        (_SPEC_MEMBER_ID, john.team_member_id or ""), ("acmecorp.com", team.domain),
+        ('"A Team"', orjson.dumps(team.name).decode()),
+    ]
+    templates: dict[str, Template] = {}
+    for line in load_fixture_lines():
+        text = line.decode()
+        for old, new in replacements:
+            text = text.replace(old, new)
+        event = orjson.loads(text)
+        tag = event["event_type"][".tag"]
+        if tag in templates:
+            continue  # the extra anonymous-actor lines repeat a type
+        details = _patch_details(event["details"])
+        two = "dest_asset_index" in orjson.dumps(details).decode()
+        templates[tag] = Template(
+            tag=tag,
+            category={".tag": event["event_category"][".tag"]},
+            event_type={".tag": tag, "description": event["event_type"]["description"]},
+            details=details,
+            two_assets=two,
+        )
+    return templates
+
+
+def _event(
+    ts: str,
+    tpl: Template,
+    details: Json,
+    actor: Json | None,
+    origin: Json | None,
+    involve: bool,
+    context: Json | None,
+    participants: list[Json] | None = None,
+    assets: list[Json] | None = None,
+) -> Json:
+    """A TeamEvent in the wire's field order, optional parts left out when absent."""
+    ev: Json = {
+        "timestamp": ts,
+        "event_category": tpl.category,
+        "event_type": tpl.event_type,
+        "details": details,
+    }
+    if actor is not None:
+        ev["actor"] = actor
+    if origin is not None:
+        ev["origin"] = origin
+    ev["involve_non_team_member"] = involve
+    if context is not None:
+        ev["context"] = context
+    if participants:
+        ev["participants"] = participants
+    if assets:
+        ev["assets"] = assets
+    return ev
+
+
+class _Weighted:
+    """Weighted choice via one random() + bisect (much cheaper than rng.choices)."""
+
+    def __init__(self, items: list[tuple[Any, float]]) -> None:
+        self.items = [it for it, _ in items]
+        self.cum = list(itertools.accumulate(w for _, w in items))
+        self.total = self.cum[-1]
+
+    def pick(self, rng: random.Random) -> Any:
+        return self.items[bisect.bisect_right(self.cum, rng.random() * self.total)]
+
+
+Builder = Callable[[random.Random, str], Json]
+
+
+class EventGenerator:
+    """Builds the events of one day, deterministically, from the config and the team."""
+
+    def __init__(self, config: EmulatorConfig, team: Team | None = None) -> None:
+        self.config = config
+        self.team = team or Team(config)
+        self.templates = load_templates(self.team)
+        self.timeline = config.timeline
+        rng = random.Random(f"{config.seed}/activity")
+        weights = [1.0 / (i + 1) ** 0.7 for i in range(len(self.team.members))]
+        rng.shuffle(weights)
+        self._members = _Weighted(list(zip(self.team.members, weights, strict=True)))
+        self._login_methods = _Weighted(list(LOGIN_METHODS))
+        self._unknown = [
+            Template(tag, {".tag": cat}, {".tag": tag, "description": desc},
+                     {".tag": f"{tag}_details"}, False)
+            for tag, cat, desc, _asset in UNKNOWN_TYPES
+        ]
+        self._unknown_assets = {tag: asset for tag, _c, _d, asset in UNKNOWN_TYPES}
+        hand_built = self._hand_built()
+        tail = [t for t in self.templates.values() if t.tag not in hand_built]
+        self._tail = tail
+        kinds: list[tuple[Builder, float]] = [
+            (self._login_success, 9.0), (self._login_fail, 2.5), (self._logout, 1.0),
+            (self._file_op, 40.0), (self._member_sharing, 12.0), (self._anonymous_visit, 5.0),
+            (self._outsider_visit, 4.0), (self._device, 3.0), (self._app_event, 0.8),
+            (self._admin_action, 3.0), (self._long_tail, 8.0),
+        ]
+        self._kinds = _Weighted(kinds)
+        self._file_ops = _Weighted([
+            ("file_add", 8), ("file_edit", 7), ("file_download", 6), ("file_preview", 6),
+            ("file_delete", 3), ("file_move", 2.5), ("file_rename", 2), ("file_copy", 1.5),
+            ("create_folder", 1.5), ("file_restore", 0.5), ("file_revert", 0.3),
+            ("file_permanently_delete", 0.2),
+        ])
+        self._sharing = _Weighted([
+            ("shared_link_create", 3), ("shared_content_add_member", 2), ("shared_link_share", 1),
+            ("shared_content_add_invitees", 1), ("shared_folder_create", 1),
+            ("shared_link_copy", 1), ("shared_content_view", 1.5),
+            ("shared_content_download", 1.5), ("shared_link_view", 1.5),
+        ])
+        self._visit_types = (
+            "shared_link_view", "shared_content_view", "shared_content_download",
+            "shared_link_download", "file_preview",
+        )
+
+    @staticmethod
+    def _hand_built() -> set[str]:
+        return {
+            "login_success", "login_fail", "logout", "file_add", "file_edit", "file_download",
+            "file_preview", "file_delete", "file_move", "file_rename", "file_copy",
+            "create_folder", "file_restore", "file_revert", "file_permanently_delete",
+            "shared_link_create", "shared_content_add_member", "shared_link_share",
+            "shared_content_add_invitees", "shared_folder_create", "shared_link_copy",
+            "shared_content_view", "shared_content_download", "shared_link_view",
+            "shared_link_download", "device_change_ip_web", "device_change_ip_desktop",
+            "device_change_ip_mobile", "device_link_success", "device_unlink", "app_link_user",
+            "app_unlink_user", "app_link_team", "sign_in_as_session_start",
+            "sign_in_as_session_end", "member_change_status", "member_change_admin_role",
+            "group_add_member", "password_change", "tfa_change_status",
+        }
+
+    # Days ---------------------------------------------------------------------------------
+
+    def day_bounds(self, day: int) -> tuple[int, int]:
+        lo, hi = self.timeline
+        return max(day * DAY, lo), min(day * DAY + DAY, hi)
+
+    def generate_day(self, day: int) -> Day:
+        """All events with a timestamp in UTC day `day` (epoch days), sorted by timestamp."""
+        lo, hi = self.day_bounds(day)
+        out = Day()
+        if lo >= hi or self.config.events_per_day <= 0:
+            return out
+        cfg = self.config
+        rng = random.Random(f"{cfg.seed}/day/{day}")
+        weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        factor = 1.2 if weekday < 5 else 0.5
+        n = int(cfg.events_per_day * factor * rng.uniform(0.85, 1.15) * (hi - lo) / DAY
+                + rng.random())
+        day_prefix = format_ts(day * DAY)[:11]
+        entries: list[tuple[int, bytes, str, str]] = []
+        kinds, dumps, unknown_rate = self._kinds, orjson.dumps, cfg.unknown_type_rate
+        while len(entries) < n:
+            ts = self._second(rng, day, lo, hi)
+            if rng.random() < 0.01:  # a burst: one person, many file events, a few seconds
+                for ts_b, ev in self._burst(rng, ts, hi, day_prefix, n - len(entries)):
+                    entries.append((ts_b, dumps(ev), ev["event_category"][".tag"],
+                                    ev["event_type"][".tag"]))
+                continue
+            ts_str = self._ts_str(day_prefix, ts - day * DAY)
+            if unknown_rate and rng.random() < unknown_rate:
+                ev = self._unknown_event(rng, ts_str)
+            else:
+                ev = kinds.pick(rng)(rng, ts_str)
+            entries.append((ts, dumps(ev), ev["event_category"][".tag"], ev["event_type"][".tag"]))
+        entries.sort(key=lambda e: e[0])
+        dup_rate = cfg.duplicate_rate
+        for ts, body, cat, etype in entries:
+            copies = 2 if dup_rate and rng.random() < dup_rate else 1
+            for _ in range(copies):  # a genuine repeat: same bytes, its own visibility
+                out.ts.append(ts)
+                out.vis.append(ts + self._delay(rng))
+                out.cat.append(cat)
+                out.etype.append(etype)
+                out.body.append(body)
+        out.cv = [0] * len(out.ts)
+        return out
+
+    @staticmethod
+    def _ts_str(prefix: str, second_of_day: int) -> str:
+        h, rem = divmod(second_of_day, 3600)
+        m, s = divmod(rem, 60)
+        return f"{prefix}{h:02d}:{m:02d}:{s:02d}Z"
+
+    @staticmethod
+    def _second(rng: random.Random, day: int, lo: int, hi: int) -> int:
+        hour = bisect.bisect_right(_HOUR_CUM, rng.random() * _HOUR_CUM[-1])
+        ts = day * DAY + hour * 3600 + int(rng.random() * 3600)
+        if lo <= ts < hi:
+            return ts
+        return rng.randrange(lo, hi)
+
+    def _delay(self, rng: random.Random) -> int:
+        """Seconds until an event shows up: mostly minutes, some hours, a few up to a day."""
+        cfg = self.config
+        if rng.random() < cfg.late_rate:
+            if rng.random() < 0.2:
+                delay = rng.randrange(12 * 3600, max(12 * 3600 + 1, cfg.max_delay + 1))
+            else:
+                delay = rng.randrange(3600, 12 * 3600)
+        else:
+            delay = min(5 + int(rng.lognormvariate(5.0, 0.9)), 3599)
+        return min(delay, cfg.max_delay)
+
+    # Pieces -------------------------------------------------------------------------------
+
+    def _member(self, rng: random.Random) -> Person:
+        return self._members.pick(rng)
+
+    def _admin(self, rng: random.Random) -> Person:
+        return pick(rng, self.team.admins)
+
+    @staticmethod
+    def _member_origin(rng: random.Random, person: Person) -> Json:
+        if rng.random() < 0.04:  # travelling / on another network
+            geo = rng.randrange(len(GEOS))
+            return {
+                "access_method": {".tag": "end_user", "end_user": {
+                    ".tag": "web", "session_id": web_session(rng)}},
+                "geo_location": geo_dict(rng, geo, v6=rng.random() < 0.3),
+            }
+        return pick(rng, person.origins)
+
+    @staticmethod
+    def _stranger_origin(rng: random.Random) -> Json:
+        geo = rng.randrange(len(GEOS))
+        return {
+            "access_method": {".tag": "end_user", "end_user": {
+                ".tag": "web", "session_id": web_session(rng)}},
+            "geo_location": geo_dict(rng, geo, v6=rng.random() < 0.3,
+                                     with_city=rng.random() < 0.85),
+        }
+
+    def _details(self, tag: str, **fields: Any) -> Json:
+        return {".tag": f"{tag}_details", **fields}
+
+    @staticmethod
+    def _moved(asset: Json, rng: random.Random) -> Json:
+        """The destination asset of a move/rename/copy: same object, new path."""
+        path = asset["path"]
+        rel = path["contextual"]
+        head, _, name = rel.rpartition("/")
+        new_rel = f"{head}/Archive/{name}" if rng.random() < 0.5 else f"{head}/{name} (1)"
+        return {
+            **asset,
+            "path": {"contextual": new_rel,
+                     "namespace_relative": {**path["namespace_relative"],
+                                            "relative_path": new_rel}},
+        }
+
+    # Builders: each returns one TeamEvent dict --------------------------------------------
+
+    def _login_success(self, rng: random.Random, ts: str) -> Json:
+        m = self._member(rng)
+        tpl = self.templates["login_success"]
+        details = self._details("login_success", is_emm_managed=False,
+                                login_method={".tag": self._login_methods.pick(rng)})
+        return _event(ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context)
+
+    def _login_fail(self, rng: random.Random, ts: str) -> Json:
+        m = self._member(rng)
+        method, friendly, technical = pick(rng, LOGIN_FAILURES)
+        origin = self._stranger_origin(rng) if rng.random() < 0.35 else self._member_origin(rng, m)
+        details = self._details(
+            "login_fail", is_emm_managed=False, login_method={".tag": method},
+            error_details={"user_friendly_message": friendly, "technical_error_message": technical},
+        )
+        return _event(ts, self.templates["login_fail"], details, m.actor, origin, False, m.context)
+
+    def _logout(self, rng: random.Random, ts: str) -> Json:
+        m = self._member(rng)
+        return _event(ts, self.templates["logout"], self._details("logout"), m.actor,
+                      self._member_origin(rng, m), False, m.context)
+
+    def _file_op(self, rng: random.Random, ts: str, tag: str | None = None,
+                 who: Person | None = None) -> Json:
+        tag = tag or self._file_ops.pick(rng)
+        tpl = self.templates[tag]
+        team = self.team
+        asset = pick(rng, team.folders if tag == "create_folder" else team.files).obj
+        m = who or self._member(rng)
+        roll = rng.random()
+        actor, origin, context, involve = m.actor, None, m.context, False
+        if who is None and roll < 0.08:  # a user-linked app acting for the member
+            app = pick(rng, [a for a in team.apps if a.kind != "team_linked_app"])
+            actor, origin = app.actor, app.origin
+        elif who is None and roll < 0.10 and tag in ("file_edit", "file_add", "file_download"):
+            o = pick(rng, team.outsiders)  # an outsider working in a shared folder
+            actor, origin, context, involve = o.actor, o.origins[0], o.context, True
+        if origin is None:
+            origin = self._member_origin(rng, m)
+        if tpl.two_assets:
+            assets = [asset, self._moved(asset, rng)]
+            details = self._details(tag, relocate_action_details=[
+                {"src_asset_index": 0, "dest_asset_index": 1}])
+        else:
+            assets = [asset]
+            details = self._details(tag)
+        return _event(ts, tpl, details, actor, origin, involve, context, None, assets)
+
+    def _member_sharing(self, rng: random.Random, ts: str) -> Json:
+        tag = self._sharing.pick(rng)
+        tpl = self.templates[tag]
+        team = self.team
+        m = self._member(rng)
+        shared = pick(rng, team.shared_assets)
+        owner = team.members[shared.owner]
+        participants: list[Json] | None = None
+        involve = False
+        assets = [shared.obj]
+        level = {".tag": pick(rng, ("viewer", "editor", "viewer", "viewer_no_comment"))}
+        if tag == "shared_link_create":
+            details = self._details(tag, shared_link_access_level={
+                ".tag": pick(rng, ("reader", "reader", "writer"))})
+        elif tag == "shared_content_add_member":
+            roll = rng.random()
+            if roll < 0.3:
+                o = pick(rng, team.outsiders)
+                participants, involve = [o.participant], True
+            elif roll < 0.5:
+                participants = [pick(rng, team.groups)]
+            else:
+                participants = [self._member(rng).participant]
+            details = self._details(tag, shared_content_access_level=level)
+        elif tag == "shared_content_add_invitees":
+            o = pick(rng, team.outsiders)
+            participants, involve = [o.participant], True
+            details = self._details(tag, shared_content_access_level=level, invitees=[o.email])
+        elif tag == "shared_link_share":
+            o = pick(rng, team.outsiders)
+            involve = True
+            details = self._details(tag, shared_link_owner=owner.user_info, external_users=[
+                {"user_identifier": o.email, "identifier_type": {".tag": "email"}}])
+        elif tag == "shared_folder_create":
+            folder = pick(rng, team.folders).obj
+            assets = [folder]
+            details = self._details(tag, target_ns_id=folder["path"]["namespace_relative"]["ns_id"])
+        elif tag in ("shared_content_view", "shared_content_download"):
+            details = self._details(tag, shared_content_link=shared.shared_link,
+                                    shared_content_owner=owner.user_info,
+                                    shared_content_access_level=level)
+        else:  # shared_link_copy, shared_link_view
+            details = self._details(tag, shared_link_owner=owner.user_info)
+        return _event(ts, tpl, details, m.actor, self._member_origin(rng, m), involve, m.context,
+                      participants, assets)
+
+    def _visit_details(self, tag: str, link: str, owner: Person) -> Json:
+        if tag in ("shared_content_view", "shared_content_download"):
+            return self._details(tag, shared_content_link=link,
+                                 shared_content_owner=owner.user_info,
+                                 shared_content_access_level={".tag": "viewer"})
+        if tag == "file_preview":
+            return self._details(tag)
+        return self._details(tag, shared_link_owner=owner.user_info)
+
+    def _anonymous_visit(self, rng: random.Random, ts: str) -> Json:
+        """Someone opened a shared link without signing in."""
+        tag = pick(rng, self._visit_types)
+        shared = pick(rng, self.team.shared_assets)
+        owner = self.team.members[shared.owner]
+        details = self._visit_details(tag, shared.shared_link or "", owner)
+        return _event(ts, self.templates[tag], details, {".tag": "anonymous"},
+                      self._stranger_origin(rng), True, {".tag": "anonymous"}, None, [shared.obj])
+
+    def _outsider_visit(self, rng: random.Random, ts: str) -> Json:
+        """A signed-in non-team account opened shared content."""
+        tag = pick(rng, (*self._visit_types, "file_download"))
+        o = pick(rng, self.team.outsiders)
+        shared = pick(rng, self.team.shared_assets)
+        owner = self.team.members[shared.owner]
+        details = (self._details(tag) if tag == "file_download"
+                   else self._visit_details(tag, shared.shared_link or "", owner))
+        origin = o.origins[0] if rng.random() < 0.8 else self._stranger_origin(rng)
+        return _event(ts, self.templates[tag], details, o.actor, origin, True, o.context, None,
+                      [shared.obj])
+
+    def _device(self, rng: random.Random, ts: str) -> Json:
+        tag = pick(rng, ("device_change_ip_web", "device_change_ip_web",
+                          "device_change_ip_desktop", "device_change_ip_mobile",
+                          "device_link_success", "device_unlink"))
+        tpl = self.templates[tag]
+        m = self._member(rng)
+        if tag == "device_change_ip_web":
+            details = self._details(tag, user_agent=pick(rng, USER_AGENTS))
+        else:
+            details = tpl.details
+        return _event(ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context)
+
+    def _app_event(self, rng: random.Random, ts: str) -> Json:
+        team = self.team
+        if rng.random() < 0.25:
+            admin = self._admin(rng)
+            app = pick(rng, [a for a in team.apps if a.kind == "team_linked_app"])
+            return _event(ts, self.templates["app_link_team"],
+                          self._details("app_link_team", app_info=app.info), admin.admin_actor,
+                          admin.admin_origin, False, {".tag": "team"})
+        tag = "app_link_user" if rng.random() < 0.7 else "app_unlink_user"
+        m = self._member(rng)
+        app = pick(rng, [a for a in team.apps if a.kind != "team_linked_app"])
+        return _event(ts, self.templates[tag], self._details(tag, app_info=app.info), m.actor,
+                      self._member_origin(rng, m), False, m.context)
+
+    def _admin_action(self, rng: random.Random, ts: str) -> Json:
+        admin = self._admin(rng)
+        target = self._member(rng)
+        tag = pick(rng, ("sign_in_as_session_start", "sign_in_as_session_end",
+                          "member_change_status", "member_change_admin_role", "group_add_member",
+                          "password_change", "tfa_change_status", "group_add_member"))
+        tpl = self.templates[tag]
+        if tag in ("password_change", "tfa_change_status"):  # the member does these
+            return _event(ts, tpl, tpl.details, target.actor, self._member_origin(rng, target),
+                          False, target.context)
+        origin = admin.admin_origin
+        participants = None
+        details = tpl.details
+        if tag.startswith("sign_in_as"):
+            origin = {"access_method": {".tag": "sign_in_as", "session_id": web_session(rng)},
+                      "geo_location": (admin.admin_origin or {}).get("geo_location")}
+        elif tag == "group_add_member":
+            participants = [pick(rng, self.team.groups), target.participant]
+            details = self._details(tag, is_group_owner=rng.random() < 0.1)
+        elif tag == "member_change_status":
+            details = self._details(tag, previous_value={".tag": "active"},
+                                    new_value={".tag": pick(rng, ("suspended", "active"))})
+        return _event(ts, tpl, details, admin.admin_actor, origin, False, target.context,
+                      participants)
+
+    def _long_tail(self, rng: random.Random, ts: str) -> Json:
+        """Any other type, with the spec's example details and a plausible actor."""
+        tpl = pick(rng, self._tail)
+        cat = tpl.category[".tag"]
+        team = self.team
+        assets = None
+        if cat in ASSET_CATEGORIES:
+            a = pick(rng, team.files).obj
+            assets = [a, self._moved(a, rng)] if tpl.two_assets else [a]
+        if cat in ADMIN_CATEGORIES:
+            roll = rng.random()
+            if roll < 0.08:
+                return _event(ts, tpl, tpl.details, {".tag": "dropbox"}, None, False,
+                              {".tag": "team"}, None, assets)
+            if roll < 0.1:
+                actor = {".tag": "reseller", "reseller_name": "Example Reseller Ltd",
+                         "reseller_email": "support@reseller.example"}
+                return _event(ts, tpl, tpl.details, actor, None, False, {".tag": "team"}, None,
+                              assets)
+            admin = self._admin(rng)
+            context = {".tag": "team"} if cat != "members" else self._member(rng).context
+            return _event(ts, tpl, tpl.details, admin.admin_actor, admin.admin_origin, False,
+                          context, None, assets)
+        m = self._member(rng)
+        return _event(ts, tpl, tpl.details, m.actor, self._member_origin(rng, m), False,
+                      m.context, None, assets)
+
+    def _unknown_event(self, rng: random.Random, ts: str) -> Json:
+        """An event type newer than the SDK: it must reach the dataset under its own name."""
+        tpl = pick(rng, self._unknown)
+        m = self._member(rng)
+        details: Json = dict(tpl.details)
+        assets = None
+        if tpl.tag == "ai_assistant_prompt_sent":
+            details.update(surface={".tag": pick(rng, ("web", "desktop", "mobile"))},
+                           prompt_length=rng.randrange(8, 2000))
+        if self._unknown_assets[tpl.tag]:
+            assets = [pick(rng, self.team.files).obj]
+        return _event(ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context,
+                      None, assets)
+
+    def _burst(self, rng: random.Random, ts: int, hi: int, prefix: str, room: int):
+        """Bulk file operation: many events of one type by one person within seconds."""
+        m = self._member(rng)
+        tag = pick(rng, ("file_delete", "file_move", "file_add", "file_download", "file_add"))
+        count = min(room, rng.randrange(5, 60))
+        day_start = ts - ts % DAY
+        for _ in range(count):
+            t = min(ts + rng.randrange(0, 4), hi - 1)
+            yield t, self._file_op(rng, self._ts_str(prefix, t - day_start), tag, m)

@@ -1,0 +1,174 @@
+"""Deterministic fault injection: which call gets which failure.
+
+A fault is `{kind, route, after, count, every, ...}`. Each fault counts the calls it matches
+(route pattern + a call the kind can apply to); it skips the first `after`, then injects on
+every matching call (or every `every`-th one) until it has injected `count` times.
+Everything is counter-based, so a given sequence of calls always fails the same way.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+CONTINUE_ROUTE = "2/team_log/get_events/continue"
+
+# kind -> short description (also the list of valid kinds)
+KINDS: dict[str, str] = {
+    "rate_limit": "429 with Retry-After and Dropbox's too_many_requests JSON body",
+    "server_error": "500 (or `status`: 502/503/504) with a text body",
+    "drop_connection": "close the socket without any response",
+    "drop_mid_body": "send status, headers and part of the body, then close",
+    "truncated_body": "200 whose JSON body is cut short (Content-Length matches the cut)",
+    "non_json": "200 application/json whose body is an HTML page",
+    "slow": "sleep `seconds` before answering normally (stacks with other faults)",
+    "expire_access_token": "401 expired_access_token (API routes)",
+    "cursor_reset": "409 reset with the cursor's latest timestamp (get_events/continue)",
+    "bad_cursor": "409 bad_cursor (get_events/continue)",
+    "revoke_refresh_token": "revoke the refresh token behind this call, then answer normally "
+                            "(API routes -> 401 invalid_access_token, refresh -> invalid_grant)",
+}
+# Kinds that replace the response before the route runs / that mangle the real response.
+PRE_KINDS = frozenset({"rate_limit", "server_error", "drop_connection", "non_json",
+                       "expire_access_token", "cursor_reset", "bad_cursor"})
+POST_KINDS = frozenset({"truncated_body", "drop_mid_body"})
+
+
+@dataclass
+class CallInfo:
+    """What fault matching needs to know about a call."""
+
+    route: str  # e.g. "2/team_log/get_events", "oauth2/token"
+    is_refresh: bool = False  # oauth2/token with grant_type=refresh_token
+
+
+@dataclass
+class Fault:
+    kind: str
+    route: str = "*"
+    after: int = 0
+    count: int | None = 1  # None: unlimited
+    every: int | None = None
+    status: int | None = None  # server_error
+    retry_after: int = 1  # rate_limit (seconds)
+    seconds: float = 1.0  # slow
+    fraction: float = 0.5  # truncated_body / drop_mid_body: share of the body sent
+    matched: int = 0
+    injected: int = 0
+
+    @classmethod
+    def from_json(cls, data: Any) -> Fault:
+        """Validate one fault spec (raises ValueError with a readable message)."""
+        if not isinstance(data, dict):
+            raise ValueError("a fault must be a JSON object")
+        known = {"kind", "route", "after", "count", "every", "status", "retry_after", "seconds",
+                 "fraction"}
+        extra = set(data) - known
+        if extra:
+            raise ValueError(f"unknown fault field(s): {sorted(extra)}")
+        kind = data.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; valid: {sorted(KINDS)}")
+        route = str(data.get("route", "*")).lstrip("/") or "*"
+        every = data.get("every")
+        # With `every` and no explicit count, inject on every k-th call indefinitely.
+        count = data.get("count", None if every is not None else 1)
+        fault = cls(kind=kind, route=route, after=int(data.get("after", 0)),
+                    count=None if count is None else int(count),
+                    every=None if every is None else int(every))
+        if fault.after < 0 or (fault.count is not None and fault.count < 0):
+            raise ValueError("after and count must be >= 0")
+        if fault.every is not None and fault.every < 1:
+            raise ValueError("every must be >= 1")
+        if "status" in data:
+            fault.status = int(data["status"])
+            if not 500 <= fault.status <= 599:
+                raise ValueError("server_error status must be 5xx")
+        if "retry_after" in data:
+            fault.retry_after = max(0, int(data["retry_after"]))
+        if "seconds" in data:
+            fault.seconds = max(0.0, float(data["seconds"]))
+        if "fraction" in data:
+            fault.fraction = min(max(float(data["fraction"]), 0.0), 0.99)
+        return fault
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def applies_to(self, call: CallInfo) -> bool:
+        if not fnmatch.fnmatchcase(call.route, self.route):
+            return False
+        if self.kind in ("cursor_reset", "bad_cursor"):
+            return call.route == CONTINUE_ROUTE
+        if self.kind == "expire_access_token":
+            return call.route.startswith("2/")
+        if self.kind == "revoke_refresh_token":
+            return call.route.startswith("2/") or call.is_refresh
+        return True
+
+    def fires(self) -> bool:
+        """Count one matching call; True if this one gets the fault."""
+        self.matched += 1
+        m = self.matched - self.after
+        if m <= 0 or (self.count is not None and self.injected >= self.count):
+            return False
+        return not (self.every is not None and m % self.every != 0)
+
+
+@dataclass
+class Decision:
+    slow_seconds: float = 0.0
+    fault: Fault | None = None
+
+
+class FaultBook:
+    """The active faults and how often each kind was injected."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self.injected_by_kind: Counter[str] = Counter()
+
+    def replace(self, specs: list[Any]) -> list[Fault]:
+        faults = [Fault.from_json(s) for s in specs]
+        with self._lock:
+            self._faults = faults
+        return faults
+
+    def add(self, specs: list[Any]) -> list[Fault]:
+        faults = [Fault.from_json(s) for s in specs]
+        with self._lock:
+            self._faults.extend(faults)
+        return faults
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults = []
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f.to_json() for f in self._faults]
+
+    def decide(self, call: CallInfo) -> Decision:
+        """Slow faults stack; of the others, the first that fires wins."""
+        out = Decision()
+        with self._lock:
+            for fault in self._faults:
+                if not fault.applies_to(call):
+                    continue
+                if fault.kind == "slow":
+                    if fault.fires():
+                        fault.injected += 1
+                        out.slow_seconds += fault.seconds
+                        self.injected_by_kind["slow"] += 1
+                    continue
+                if out.fault is None and fault.fires():
+                    fault.injected += 1
+                    out.fault = fault
+                    self.injected_by_kind[fault.kind] += 1
+                elif out.fault is not None:
+                    fault.matched += 1  # the call still counts for later faults
+        return out
