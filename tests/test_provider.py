@@ -144,26 +144,15 @@ def test_hook_registers_connection_secrets_with_the_masker(monkeypatch):
     assert refresh not in text and secret not in text
 
 
-def test_airflow_cli_lists_the_provider_and_the_connection_type():
-    env = os.environ.copy()
-    out = subprocess.run(
-        ["airflow", "providers", "hooks", "--output", "json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr
-    hooks = {h["connection_type"]: h for h in json.loads(out.stdout[out.stdout.index("[") :])}
-    assert hooks["dropbox_team"]["class"] == "dropbox_team_log.hook.DropboxTeamHook"
-    assert hooks["dropbox_team"]["package_name"] == "dropbox-team-log"
+def test_airflow_providers_list_shows_the_package():
+    """The CLI view (hooks and form fields are checked in-process above)."""
     listed = subprocess.run(
         ["airflow", "providers", "list", "--output", "json"],
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env=os.environ.copy(),
     )
     assert listed.returncode == 0, listed.stderr
-    packages = {p["package_name"] for p in json.loads(listed.stdout[listed.stdout.index("[") :])}
-    assert "dropbox-team-log" in packages
+    packages = {p["package_name"]: p for p in json.loads(listed.stdout[listed.stdout.index("[") :])}
+    assert packages["dropbox-team-log"]["version"] == "0.1.0"

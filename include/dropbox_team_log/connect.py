@@ -365,7 +365,18 @@ def run_connect(
 ) -> ConnectResult:
     """The whole flow; raises ConnectError / UsageError / DropboxTeamLogError on failure."""
     out = out or sys.stdout
-    _mask(opts.app_secret)
+    if opts.code is None and read_code is None:  # no way to get the code in this run
+        print(_instructions(start_flow(opts)[1], opts), file=out, flush=True)
+        raise UsageError(
+            "no --code given and stdin is not a terminal: open the link above, click Allow, "
+            "then run the command again with --code CODE"
+            + (
+                " (without --pkce: a PKCE code only works in the run that printed it)"
+                if opts.pkce
+                else ""
+            )
+        )
+    _mask(opts.app_secret)  # imports Airflow: after the early exit above, which needs none
     existing = load_saved(opts.conn_id) if opts.save else None  # fail fast if the DB is not ready
     if existing is not None and existing.conn_type != CONN_TYPE:
         raise ConnectError(
@@ -375,18 +386,8 @@ def run_connect(
 
     flow, url = start_flow(opts)
     code = opts.code
-    if code is None:
+    if code is None and read_code is not None:
         print(_instructions(url, opts), file=out, flush=True)
-        if read_code is None:
-            raise UsageError(
-                "no --code given and stdin is not a terminal: open the link above, click Allow, "
-                "then run the command again with --code CODE"
-                + (
-                    " (without --pkce: a PKCE code only works in the run that printed it)"
-                    if opts.pkce
-                    else ""
-                )
-            )
         code = read_code(url).strip()
         if not code:
             raise UsageError("no authorization code entered")

@@ -46,6 +46,7 @@ class DropboxTeamConnection:
     team_id: str | None
     team_name: str | None
     timeout: float = DEFAULT_TIMEOUT
+    backoff_base: float | None = None  # seconds; tune the retry backoff (tests, strict limits)
 
     def __repr__(self) -> str:  # never show the secrets, even in a debugger or a traceback
         return (
@@ -77,12 +78,8 @@ class DropboxTeamConnection:
                 base_url = normalize_base_url(host)
             except ValueError as exc:
                 raise ConnectionConfigError(f"Connection '{conn_id}' host: {exc}") from None
-        try:
-            timeout = float(extra.get("timeout", DEFAULT_TIMEOUT))
-        except (TypeError, ValueError):
-            raise ConnectionConfigError(
-                f"Connection '{conn_id}' extra.timeout must be a number of seconds"
-            ) from None
+        timeout = _number(extra, "timeout", DEFAULT_TIMEOUT, conn_id)
+        backoff_base = _number(extra, "backoff_base", None, conn_id)
         return cls(
             conn_id=conn_id,
             app_key=conn.login,
@@ -93,7 +90,23 @@ class DropboxTeamConnection:
             team_id=extra.get("team_id"),
             team_name=extra.get("team_name"),
             timeout=timeout,
+            backoff_base=backoff_base,
         )
+
+
+def _number(extra: dict, key: str, default: float | None, conn_id: str) -> float | None:
+    value = extra.get(key, default)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if number < 0:
+        raise ConnectionConfigError(
+            f"Connection '{conn_id}' extra.{key}={value!r} must be a non-negative number of seconds"
+        )
+    return number
 
 
 def parse_connected_at(value: Any, conn_id: str) -> datetime | None:
@@ -130,7 +143,7 @@ class DropboxTeamHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.dropbox_team_conn_id = dropbox_team_conn_id
-        self.retry_policy = retry_policy or RetryPolicy()
+        self._retry_policy = retry_policy
         self._sleep = sleep
 
     @cached_property
@@ -161,6 +174,14 @@ class DropboxTeamHook(BaseHook):
             max_retries_on_rate_limit=0,
             user_agent="dropbox-team-log",
         )
+
+    @cached_property
+    def retry_policy(self) -> RetryPolicy:
+        if self._retry_policy is not None:
+            return self._retry_policy
+        if self.settings.backoff_base is not None:
+            return RetryPolicy(backoff_base=self.settings.backoff_base)
+        return RetryPolicy()
 
     @cached_property
     def api(self) -> TeamApiClient:

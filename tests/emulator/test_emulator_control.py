@@ -34,18 +34,21 @@ def test_health_config_and_clock(emulator):
 
 
 def test_truth_counts_and_as_of(emulator):
-    url = (f"{emulator.base_url}/__emulator/truth?start=2026-02-27T00:00:00Z"
-           "&end=2026-03-02T00:00:00Z")
+    url = (
+        f"{emulator.base_url}/__emulator/truth?start=2026-02-27T00:00:00Z&end=2026-03-02T00:00:00Z"
+    )
     resp = _get(url)
     assert resp.headers["Content-Type"] == "application/x-ndjson"
     lines = resp.content.splitlines()
     assert int(resp.headers["X-Event-Count"]) == len(lines) > 0
     assert all(orjson.loads(line)["timestamp"] < "2026-03-01T12:00:01" for line in lines)
-    later = emulator.truth("2026-02-27T00:00:00Z", "2026-03-02T00:00:00Z",
-                           as_of="2026-03-02T12:00:00Z")
+    later = emulator.truth(
+        "2026-02-27T00:00:00Z", "2026-03-02T00:00:00Z", as_of="2026-03-02T12:00:00Z"
+    )
     assert len(later) > len(lines)  # late events and the rest of the day
-    earlier = emulator.truth("2026-02-27T00:00:00Z", "2026-03-02T00:00:00Z",
-                             as_of="2026-02-28T00:00:00Z")
+    earlier = emulator.truth(
+        "2026-02-27T00:00:00Z", "2026-03-02T00:00:00Z", as_of="2026-02-28T00:00:00Z"
+    )
     assert len(earlier) < len(lines)
 
 
@@ -81,8 +84,9 @@ def test_add_events_validation(emulator):
     with pytest.raises(RuntimeError, match="400"):
         emulator.add_events([{"no": "timestamp"}])
     with pytest.raises(RuntimeError, match="400"):
-        emulator.add_events([{"timestamp": "2026-02-01T00:00:00Z"}],
-                            visible_at="2026-01-01T00:00:00Z")
+        emulator.add_events(
+            [{"timestamp": "2026-02-01T00:00:00Z"}], visible_at="2026-01-01T00:00:00Z"
+        )
     assert emulator.add_events([{"timestamp": "2026-02-01T00:00:00Z"}]) == 1
 
 
@@ -110,9 +114,23 @@ def test_cli_refuses_public_bind(capsys):
 
 def test_cli_serves_and_prints_base_url_and_key():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dropbox_team_log.emulator", "--port", "0", "--seed", "4",
-         "--events-per-day", "50", "--clock", "2026-03-01T00:00:00Z"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "dropbox_team_log.emulator",
+            "--port",
+            "0",
+            "--seed",
+            "4",
+            "--events-per-day",
+            "50",
+            "--clock",
+            "2026-03-01T00:00:00Z",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(3)]
@@ -130,9 +148,19 @@ def test_cli_serves_and_prints_base_url_and_key():
 
 def test_cli_hides_a_real_secret():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dropbox_team_log.emulator", "--port", "0",
-         "--app-secret", "very-private-value"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "dropbox_team_log.emulator",
+            "--port",
+            "0",
+            "--app-secret",
+            "very-private-value",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         head = "".join(proc.stdout.readline() for _ in range(7))

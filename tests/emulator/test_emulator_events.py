@@ -32,7 +32,8 @@ def test_every_generated_event_decodes_with_the_sdk(sample):
     types = Counter()
     for event in sample:
         decoded = stone_serializers.json_compat_obj_decode(
-            team_log.TeamEvent_validator, event, strict=False)
+            team_log.TeamEvent_validator, event, strict=False
+        )
         tag = event["event_type"][".tag"]
         types[tag] += 1
         if tag in UNKNOWN:  # the SDK loses the name: the pipeline must keep the raw JSON
@@ -42,8 +43,14 @@ def test_every_generated_event_decodes_with_the_sdk(sample):
             assert decoded.details._tag == f"{tag}_details"
     assert set(types) >= UNKNOWN
     assert len(types) > 150  # the long tail of types shows up too
-    for common in ("login_success", "login_fail", "file_add", "shared_link_view",
-                   "member_change_status", "device_change_ip_web"):
+    for common in (
+        "login_success",
+        "login_fail",
+        "file_add",
+        "shared_link_view",
+        "member_change_status",
+        "device_change_ip_web",
+    ):
         assert types[common] > 0
 
 
@@ -58,21 +65,32 @@ def test_actors_contexts_and_origins(sample):
     assert actors["user"] > actors["admin"] > actors["dropbox"]
     anonymous = [e for e in sample if e.get("actor") == {".tag": "anonymous"}]
     assert {e["event_type"][".tag"] for e in anonymous} == {
-        "shared_link_view", "shared_content_view", "shared_content_download",
-        "shared_link_download", "file_preview"}
+        "shared_link_view",
+        "shared_content_view",
+        "shared_content_download",
+        "shared_link_download",
+        "file_preview",
+    }
     for e in anonymous:
         assert e["context"] == {".tag": "anonymous"}
         assert e["assets"][0][".tag"] in ("file", "folder") and e["assets"][0]["display_name"]
         if e["event_type"][".tag"] in ("shared_content_view", "shared_content_download"):
             assert e["details"]["shared_content_link"].startswith("https://www.dropbox.com/scl/")
-    outsiders = [e for e in sample if e.get("actor", {}).get("user", {}).get(".tag")
-                 == "non_team_member"]
+    outsiders = [
+        e for e in sample if e.get("actor", {}).get("user", {}).get(".tag") == "non_team_member"
+    ]
     assert outsiders and all(e["involve_non_team_member"] for e in outsiders)
-    ips = [ipaddress.ip_address(e["origin"]["geo_location"]["ip_address"])
-           for e in sample if "geo_location" in e.get("origin", {})]
+    ips = [
+        ipaddress.ip_address(e["origin"]["geo_location"]["ip_address"])
+        for e in sample
+        if "geo_location" in e.get("origin", {})
+    ]
     assert any(ip.version == 6 for ip in ips) and any(ip.version == 4 for ip in ips)
-    countries = {e["origin"]["geo_location"]["country"] for e in sample
-                 if "geo_location" in e.get("origin", {})}
+    countries = {
+        e["origin"]["geo_location"]["country"]
+        for e in sample
+        if "geo_location" in e.get("origin", {})
+    }
     assert len(countries) > 10
     methods = Counter(e["origin"]["access_method"][".tag"] for e in sample if "origin" in e)
     assert {"end_user", "api", "admin_console", "sign_in_as"} <= set(methods)
@@ -121,16 +139,30 @@ def test_same_seed_same_pages_over_http(make_config):
             code = emu.approve(scope="events.read")
             s = requests.Session()
             s.trust_env = False
-            token = s.post(f"{emu.base_url}/oauth2/token", timeout=10, data={
-                "grant_type": "authorization_code", "code": code,
-                "client_id": emu.config.app_key, "client_secret": emu.config.app_secret,
-            }).json()["access_token"]
+            token = s.post(
+                f"{emu.base_url}/oauth2/token",
+                timeout=10,
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "client_id": emu.config.app_key,
+                    "client_secret": emu.config.app_secret,
+                },
+            ).json()["access_token"]
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            first = s.post(f"{emu.base_url}/2/team_log/get_events", data=b'{"limit": 300}',
-                           headers=headers, timeout=10)
+            first = s.post(
+                f"{emu.base_url}/2/team_log/get_events",
+                data=b'{"limit": 300}',
+                headers=headers,
+                timeout=10,
+            )
             cursor = first.json()["cursor"]
-            second = s.post(f"{emu.base_url}/2/team_log/get_events/continue", timeout=10,
-                            headers=headers, data=orjson.dumps({"cursor": cursor}))
+            second = s.post(
+                f"{emu.base_url}/2/team_log/get_events/continue",
+                timeout=10,
+                headers=headers,
+                data=orjson.dumps({"cursor": cursor}),
+            )
             bodies.append((first.content, second.content, b"\n".join(emu.truth())))
     assert bodies[0] == bodies[1]
 

@@ -23,9 +23,15 @@ def raw(emulator, team_client):
     s.trust_env = False
 
     def post(route: str, body: bytes = b"{}") -> requests.Response:
-        return s.post(f"{emulator.base_url}/{route}", data=body, timeout=10, headers={
-            "Authorization": f"Bearer {team_client._oauth2_access_token}",
-            "Content-Type": "application/json"})
+        return s.post(
+            f"{emulator.base_url}/{route}",
+            data=body,
+            timeout=10,
+            headers={
+                "Authorization": f"Bearer {team_client._oauth2_access_token}",
+                "Content-Type": "application/json",
+            },
+        )
 
     yield post
     s.close()
@@ -39,8 +45,10 @@ def test_rate_limit(emulator, team_client, raw):
     assert err.value.error.reason.is_too_many_requests()
     resp = raw(GET)
     assert resp.status_code == 429 and resp.headers["Retry-After"] == "7"
-    assert resp.json() == {"error_summary": "too_many_requests/..", "error": {
-        "reason": {".tag": "too_many_requests"}, "retry_after": 7}}
+    assert resp.json() == {
+        "error_summary": "too_many_requests/..",
+        "error": {"reason": {".tag": "too_many_requests"}, "retry_after": 7},
+    }
     assert raw(GET).status_code == 200  # count exhausted
     assert emulator.stats()["faults_injected"] == {"rate_limit": 2}
 
@@ -88,8 +96,9 @@ def test_non_json(emulator, team_client, raw):
 
 
 def test_slow(emulator, raw):
-    emulator.set_faults([{"kind": "slow", "route": GET, "seconds": 0.4},
-                         {"kind": "server_error", "route": GET}])
+    emulator.set_faults(
+        [{"kind": "slow", "route": GET, "seconds": 0.4}, {"kind": "server_error", "route": GET}]
+    )
     t0 = time.monotonic()
     resp = raw(GET)
     assert time.monotonic() - t0 >= 0.4
@@ -107,8 +116,12 @@ def test_expire_access_token_makes_the_sdk_refresh(emulator, team_client):
 
 
 def test_cursor_reset_and_bad_cursor(emulator, team_client):
-    emulator.set_faults([{"kind": "cursor_reset", "route": "*", "after": 1},
-                         {"kind": "bad_cursor", "route": CONTINUE, "after": 3}])
+    emulator.set_faults(
+        [
+            {"kind": "cursor_reset", "route": "*", "after": 1},
+            {"kind": "bad_cursor", "route": CONTINUE, "after": 3},
+        ]
+    )
     res = team_client.team_log_get_events(limit=40, time=SPAN)  # not a continue: no fault
     seen = list(res.events)
     res = team_client.team_log_get_events_continue(res.cursor)  # 1st continue: skipped
@@ -132,8 +145,12 @@ def test_revoke_refresh_token_on_refresh_and_on_api_call(emulator, session, link
     assert err.value.error.is_invalid_access_token()
     result = link()
     client = dropbox.DropboxTeam(
-        oauth2_refresh_token=result.refresh_token, app_key=emulator.config.app_key,
-        app_secret=emulator.config.app_secret, session=session, max_retries_on_error=0)
+        oauth2_refresh_token=result.refresh_token,
+        app_key=emulator.config.app_key,
+        app_secret=emulator.config.app_secret,
+        session=session,
+        max_retries_on_error=0,
+    )
     client.team_get_info()
     emulator.set_faults([{"kind": "revoke_refresh_token", "route": "2/team/get_info"}])
     with pytest.raises(AuthError) as err:  # unlinked mid-flight: access token dies too
@@ -155,7 +172,11 @@ def test_after_count_every_are_deterministic(emulator, raw):
 
 
 def test_invalid_fault_specs_are_refused(emulator):
-    for spec in ({"kind": "meteor"}, {"kind": "slow", "bogus": 1},
-                 {"kind": "server_error", "status": 404}, {"kind": "rate_limit", "every": 0}):
+    for spec in (
+        {"kind": "meteor"},
+        {"kind": "slow", "bogus": 1},
+        {"kind": "server_error", "status": 404},
+        {"kind": "rate_limit", "every": 0},
+    ):
         with pytest.raises(RuntimeError, match="400"):
             emulator.set_faults([spec])

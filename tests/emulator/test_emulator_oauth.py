@@ -14,12 +14,14 @@ from dropbox.exceptions import AuthError, BadInputError
 
 from dropbox_team_log.emulator import approve
 
+_SAME = object()  # "use the configured app secret"
 
-def _team(emulator, session, refresh_token, secret="default", key=None):
+
+def _team(emulator, session, refresh_token, secret=_SAME, key=None):
     return dropbox.DropboxTeam(
         oauth2_refresh_token=refresh_token,
         app_key=key or emulator.config.app_key,
-        app_secret=emulator.config.app_secret if secret == "default" else secret,
+        app_secret=emulator.config.app_secret if secret is _SAME else secret,
         session=session,
         max_retries_on_error=0,
         max_retries_on_rate_limit=0,

@@ -21,66 +21,114 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dropbox-emulator",
         description="Local Dropbox API emulator (OAuth + team log) for demos and tests. "
-                    "Listens on loopback only.")
+        "Listens on loopback only.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
     p.add_argument("--seed", type=int, default=d["seed"].default)
     p.add_argument("--app-key", default=DEMO_APP_KEY)
-    p.add_argument("--app-secret", default=DEMO_APP_SECRET,
-                   help="app secret (default: the public demo value)")
+    p.add_argument(
+        "--app-secret", default=DEMO_APP_SECRET, help="app secret (default: the public demo value)"
+    )
     p.add_argument("--app-name", default=d["app_name"].default)
-    p.add_argument("--scopes", default=" ".join(d["app_scopes"].default),
-                   help="space-separated scopes the app may request")
-    p.add_argument("--redirect-uri", action="append", default=[],
-                   help="allowed redirect URI (repeatable; default: any http://localhost URI)")
+    p.add_argument(
+        "--scopes",
+        default=" ".join(d["app_scopes"].default),
+        help="space-separated scopes the app may request",
+    )
+    p.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        help="allowed redirect URI (repeatable; default: any http://localhost URI)",
+    )
     p.add_argument("--team-id", default=None, help="default: derived from the seed")
     p.add_argument("--team-name", default=d["team_name"].default)
     p.add_argument("--team-domain", default=d["team_domain"].default)
     p.add_argument("--num-licensed-users", type=int, default=d["num_licensed_users"].default)
-    p.add_argument("--clock", type=_when, default=None,
-                   help="start clock, ISO 8601 (default: now, floored to the second)")
-    p.add_argument("--clock-rate", type=float, default=0.0,
-                   help="emulator seconds per wall second (default 0: frozen until advanced)")
-    p.add_argument("--timeline-start", type=_when, default=None,
-                   help="first event time (default: clock - 90 days)")
-    p.add_argument("--timeline-end", type=_when, default=None,
-                   help="end of generated events (default: clock + 7 days)")
+    p.add_argument(
+        "--clock",
+        type=_when,
+        default=None,
+        help="start clock, ISO 8601 (default: now, floored to the second)",
+    )
+    p.add_argument(
+        "--clock-rate",
+        type=float,
+        default=0.0,
+        help="emulator seconds per wall second (default 0: frozen until advanced)",
+    )
+    p.add_argument(
+        "--timeline-start",
+        type=_when,
+        default=None,
+        help="first event time (default: clock - 90 days)",
+    )
+    p.add_argument(
+        "--timeline-end",
+        type=_when,
+        default=None,
+        help="end of generated events (default: clock + 7 days)",
+    )
     p.add_argument("--events-per-day", type=float, default=d["events_per_day"].default)
     p.add_argument("--page-size", type=int, default=d["page_size"].default)
     p.add_argument("--empty-page-rate", type=float, default=d["empty_page_rate"].default)
     p.add_argument("--duplicate-rate", type=float, default=d["duplicate_rate"].default)
     p.add_argument("--late-rate", type=float, default=d["late_rate"].default)
-    p.add_argument("--max-delay", type=int, default=d["max_delay"].default,
-                   help="seconds (default 86400)")
+    p.add_argument(
+        "--max-delay", type=int, default=d["max_delay"].default, help="seconds (default 86400)"
+    )
     p.add_argument("--unknown-type-rate", type=float, default=d["unknown_type_rate"].default)
-    p.add_argument("--cursor-ttl", type=int, default=d["cursor_ttl"].default,
-                   help="seconds; 0 = cursors never reset on age (default 7 days)")
-    p.add_argument("--access-token-lifetime", type=int,
-                   default=d["access_token_lifetime"].default, help="seconds (default 14400)")
+    p.add_argument(
+        "--cursor-ttl",
+        type=int,
+        default=d["cursor_ttl"].default,
+        help="seconds; 0 = cursors never reset on age (default 7 days)",
+    )
+    p.add_argument(
+        "--access-token-lifetime",
+        type=int,
+        default=d["access_token_lifetime"].default,
+        help="seconds (default 14400)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(
-        seed=args.seed, app_key=args.app_key, app_secret=args.app_secret,
-        app_name=args.app_name, app_scopes=tuple(args.scopes.split()),
-        redirect_uris=tuple(args.redirect_uri), team_id=args.team_id,
-        team_name=args.team_name, team_domain=args.team_domain,
-        num_licensed_users=args.num_licensed_users, clock=args.clock,
-        clock_rate=args.clock_rate, timeline_start=args.timeline_start,
-        timeline_end=args.timeline_end, events_per_day=args.events_per_day,
-        page_size=args.page_size, empty_page_rate=args.empty_page_rate,
-        duplicate_rate=args.duplicate_rate, late_rate=args.late_rate, max_delay=args.max_delay,
+        seed=args.seed,
+        app_key=args.app_key,
+        app_secret=args.app_secret,
+        app_name=args.app_name,
+        app_scopes=tuple(args.scopes.split()),
+        redirect_uris=tuple(args.redirect_uri),
+        team_id=args.team_id,
+        team_name=args.team_name,
+        team_domain=args.team_domain,
+        num_licensed_users=args.num_licensed_users,
+        clock=args.clock,
+        clock_rate=args.clock_rate,
+        timeline_start=args.timeline_start,
+        timeline_end=args.timeline_end,
+        events_per_day=args.events_per_day,
+        page_size=args.page_size,
+        empty_page_rate=args.empty_page_rate,
+        duplicate_rate=args.duplicate_rate,
+        late_rate=args.late_rate,
+        max_delay=args.max_delay,
         unknown_type_rate=args.unknown_type_rate,
-        cursor_ttl=args.cursor_ttl or None, access_token_lifetime=args.access_token_lifetime,
+        cursor_ttl=args.cursor_ttl or None,
+        access_token_lifetime=args.access_token_lifetime,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     try:
         config = config_from_args(args)
         server = EmulatorServer(config, host=args.host, port=args.port)
@@ -95,8 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print("  app secret: (as configured; not shown)")
     print(f"  team:       {config.team_name} ({config.resolved_team_id})")
-    print(f"  clock:      {config.clock:%Y-%m-%dT%H:%M:%SZ}"
-          f" ({'frozen' if not config.clock_rate else f'x{config.clock_rate:g}'})")
+    print(
+        f"  clock:      {config.clock:%Y-%m-%dT%H:%M:%SZ}"
+        f" ({'frozen' if not config.clock_rate else f'x{config.clock_rate:g}'})"
+    )
     print(f"  events:     ~{config.events_per_day:g}/day over {(hi - lo) / DAY:.0f} days")
     print(f"  control:    {server.base_url}/__emulator/health")
     sys.stdout.flush()

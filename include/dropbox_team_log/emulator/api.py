@@ -25,12 +25,37 @@ CONTINUE = "2/team_log/get_events/continue"
 GET_INFO = "2/team/get_info"
 REVOKE_ROUTE = "2/auth/token/revoke"
 
-EVENT_CATEGORIES = frozenset({
-    "admin_alerting", "apps", "comments", "dash", "data_governance", "devices", "domains",
-    "encryption", "file_operations", "file_requests", "groups", "logins", "members", "paper",
-    "passwords", "protect", "reports", "sharing", "showcase", "signatures", "sso",
-    "team_folders", "team_policies", "team_profile", "tfa", "trusted_teams", "other",
-})
+EVENT_CATEGORIES = frozenset(
+    {
+        "admin_alerting",
+        "apps",
+        "comments",
+        "dash",
+        "data_governance",
+        "devices",
+        "domains",
+        "encryption",
+        "file_operations",
+        "file_requests",
+        "groups",
+        "logins",
+        "members",
+        "paper",
+        "passwords",
+        "protect",
+        "reports",
+        "sharing",
+        "showcase",
+        "signatures",
+        "sso",
+        "team_folders",
+        "team_policies",
+        "team_profile",
+        "tfa",
+        "trusted_teams",
+        "other",
+    }
+)
 _TAG = re.compile(r"^[a-z0-9_]+$")
 _JSON_TYPES = ("application/json", "text/plain; charset=dropbox-cors-hack")
 
@@ -68,7 +93,9 @@ class DropboxApi:
     def __init__(self, state: EmulatorState) -> None:
         self.s = state
         self.routes = {
-            GET_INFO: self.get_info, GET_EVENTS: self.get_events, CONTINUE: self.get_continue,
+            GET_INFO: self.get_info,
+            GET_EVENTS: self.get_events,
+            CONTINUE: self.get_continue,
             REVOKE_ROUTE: self.token_revoke,
         }
 
@@ -76,23 +103,31 @@ class DropboxApi:
         handler = self.routes.get(route)
         name = _api_name(route)
         if handler is None:
-            return Response(404, f'Unknown API function: "{name}"'.encode(),
-                            "text/plain; charset=utf-8")
+            return Response(
+                404, f'Unknown API function: "{name}"'.encode(), "text/plain; charset=utf-8"
+            )
         auth = headers.get("Authorization")
         if not auth:
-            return bad_input(name, 'Must provide HTTP header "Authorization" or URL parameter '
-                                   '"authorization".')
+            return bad_input(
+                name, 'Must provide HTTP header "Authorization" or URL parameter "authorization".'
+            )
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return bad_input(name, 'Invalid authorization value in HTTP header "Authorization": '
-                                   f'"{auth[:40]}".  Expecting "Bearer <oauth2-access-token>".')
+            return bad_input(
+                name,
+                'Invalid authorization value in HTTP header "Authorization": '
+                f'"{auth[:40]}".  Expecting "Bearer <oauth2-access-token>".',
+            )
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         full_ctype = (headers.get("Content-Type") or "").strip().lower()
         if ctype != "application/json" and full_ctype not in _JSON_TYPES:
             given = headers.get("Content-Type")
-            return bad_input(name, f'Bad HTTP "Content-Type" header: "{given}"'
-                                   '.  Expecting one of "application/json", "application/json; '
-                                   'charset=utf-8", "text/plain; charset=dropbox-cors-hack".')
+            return bad_input(
+                name,
+                f'Bad HTTP "Content-Type" header: "{given}"'
+                '.  Expecting one of "application/json", "application/json; '
+                'charset=utf-8", "text/plain; charset=dropbox-cors-hack".',
+            )
         try:
             self.s.oauth.check_access(token.strip(), ROUTE_SCOPES.get(route, ""))
         except ApiAuthError as exc:
@@ -112,14 +147,16 @@ class DropboxApi:
             raise _BadArg("request body: expected null, got value")
         team, cfg = self.s.team, self.s.config
         provisioned = len(team.members)
-        return json_response({
-            "name": team.name,
-            "team_id": team.team_id,
-            "num_licensed_users": cfg.num_licensed_users,
-            "num_provisioned_users": provisioned,
-            "num_used_licenses": max(0, provisioned - max(1, provisioned // 20)),
-            "policies": TEAM_POLICIES,
-        })
+        return json_response(
+            {
+                "name": team.name,
+                "team_id": team.team_id,
+                "num_licensed_users": cfg.num_licensed_users,
+                "num_provisioned_users": provisioned,
+                "num_used_licenses": max(0, provisioned - max(1, provisioned // 20)),
+                "policies": TEAM_POLICIES,
+            }
+        )
 
     def token_revoke(self, token: str, body: bytes) -> Response:
         rid = self.s.oauth.refresh_id_of(token, "a")
@@ -150,8 +187,9 @@ class DropboxApi:
         if "cursor" not in arg:
             raise _BadArg("request body: missing required field 'cursor'")
         if not isinstance(arg["cursor"], str):
-            raise _BadArg("request body: cursor: expected string, got "
-                          f"{type(arg['cursor']).__name__}")
+            raise _BadArg(
+                f"request body: cursor: expected string, got {type(arg['cursor']).__name__}"
+            )
         try:
             state = self.s.cursors.decode(arg["cursor"])
         except BadCursor:
@@ -190,15 +228,26 @@ class DropboxApi:
     def _roll(self, state: CursorState, what: str) -> float:
         """A deterministic number in [0, 1) for this point of this cursor chain."""
         q, w = state.query, state.window
-        key = (f"{self.s.config.seed}|{what}|{q.start}|{q.end}|{q.category}|{q.event_type}|"
-               f"{q.account_id}|{w.lo}|{w.hi}|{state.day}|{state.k}|{state.n}")
+        key = (
+            f"{self.s.config.seed}|{what}|{q.start}|{q.end}|{q.category}|{q.event_type}|"
+            f"{q.account_id}|{w.lo}|{w.hi}|{state.day}|{state.k}|{state.n}"
+        )
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
     def _page_response(self, nxt: CursorState, bodies: list[bytes], has_more: bool) -> Response:
         cursor = self.s.cursors.encode(nxt).encode()
-        body = b"".join((b'{"events":[', b",".join(bodies), b'],"cursor":"', cursor,
-                         b'","has_more":', b"true" if has_more else b"false", b"}"))
+        body = b"".join(
+            (
+                b'{"events":[',
+                b",".join(bodies),
+                b'],"cursor":"',
+                cursor,
+                b'","has_more":',
+                b"true" if has_more else b"false",
+                b"}",
+            )
+        )
         return json_response(body)
 
     def reset_response(self, state: CursorState) -> Response:
@@ -273,5 +322,7 @@ class DropboxApi:
         try:
             return parse_wire_ts(value)
         except ValueError as exc:
-            raise _BadArg(f"request body: {field}: timestamp {value!r} does not match format "
-                          "'%Y-%m-%dT%H:%M:%SZ'") from exc
+            raise _BadArg(
+                f"request body: {field}: timestamp {value!r} does not match format "
+                "'%Y-%m-%dT%H:%M:%SZ'"
+            ) from exc

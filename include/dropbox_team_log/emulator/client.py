@@ -30,9 +30,13 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
 
 
-def _http(method: str, url: str, body: bytes | None = None,
-          content_type: str = "application/json", timeout: float = 30.0,
-          ) -> tuple[int, dict[str, str], bytes]:
+def _http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    timeout: float = 30.0,
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=body, method=method)  # ruff: ignore[suspicious-url-open-usage] - http(s) only
     if body is not None:
         req.add_header("Content-Type", content_type)
@@ -144,13 +148,19 @@ class EmulatorClient:
     def advance(self, seconds: float) -> str:
         return self._call("POST", "clock", {"advance_seconds": int(seconds)})["now"]
 
-    def truth(self, start: datetime | str | int | None = None,
-              end: datetime | str | int | None = None,
-              as_of: datetime | str | int | None = None) -> list[bytes]:
+    def truth(
+        self,
+        start: datetime | str | int | None = None,
+        end: datetime | str | int | None = None,
+        as_of: datetime | str | int | None = None,
+    ) -> list[bytes]:
         """The exact served bytes of every event visible at as_of (default: now) with
         timestamp in [start, end), duplicates as separate items, in (timestamp, order)."""
-        params = {k: _iso(v) for k, v in (("start", start), ("end", end), ("as_of", as_of))
-                  if v is not None}
+        params = {
+            k: _iso(v)
+            for k, v in (("start", start), ("end", end), ("as_of", as_of))
+            if v is not None
+        }
         status, _, data = _http("GET", f"{self.base_url}/__emulator/truth?{urlencode(params)}")
         if status != 200:
             raise RuntimeError(f"truth -> {status}: {data[:300]!r}")
@@ -178,8 +188,9 @@ class EmulatorClient:
     def expire_access_tokens(self) -> None:
         self._call("POST", "expire_tokens", {})
 
-    def add_events(self, events: list[dict[str, Any]],
-                   visible_at: datetime | str | int | None = None) -> int:
+    def add_events(
+        self, events: list[dict[str, Any]], visible_at: datetime | str | int | None = None
+    ) -> int:
         """Add events (raw TeamEvent dicts, or {"event"|"raw": ..., "visible_at": ...})."""
         payload: dict[str, Any] = {"events": events}
         if visible_at is not None:
@@ -205,8 +216,9 @@ class EmulatorHandle(EmulatorClient):
 
 
 @contextlib.contextmanager
-def running_emulator(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
-                     port: int = 0, **overrides: Any) -> Generator[EmulatorHandle, None, None]:
+def running_emulator(
+    config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0, **overrides: Any
+) -> Generator[EmulatorHandle, None, None]:
     """Serve an emulator on a free loopback port in a background thread, for a `with` block.
 
     `overrides` are EmulatorConfig fields (applied on top of `config`).

@@ -31,7 +31,7 @@ class Control:
         self.s = state
 
     def handle(self, method: str, path: str, query: str, body: bytes) -> Response:
-        name = path[len(PREFIX):].strip("/")
+        name = path[len(PREFIX) :].strip("/")
         handler = getattr(self, f"{method.lower()}_{name}", None)
         if handler is None:
             if hasattr(self, f"get_{name}") or hasattr(self, f"post_{name}"):
@@ -61,8 +61,14 @@ class Control:
     # Endpoints ----------------------------------------------------------------------------
 
     def get_health(self, _p: dict, _b: bytes) -> Response:
-        return json_response({"status": "ok", **self._now(), "team_id": self.s.team.team_id,
-                              "app_key": self.s.config.app_key})
+        return json_response(
+            {
+                "status": "ok",
+                **self._now(),
+                "team_id": self.s.team.team_id,
+                "app_key": self.s.config.app_key,
+            }
+        )
 
     def get_config(self, _p: dict, _b: bytes) -> Response:
         return json_response(self.s.config.public_dict())
@@ -89,14 +95,23 @@ class Control:
         count = sum(len(day) for day in days)
         length = sum(len(body) for day in days for body in day) + count
         chunks = (b"".join(body + b"\n" for body in day) for day in days if day)
-        return Response(200, b"", NDJSON, [("X-Event-Count", str(count)),
-                                           ("X-As-Of", format_ts(as_of))],
-                        chunks=chunks, length=length)
+        return Response(
+            200,
+            b"",
+            NDJSON,
+            [("X-Event-Count", str(count)), ("X-As-Of", format_ts(as_of))],
+            chunks=chunks,
+            length=length,
+        )
 
     def get_faults(self, _p: dict, _b: bytes) -> Response:
-        return json_response({"faults": self.s.faults.snapshot(),
-                              "injected": dict(self.s.faults.injected_by_kind),
-                              "kinds": KINDS})
+        return json_response(
+            {
+                "faults": self.s.faults.snapshot(),
+                "injected": dict(self.s.faults.injected_by_kind),
+                "kinds": KINDS,
+            }
+        )
 
     def post_faults(self, _p: dict, body: bytes) -> Response:
         arg = self._json(body, [])
@@ -158,7 +173,8 @@ class Control:
         cat = obj.get("event_category")
         etype = obj.get("event_type")
         return CustomEvent(
-            ts=ts, vis=vis,
+            ts=ts,
+            vis=vis,
             category=cat.get(".tag", "other") if isinstance(cat, dict) else "other",
             event_type=etype.get(".tag", "") if isinstance(etype, dict) else "",
             body=body,
@@ -174,8 +190,9 @@ class Control:
         return json_response({"expired": True, **self._now()})
 
     def get_stats(self, _p: dict, _b: bytes) -> Response:
-        return json_response({**self.s.stats.snapshot(),
-                              "faults_injected": dict(self.s.faults.injected_by_kind)})
+        return json_response(
+            {**self.s.stats.snapshot(), "faults_injected": dict(self.s.faults.injected_by_kind)}
+        )
 
     def delete_stats(self, _p: dict, _b: bytes) -> Response:
         self.s.stats.reset()

@@ -66,10 +66,18 @@ class CursorCodec:
         self._key = key
 
     def encode(self, state: CursorState) -> str:
-        payload = orjson.dumps([
-            _VERSION, *astuple(state.query), *astuple(state.window),
-            state.day, state.k, state.n, state.latest, int(state.done),
-        ])
+        payload = orjson.dumps(
+            [
+                _VERSION,
+                *astuple(state.query),
+                *astuple(state.window),
+                state.day,
+                state.k,
+                state.n,
+                state.latest,
+                int(state.done),
+            ]
+        )
         mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
 

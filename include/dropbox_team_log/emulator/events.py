@@ -30,26 +30,56 @@ _SPEC_JANE = ("dbid:AAGx4oiLtHdvRdNxUpvvJBXYgR4BS19c9kw", "Jane Smith", "jane_sm
 _SPEC_MEMBER_ID = "dbmid:AAFoi-tmvRuQR0jU-3fN4B-9nZo6nHcDO9Q"
 
 # Categories whose events are mostly admin actions (admin actor, admin console).
-ADMIN_CATEGORIES = frozenset({
-    "team_policies", "members", "groups", "team_folders", "domains", "sso", "team_profile",
-    "reports", "data_governance", "encryption", "trusted_teams", "protect", "admin_alerting",
-})
+ADMIN_CATEGORIES = frozenset(
+    {
+        "team_policies",
+        "members",
+        "groups",
+        "team_folders",
+        "domains",
+        "sso",
+        "team_profile",
+        "reports",
+        "data_governance",
+        "encryption",
+        "trusted_teams",
+        "protect",
+        "admin_alerting",
+    }
+)
 # Categories whose events carry a file/folder asset.
-ASSET_CATEGORIES = frozenset({
-    "file_operations", "sharing", "comments", "file_requests", "showcase", "paper",
-})
+ASSET_CATEGORIES = frozenset(
+    {
+        "file_operations",
+        "sharing",
+        "comments",
+        "file_requests",
+        "showcase",
+        "paper",
+    }
+)
 
 # Event types the SDK (12.2.4) does not know: they must keep their name on the wire.
 UNKNOWN_TYPES: tuple[tuple[str, str, str, bool], ...] = (
     ("ai_assistant_prompt_sent", "dash", "(dash) Sent a prompt to the AI assistant", False),
-    ("file_ai_summary_generated", "file_operations", "(file_operations) Generated an AI summary",
-     True),
+    (
+        "file_ai_summary_generated",
+        "file_operations",
+        "(file_operations) Generated an AI summary",
+        True,
+    ),
     ("passkey_registered", "logins", "(logins) Registered a passkey", False),
 )
 
 LOGIN_METHODS = (
-    ("password", 40), ("saml", 20), ("two_factor_authentication", 15), ("google_oauth", 8),
-    ("web_session", 8), ("microsoft_oauth", 4), ("apple_oauth", 3), ("passkey", 2),
+    ("password", 40),
+    ("saml", 20),
+    ("two_factor_authentication", 15),
+    ("google_oauth", 8),
+    ("web_session", 8),
+    ("microsoft_oauth", 4),
+    ("apple_oauth", 3),
+    ("passkey", 2),
 )
 LOGIN_FAILURES = (
     ("password", "Invalid password", "invalid_password"),
@@ -129,10 +159,14 @@ def load_templates(team: Team) -> dict[str, Template]:
     """Fixture events -> templates with the team's identities in place of the spec's."""
     john, jane = team.members[0], team.members[1]
     replacements = [
-        (_SPEC_JOHN[0], john.account_id), (_SPEC_JANE[0], jane.account_id),
-        (_SPEC_JOHN[2], john.email), (_SPEC_JANE[2], jane.email),
-        (_SPEC_JOHN[1], john.display_name), (_SPEC_JANE[1], jane.display_name),
-        (_SPEC_MEMBER_ID, john.team_member_id or ""), ("acmecorp.com", team.domain),
+        (_SPEC_JOHN[0], john.account_id),
+        (_SPEC_JANE[0], jane.account_id),
+        (_SPEC_JOHN[2], john.email),
+        (_SPEC_JANE[2], jane.email),
+        (_SPEC_JOHN[1], john.display_name),
+        (_SPEC_JANE[1], jane.display_name),
+        (_SPEC_MEMBER_ID, john.team_member_id or ""),
+        ("acmecorp.com", team.domain),
         ('"A Team"', orjson.dumps(team.name).decode()),
     ]
     templates: dict[str, Template] = {}
@@ -217,8 +251,13 @@ class EventGenerator:
         self._members = _Weighted(list(zip(self.team.members, weights, strict=True)))
         self._login_methods = _Weighted(list(LOGIN_METHODS))
         self._unknown = [
-            Template(tag, {".tag": cat}, {".tag": tag, "description": desc},
-                     {".tag": f"{tag}_details"}, False)
+            Template(
+                tag,
+                {".tag": cat},
+                {".tag": tag, "description": desc},
+                {".tag": f"{tag}_details"},
+                False,
+            )
             for tag, cat, desc, _asset in UNKNOWN_TYPES
         ]
         self._unknown_assets = {tag: asset for tag, _c, _d, asset in UNKNOWN_TYPES}
@@ -226,43 +265,99 @@ class EventGenerator:
         tail = [t for t in self.templates.values() if t.tag not in hand_built]
         self._tail = tail
         kinds: list[tuple[Builder, float]] = [
-            (self._login_success, 9.0), (self._login_fail, 2.5), (self._logout, 1.0),
-            (self._file_op, 40.0), (self._member_sharing, 12.0), (self._anonymous_visit, 5.0),
-            (self._outsider_visit, 4.0), (self._device, 3.0), (self._app_event, 0.8),
-            (self._admin_action, 3.0), (self._long_tail, 8.0),
+            (self._login_success, 9.0),
+            (self._login_fail, 2.5),
+            (self._logout, 1.0),
+            (self._file_op, 40.0),
+            (self._member_sharing, 12.0),
+            (self._anonymous_visit, 5.0),
+            (self._outsider_visit, 4.0),
+            (self._device, 3.0),
+            (self._app_event, 0.8),
+            (self._admin_action, 3.0),
+            (self._long_tail, 8.0),
         ]
         self._kinds = _Weighted(kinds)
-        self._file_ops = _Weighted([
-            ("file_add", 8), ("file_edit", 7), ("file_download", 6), ("file_preview", 6),
-            ("file_delete", 3), ("file_move", 2.5), ("file_rename", 2), ("file_copy", 1.5),
-            ("create_folder", 1.5), ("file_restore", 0.5), ("file_revert", 0.3),
-            ("file_permanently_delete", 0.2),
-        ])
-        self._sharing = _Weighted([
-            ("shared_link_create", 3), ("shared_content_add_member", 2), ("shared_link_share", 1),
-            ("shared_content_add_invitees", 1), ("shared_folder_create", 1),
-            ("shared_link_copy", 1), ("shared_content_view", 1.5),
-            ("shared_content_download", 1.5), ("shared_link_view", 1.5),
-        ])
+        self._file_ops = _Weighted(
+            [
+                ("file_add", 8),
+                ("file_edit", 7),
+                ("file_download", 6),
+                ("file_preview", 6),
+                ("file_delete", 3),
+                ("file_move", 2.5),
+                ("file_rename", 2),
+                ("file_copy", 1.5),
+                ("create_folder", 1.5),
+                ("file_restore", 0.5),
+                ("file_revert", 0.3),
+                ("file_permanently_delete", 0.2),
+            ]
+        )
+        self._sharing = _Weighted(
+            [
+                ("shared_link_create", 3),
+                ("shared_content_add_member", 2),
+                ("shared_link_share", 1),
+                ("shared_content_add_invitees", 1),
+                ("shared_folder_create", 1),
+                ("shared_link_copy", 1),
+                ("shared_content_view", 1.5),
+                ("shared_content_download", 1.5),
+                ("shared_link_view", 1.5),
+            ]
+        )
         self._visit_types = (
-            "shared_link_view", "shared_content_view", "shared_content_download",
-            "shared_link_download", "file_preview",
+            "shared_link_view",
+            "shared_content_view",
+            "shared_content_download",
+            "shared_link_download",
+            "file_preview",
         )
 
     @staticmethod
     def _hand_built() -> set[str]:
         return {
-            "login_success", "login_fail", "logout", "file_add", "file_edit", "file_download",
-            "file_preview", "file_delete", "file_move", "file_rename", "file_copy",
-            "create_folder", "file_restore", "file_revert", "file_permanently_delete",
-            "shared_link_create", "shared_content_add_member", "shared_link_share",
-            "shared_content_add_invitees", "shared_folder_create", "shared_link_copy",
-            "shared_content_view", "shared_content_download", "shared_link_view",
-            "shared_link_download", "device_change_ip_web", "device_change_ip_desktop",
-            "device_change_ip_mobile", "device_link_success", "device_unlink", "app_link_user",
-            "app_unlink_user", "app_link_team", "sign_in_as_session_start",
-            "sign_in_as_session_end", "member_change_status", "member_change_admin_role",
-            "group_add_member", "password_change", "tfa_change_status",
+            "login_success",
+            "login_fail",
+            "logout",
+            "file_add",
+            "file_edit",
+            "file_download",
+            "file_preview",
+            "file_delete",
+            "file_move",
+            "file_rename",
+            "file_copy",
+            "create_folder",
+            "file_restore",
+            "file_revert",
+            "file_permanently_delete",
+            "shared_link_create",
+            "shared_content_add_member",
+            "shared_link_share",
+            "shared_content_add_invitees",
+            "shared_folder_create",
+            "shared_link_copy",
+            "shared_content_view",
+            "shared_content_download",
+            "shared_link_view",
+            "shared_link_download",
+            "device_change_ip_web",
+            "device_change_ip_desktop",
+            "device_change_ip_mobile",
+            "device_link_success",
+            "device_unlink",
+            "app_link_user",
+            "app_unlink_user",
+            "app_link_team",
+            "sign_in_as_session_start",
+            "sign_in_as_session_end",
+            "member_change_status",
+            "member_change_admin_role",
+            "group_add_member",
+            "password_change",
+            "tfa_change_status",
         }
 
     # Days ---------------------------------------------------------------------------------
@@ -281,8 +376,9 @@ class EventGenerator:
         rng = random.Random(f"{cfg.seed}/day/{day}")
         weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
         factor = 1.2 if weekday < 5 else 0.5
-        n = int(cfg.events_per_day * factor * rng.uniform(0.85, 1.15) * (hi - lo) / DAY
-                + rng.random())
+        n = int(
+            cfg.events_per_day * factor * rng.uniform(0.85, 1.15) * (hi - lo) / DAY + rng.random()
+        )
         day_prefix = format_ts(day * DAY)[:11]
         entries: list[tuple[int, bytes, str, str]] = []
         kinds, dumps, unknown_rate = self._kinds, orjson.dumps, cfg.unknown_type_rate
@@ -290,8 +386,9 @@ class EventGenerator:
             ts = self._second(rng, day, lo, hi)
             if rng.random() < 0.01:  # a burst: one person, many file events, a few seconds
                 for ts_b, ev in self._burst(rng, ts, hi, day_prefix, n - len(entries)):
-                    entries.append((ts_b, dumps(ev), ev["event_category"][".tag"],
-                                    ev["event_type"][".tag"]))
+                    entries.append(
+                        (ts_b, dumps(ev), ev["event_category"][".tag"], ev["event_type"][".tag"])
+                    )
                 continue
             ts_str = self._ts_str(day_prefix, ts - day * DAY)
             if unknown_rate and rng.random() < unknown_rate:
@@ -351,8 +448,10 @@ class EventGenerator:
         if rng.random() < 0.04:  # travelling / on another network
             geo = rng.randrange(len(GEOS))
             return {
-                "access_method": {".tag": "end_user", "end_user": {
-                    ".tag": "web", "session_id": web_session(rng)}},
+                "access_method": {
+                    ".tag": "end_user",
+                    "end_user": {".tag": "web", "session_id": web_session(rng)},
+                },
                 "geo_location": geo_dict(rng, geo, v6=rng.random() < 0.3),
             }
         return pick(rng, person.origins)
@@ -361,10 +460,13 @@ class EventGenerator:
     def _stranger_origin(rng: random.Random) -> Json:
         geo = rng.randrange(len(GEOS))
         return {
-            "access_method": {".tag": "end_user", "end_user": {
-                ".tag": "web", "session_id": web_session(rng)}},
-            "geo_location": geo_dict(rng, geo, v6=rng.random() < 0.3,
-                                     with_city=rng.random() < 0.85),
+            "access_method": {
+                ".tag": "end_user",
+                "end_user": {".tag": "web", "session_id": web_session(rng)},
+            },
+            "geo_location": geo_dict(
+                rng, geo, v6=rng.random() < 0.3, with_city=rng.random() < 0.85
+            ),
         }
 
     def _details(self, tag: str, **fields: Any) -> Json:
@@ -379,9 +481,10 @@ class EventGenerator:
         new_rel = f"{head}/Archive/{name}" if rng.random() < 0.5 else f"{head}/{name} (1)"
         return {
             **asset,
-            "path": {"contextual": new_rel,
-                     "namespace_relative": {**path["namespace_relative"],
-                                            "relative_path": new_rel}},
+            "path": {
+                "contextual": new_rel,
+                "namespace_relative": {**path["namespace_relative"], "relative_path": new_rel},
+            },
         }
 
     # Builders: each returns one TeamEvent dict --------------------------------------------
@@ -389,8 +492,11 @@ class EventGenerator:
     def _login_success(self, rng: random.Random, ts: str) -> Json:
         m = self._member(rng)
         tpl = self.templates["login_success"]
-        details = self._details("login_success", is_emm_managed=False,
-                                login_method={".tag": self._login_methods.pick(rng)})
+        details = self._details(
+            "login_success",
+            is_emm_managed=False,
+            login_method={".tag": self._login_methods.pick(rng)},
+        )
         return _event(ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context)
 
     def _login_fail(self, rng: random.Random, ts: str) -> Json:
@@ -398,18 +504,28 @@ class EventGenerator:
         method, friendly, technical = pick(rng, LOGIN_FAILURES)
         origin = self._stranger_origin(rng) if rng.random() < 0.35 else self._member_origin(rng, m)
         details = self._details(
-            "login_fail", is_emm_managed=False, login_method={".tag": method},
+            "login_fail",
+            is_emm_managed=False,
+            login_method={".tag": method},
             error_details={"user_friendly_message": friendly, "technical_error_message": technical},
         )
         return _event(ts, self.templates["login_fail"], details, m.actor, origin, False, m.context)
 
     def _logout(self, rng: random.Random, ts: str) -> Json:
         m = self._member(rng)
-        return _event(ts, self.templates["logout"], self._details("logout"), m.actor,
-                      self._member_origin(rng, m), False, m.context)
+        return _event(
+            ts,
+            self.templates["logout"],
+            self._details("logout"),
+            m.actor,
+            self._member_origin(rng, m),
+            False,
+            m.context,
+        )
 
-    def _file_op(self, rng: random.Random, ts: str, tag: str | None = None,
-                 who: Person | None = None) -> Json:
+    def _file_op(
+        self, rng: random.Random, ts: str, tag: str | None = None, who: Person | None = None
+    ) -> Json:
         tag = tag or self._file_ops.pick(rng)
         tpl = self.templates[tag]
         team = self.team
@@ -427,8 +543,9 @@ class EventGenerator:
             origin = self._member_origin(rng, m)
         if tpl.two_assets:
             assets = [asset, self._moved(asset, rng)]
-            details = self._details(tag, relocate_action_details=[
-                {"src_asset_index": 0, "dest_asset_index": 1}])
+            details = self._details(
+                tag, relocate_action_details=[{"src_asset_index": 0, "dest_asset_index": 1}]
+            )
         else:
             assets = [asset]
             details = self._details(tag)
@@ -446,8 +563,9 @@ class EventGenerator:
         assets = [shared.obj]
         level = {".tag": pick(rng, ("viewer", "editor", "viewer", "viewer_no_comment"))}
         if tag == "shared_link_create":
-            details = self._details(tag, shared_link_access_level={
-                ".tag": pick(rng, ("reader", "reader", "writer"))})
+            details = self._details(
+                tag, shared_link_access_level={".tag": pick(rng, ("reader", "reader", "writer"))}
+            )
         elif tag == "shared_content_add_member":
             roll = rng.random()
             if roll < 0.3:
@@ -465,26 +583,44 @@ class EventGenerator:
         elif tag == "shared_link_share":
             o = pick(rng, team.outsiders)
             involve = True
-            details = self._details(tag, shared_link_owner=owner.user_info, external_users=[
-                {"user_identifier": o.email, "identifier_type": {".tag": "email"}}])
+            details = self._details(
+                tag,
+                shared_link_owner=owner.user_info,
+                external_users=[{"user_identifier": o.email, "identifier_type": {".tag": "email"}}],
+            )
         elif tag == "shared_folder_create":
             folder = pick(rng, team.folders).obj
             assets = [folder]
             details = self._details(tag, target_ns_id=folder["path"]["namespace_relative"]["ns_id"])
         elif tag in ("shared_content_view", "shared_content_download"):
-            details = self._details(tag, shared_content_link=shared.shared_link,
-                                    shared_content_owner=owner.user_info,
-                                    shared_content_access_level=level)
+            details = self._details(
+                tag,
+                shared_content_link=shared.shared_link,
+                shared_content_owner=owner.user_info,
+                shared_content_access_level=level,
+            )
         else:  # shared_link_copy, shared_link_view
             details = self._details(tag, shared_link_owner=owner.user_info)
-        return _event(ts, tpl, details, m.actor, self._member_origin(rng, m), involve, m.context,
-                      participants, assets)
+        return _event(
+            ts,
+            tpl,
+            details,
+            m.actor,
+            self._member_origin(rng, m),
+            involve,
+            m.context,
+            participants,
+            assets,
+        )
 
     def _visit_details(self, tag: str, link: str, owner: Person) -> Json:
         if tag in ("shared_content_view", "shared_content_download"):
-            return self._details(tag, shared_content_link=link,
-                                 shared_content_owner=owner.user_info,
-                                 shared_content_access_level={".tag": "viewer"})
+            return self._details(
+                tag,
+                shared_content_link=link,
+                shared_content_owner=owner.user_info,
+                shared_content_access_level={".tag": "viewer"},
+            )
         if tag == "file_preview":
             return self._details(tag)
         return self._details(tag, shared_link_owner=owner.user_info)
@@ -495,8 +631,17 @@ class EventGenerator:
         shared = pick(rng, self.team.shared_assets)
         owner = self.team.members[shared.owner]
         details = self._visit_details(tag, shared.shared_link or "", owner)
-        return _event(ts, self.templates[tag], details, {".tag": "anonymous"},
-                      self._stranger_origin(rng), True, {".tag": "anonymous"}, None, [shared.obj])
+        return _event(
+            ts,
+            self.templates[tag],
+            details,
+            {".tag": "anonymous"},
+            self._stranger_origin(rng),
+            True,
+            {".tag": "anonymous"},
+            None,
+            [shared.obj],
+        )
 
     def _outsider_visit(self, rng: random.Random, ts: str) -> Json:
         """A signed-in non-team account opened shared content."""
@@ -504,16 +649,28 @@ class EventGenerator:
         o = pick(rng, self.team.outsiders)
         shared = pick(rng, self.team.shared_assets)
         owner = self.team.members[shared.owner]
-        details = (self._details(tag) if tag == "file_download"
-                   else self._visit_details(tag, shared.shared_link or "", owner))
+        details = (
+            self._details(tag)
+            if tag == "file_download"
+            else self._visit_details(tag, shared.shared_link or "", owner)
+        )
         origin = o.origins[0] if rng.random() < 0.8 else self._stranger_origin(rng)
-        return _event(ts, self.templates[tag], details, o.actor, origin, True, o.context, None,
-                      [shared.obj])
+        return _event(
+            ts, self.templates[tag], details, o.actor, origin, True, o.context, None, [shared.obj]
+        )
 
     def _device(self, rng: random.Random, ts: str) -> Json:
-        tag = pick(rng, ("device_change_ip_web", "device_change_ip_web",
-                          "device_change_ip_desktop", "device_change_ip_mobile",
-                          "device_link_success", "device_unlink"))
+        tag = pick(
+            rng,
+            (
+                "device_change_ip_web",
+                "device_change_ip_web",
+                "device_change_ip_desktop",
+                "device_change_ip_mobile",
+                "device_link_success",
+                "device_unlink",
+            ),
+        )
         tpl = self.templates[tag]
         m = self._member(rng)
         if tag == "device_change_ip_web":
@@ -527,39 +684,75 @@ class EventGenerator:
         if rng.random() < 0.25:
             admin = self._admin(rng)
             app = pick(rng, [a for a in team.apps if a.kind == "team_linked_app"])
-            return _event(ts, self.templates["app_link_team"],
-                          self._details("app_link_team", app_info=app.info), admin.admin_actor,
-                          admin.admin_origin, False, {".tag": "team"})
+            return _event(
+                ts,
+                self.templates["app_link_team"],
+                self._details("app_link_team", app_info=app.info),
+                admin.admin_actor,
+                admin.admin_origin,
+                False,
+                {".tag": "team"},
+            )
         tag = "app_link_user" if rng.random() < 0.7 else "app_unlink_user"
         m = self._member(rng)
         app = pick(rng, [a for a in team.apps if a.kind != "team_linked_app"])
-        return _event(ts, self.templates[tag], self._details(tag, app_info=app.info), m.actor,
-                      self._member_origin(rng, m), False, m.context)
+        return _event(
+            ts,
+            self.templates[tag],
+            self._details(tag, app_info=app.info),
+            m.actor,
+            self._member_origin(rng, m),
+            False,
+            m.context,
+        )
 
     def _admin_action(self, rng: random.Random, ts: str) -> Json:
         admin = self._admin(rng)
         target = self._member(rng)
-        tag = pick(rng, ("sign_in_as_session_start", "sign_in_as_session_end",
-                          "member_change_status", "member_change_admin_role", "group_add_member",
-                          "password_change", "tfa_change_status", "group_add_member"))
+        tag = pick(
+            rng,
+            (
+                "sign_in_as_session_start",
+                "sign_in_as_session_end",
+                "member_change_status",
+                "member_change_admin_role",
+                "group_add_member",
+                "password_change",
+                "tfa_change_status",
+                "group_add_member",
+            ),
+        )
         tpl = self.templates[tag]
         if tag in ("password_change", "tfa_change_status"):  # the member does these
-            return _event(ts, tpl, tpl.details, target.actor, self._member_origin(rng, target),
-                          False, target.context)
+            return _event(
+                ts,
+                tpl,
+                tpl.details,
+                target.actor,
+                self._member_origin(rng, target),
+                False,
+                target.context,
+            )
         origin = admin.admin_origin
         participants = None
         details = tpl.details
         if tag.startswith("sign_in_as"):
-            origin = {"access_method": {".tag": "sign_in_as", "session_id": web_session(rng)},
-                      "geo_location": (admin.admin_origin or {}).get("geo_location")}
+            origin = {
+                "access_method": {".tag": "sign_in_as", "session_id": web_session(rng)},
+                "geo_location": (admin.admin_origin or {}).get("geo_location"),
+            }
         elif tag == "group_add_member":
             participants = [pick(rng, self.team.groups), target.participant]
             details = self._details(tag, is_group_owner=rng.random() < 0.1)
         elif tag == "member_change_status":
-            details = self._details(tag, previous_value={".tag": "active"},
-                                    new_value={".tag": pick(rng, ("suspended", "active"))})
-        return _event(ts, tpl, details, admin.admin_actor, origin, False, target.context,
-                      participants)
+            details = self._details(
+                tag,
+                previous_value={".tag": "active"},
+                new_value={".tag": pick(rng, ("suspended", "active"))},
+            )
+        return _event(
+            ts, tpl, details, admin.admin_actor, origin, False, target.context, participants
+        )
 
     def _long_tail(self, rng: random.Random, ts: str) -> Json:
         """Any other type, with the spec's example details and a plausible actor."""
@@ -573,20 +766,51 @@ class EventGenerator:
         if cat in ADMIN_CATEGORIES:
             roll = rng.random()
             if roll < 0.08:
-                return _event(ts, tpl, tpl.details, {".tag": "dropbox"}, None, False,
-                              {".tag": "team"}, None, assets)
+                return _event(
+                    ts,
+                    tpl,
+                    tpl.details,
+                    {".tag": "dropbox"},
+                    None,
+                    False,
+                    {".tag": "team"},
+                    None,
+                    assets,
+                )
             if roll < 0.1:
-                actor = {".tag": "reseller", "reseller_name": "Example Reseller Ltd",
-                         "reseller_email": "support@reseller.example"}
-                return _event(ts, tpl, tpl.details, actor, None, False, {".tag": "team"}, None,
-                              assets)
+                actor = {
+                    ".tag": "reseller",
+                    "reseller_name": "Example Reseller Ltd",
+                    "reseller_email": "support@reseller.example",
+                }
+                return _event(
+                    ts, tpl, tpl.details, actor, None, False, {".tag": "team"}, None, assets
+                )
             admin = self._admin(rng)
             context = {".tag": "team"} if cat != "members" else self._member(rng).context
-            return _event(ts, tpl, tpl.details, admin.admin_actor, admin.admin_origin, False,
-                          context, None, assets)
+            return _event(
+                ts,
+                tpl,
+                tpl.details,
+                admin.admin_actor,
+                admin.admin_origin,
+                False,
+                context,
+                None,
+                assets,
+            )
         m = self._member(rng)
-        return _event(ts, tpl, tpl.details, m.actor, self._member_origin(rng, m), False,
-                      m.context, None, assets)
+        return _event(
+            ts,
+            tpl,
+            tpl.details,
+            m.actor,
+            self._member_origin(rng, m),
+            False,
+            m.context,
+            None,
+            assets,
+        )
 
     def _unknown_event(self, rng: random.Random, ts: str) -> Json:
         """An event type newer than the SDK: it must reach the dataset under its own name."""
@@ -595,12 +819,15 @@ class EventGenerator:
         details: Json = dict(tpl.details)
         assets = None
         if tpl.tag == "ai_assistant_prompt_sent":
-            details.update(surface={".tag": pick(rng, ("web", "desktop", "mobile"))},
-                           prompt_length=rng.randrange(8, 2000))
+            details.update(
+                surface={".tag": pick(rng, ("web", "desktop", "mobile"))},
+                prompt_length=rng.randrange(8, 2000),
+            )
         if self._unknown_assets[tpl.tag]:
             assets = [pick(rng, self.team.files).obj]
-        return _event(ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context,
-                      None, assets)
+        return _event(
+            ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context, None, assets
+        )
 
     def _burst(self, rng: random.Random, ts: int, hi: int, prefix: str, room: int):
         """Bulk file operation: many events of one type by one person within seconds."""

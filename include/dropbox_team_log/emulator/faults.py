@@ -29,11 +29,20 @@ KINDS: dict[str, str] = {
     "cursor_reset": "409 reset with the cursor's latest timestamp (get_events/continue)",
     "bad_cursor": "409 bad_cursor (get_events/continue)",
     "revoke_refresh_token": "revoke the refresh token behind this call, then answer normally "
-                            "(API routes -> 401 invalid_access_token, refresh -> invalid_grant)",
+    "(API routes -> 401 invalid_access_token, refresh -> invalid_grant)",
 }
 # Kinds that replace the response before the route runs / that mangle the real response.
-PRE_KINDS = frozenset({"rate_limit", "server_error", "drop_connection", "non_json",
-                       "expire_access_token", "cursor_reset", "bad_cursor"})
+PRE_KINDS = frozenset(
+    {
+        "rate_limit",
+        "server_error",
+        "drop_connection",
+        "non_json",
+        "expire_access_token",
+        "cursor_reset",
+        "bad_cursor",
+    }
+)
 POST_KINDS = frozenset({"truncated_body", "drop_mid_body"})
 
 
@@ -64,8 +73,17 @@ class Fault:
         """Validate one fault spec (raises ValueError with a readable message)."""
         if not isinstance(data, dict):
             raise ValueError("a fault must be a JSON object")
-        known = {"kind", "route", "after", "count", "every", "status", "retry_after", "seconds",
-                 "fraction"}
+        known = {
+            "kind",
+            "route",
+            "after",
+            "count",
+            "every",
+            "status",
+            "retry_after",
+            "seconds",
+            "fraction",
+        }
         extra = set(data) - known
         if extra:
             raise ValueError(f"unknown fault field(s): {sorted(extra)}")
@@ -76,9 +94,13 @@ class Fault:
         every = data.get("every")
         # With `every` and no explicit count, inject on every k-th call indefinitely.
         count = data.get("count", None if every is not None else 1)
-        fault = cls(kind=kind, route=route, after=int(data.get("after", 0)),
-                    count=None if count is None else int(count),
-                    every=None if every is None else int(every))
+        fault = cls(
+            kind=kind,
+            route=route,
+            after=int(data.get("after", 0)),
+            count=None if count is None else int(count),
+            every=None if every is None else int(every),
+        )
         if fault.after < 0 or (fault.count is not None and fault.count < 0):
             raise ValueError("after and count must be >= 0")
         if fault.every is not None and fault.every < 1:

@@ -66,8 +66,7 @@ class ApiAuthError(Exception):
         self.extra = extra
 
     def body(self) -> bytes:
-        return dumps({"error_summary": f"{self.tag}/..",
-                      "error": {".tag": self.tag, **self.extra}})
+        return dumps({"error_summary": f"{self.tag}/..", "error": {".tag": self.tag, **self.extra}})
 
 
 @dataclass
@@ -120,7 +119,8 @@ class OAuthService:
         self.clock = clock
         self.team = team
         self._key = hashlib.sha256(
-            f"oauth/{config.seed}/{config.app_key}/{config.app_secret}".encode()).digest()
+            f"oauth/{config.seed}/{config.app_key}/{config.app_secret}".encode()
+        ).digest()
         self._lock = threading.Lock()
         self._codes: dict[str, _Code] = {}
         self._revoked: set[str] = set()
@@ -136,9 +136,9 @@ class OAuthService:
         return f"{prefix}{_b64(payload)}.{_b64(mac)}"
 
     def _verify(self, prefix: str, token: str) -> list | None:
-        if not token.startswith(prefix) or "." not in token[len(prefix):]:
+        if not token.startswith(prefix) or "." not in token[len(prefix) :]:
             return None
-        body, _, mac = token[len(prefix):].rpartition(".")
+        body, _, mac = token[len(prefix) :].rpartition(".")
         try:
             payload, given = _unb64(body), _unb64(mac)
         except ValueError:
@@ -162,7 +162,8 @@ class OAuthService:
         if params.get("response_type") != "code":
             raise AuthorizeError(
                 f'Unsupported response_type: "{params.get("response_type", "")}" '
-                '(this app must use "code").')
+                '(this app must use "code").'
+            )
         tat = params.get("token_access_type") or None
         if tat is not None and tat not in TOKEN_ACCESS_TYPES:
             raise AuthorizeError(f'Invalid token_access_type: "{tat}".')
@@ -176,11 +177,14 @@ class OAuthService:
             unknown = [s for s in scopes if s not in self.config.app_scopes]
             if unknown:
                 raise AuthorizeError(
-                    f"Invalid scope: {', '.join(unknown)} is not enabled for this app.")
+                    f"Invalid scope: {', '.join(unknown)} is not enabled for this app."
+                )
         redirect = params.get("redirect_uri") or None
         if redirect is not None and not self._redirect_allowed(redirect):
-            raise AuthorizeError(f'Invalid redirect_uri: "{redirect}". It must exactly match '
-                                 "one of the redirect URIs you've pre-configured for your app.")
+            raise AuthorizeError(
+                f'Invalid redirect_uri: "{redirect}". It must exactly match '
+                "one of the redirect URIs you've pre-configured for your app."
+            )
         challenge = params.get("code_challenge") or None
         method = params.get("code_challenge_method") or None
         if challenge is not None:
@@ -189,8 +193,9 @@ class OAuthService:
                 raise AuthorizeError(f'Invalid code_challenge_method: "{method}".')
             if not 43 <= len(challenge) <= 128:
                 raise AuthorizeError("Invalid code_challenge: must be 43-128 characters.")
-        return AuthRequest(client_id, scopes, redirect, params.get("state") or None, challenge,
-                           method, tat)
+        return AuthRequest(
+            client_id, scopes, redirect, params.get("state") or None, challenge, method, tat
+        )
 
     def _redirect_allowed(self, uri: str) -> bool:
         if self.config.redirect_uris:
@@ -240,8 +245,7 @@ class OAuthService:
             if req.code_challenge is not None:  # RFC 7636: the verifier is then required
                 if verifier is None:
                     raise OAuthError("invalid_request", "No code_verifier provided.")
-                expected = (pkce_s256(verifier) if req.code_challenge_method == "S256"
-                            else verifier)
+                expected = pkce_s256(verifier) if req.code_challenge_method == "S256" else verifier
                 if not hmac.compare_digest(expected, req.code_challenge):
                     raise OAuthError("invalid_grant", "invalid code verifier")
             elif secret is None:
@@ -255,8 +259,9 @@ class OAuthService:
         out["token_type"] = BEARER
         out["expires_in"] = self.config.access_token_lifetime
         if refresh_id:
-            out["refresh_token"] = self._sign("", ["r", req.client_id, refresh_id, epoch,
-                                                   " ".join(req.scopes), int(pkce)])
+            out["refresh_token"] = self._sign(
+                "", ["r", req.client_id, refresh_id, epoch, " ".join(req.scopes), int(pkce)]
+            )
         out["scope"] = " ".join(req.scopes)
         out["uid"] = self.uid
         out["team_id"] = self.team.team_id
@@ -281,23 +286,28 @@ class OAuthService:
             if not set(wanted) <= set(scopes):
                 raise OAuthError("invalid_scope", "Requested scope exceeds the granted scopes")
             scopes = wanted
-        return dumps({
-            "access_token": self._access_token(client_id, scopes, refresh_id, epoch),
-            "token_type": BEARER,
-            "expires_in": self.config.access_token_lifetime,
-        })
+        return dumps(
+            {
+                "access_token": self._access_token(client_id, scopes, refresh_id, epoch),
+                "token_type": BEARER,
+                "expires_in": self.config.access_token_lifetime,
+            }
+        )
 
     def _refresh_alive(self, fields: list) -> bool:
         with self._lock:
             return fields[3] >= self._revoke_epoch and fields[2] not in self._revoked
 
-    def _access_token(self, client_id: str, scopes: tuple[str, ...], refresh_id: str,
-                      epoch: int) -> str:
+    def _access_token(
+        self, client_id: str, scopes: tuple[str, ...], refresh_id: str, epoch: int
+    ) -> str:
         exp = self.clock.now() + self.config.access_token_lifetime
         with self._lock:
             gen = self._access_gen
-        return self._sign("sl.", ["a", client_id, refresh_id, epoch, exp, gen, " ".join(scopes),
-                                  secrets.token_hex(4)])
+        return self._sign(
+            "sl.",
+            ["a", client_id, refresh_id, epoch, exp, gen, " ".join(scopes), secrets.token_hex(4)],
+        )
 
     # API auth -----------------------------------------------------------------------------
 
@@ -362,20 +372,34 @@ class OAuthService:
         """The page a team admin sees: app, team, scopes, Allow / Cancel."""
         admin = self.team.admins[0]
         keep = {k: v for k, v in params.items() if k != "decision" and k != "form_token"}
-        hidden = [f'  <input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-                  for k, v in sorted(keep.items())]
-        hidden.append('  <input type="hidden" name="form_token" '
-                      f'value="{self._sign_form(keep)}">')
+        hidden = [
+            f'  <input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in sorted(keep.items())
+        ]
+        hidden.append(f'  <input type="hidden" name="form_token" value="{self._sign_form(keep)}">')
         items = "\n".join(
             f"  <li><code>{html.escape(s)}</code> {html.escape(SCOPE_TEXT.get(s, ''))}</li>"
-            for s in req.scopes)
-        access = {"offline": "offline (refresh token)", "online": "online (short-lived token)",
-                  "legacy": "legacy"}.get(req.token_access_type or "", "app default")
-        return _render("authorize.html", {
-            "app_name": self.config.app_name, "team_name": self.team.name,
-            "admin_name": admin.display_name, "admin_email": admin.email,
-        }, {"scope_items": items, "hidden_fields": "\n".join(hidden),
-            "access_type": html.escape(access)})
+            for s in req.scopes
+        )
+        access = {
+            "offline": "offline (refresh token)",
+            "online": "online (short-lived token)",
+            "legacy": "legacy",
+        }.get(req.token_access_type or "", "app default")
+        return _render(
+            "authorize.html",
+            {
+                "app_name": self.config.app_name,
+                "team_name": self.team.name,
+                "admin_name": admin.display_name,
+                "admin_email": admin.email,
+            },
+            {
+                "scope_items": items,
+                "hidden_fields": "\n".join(hidden),
+                "access_type": html.escape(access),
+            },
+        )
 
     def form_valid(self, params: dict[str, str]) -> bool:
         token = params.get("form_token", "")
@@ -392,7 +416,8 @@ def code_page(code: str) -> bytes:
     return message_page(
         "Enter this code into your app",
         " <p>Copy this code and paste it into the app to finish linking it:</p>\n"
-        f' <code id="auth-code">{html.escape(code)}</code>')
+        f' <code id="auth-code">{html.escape(code)}</code>',
+    )
 
 
 def _render(name: str, text: dict[str, str], raw: dict[str, str]) -> bytes:

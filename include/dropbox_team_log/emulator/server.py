@@ -35,9 +35,11 @@ from .web import authorize_get, authorize_post, error_page, parse_form, token
 
 log = logging.getLogger("dropbox_team_log.emulator")
 
-NON_JSON_BODY = (b"<!DOCTYPE html><html><head><title>Dropbox - 502</title></head><body>"
-                 b"<h1>Error (502)</h1><p>Something went wrong. Don't worry, your files are "
-                 b"still safe and the Dropboxers have been notified.</p></body></html>")
+NON_JSON_BODY = (
+    b"<!DOCTYPE html><html><head><title>Dropbox - 502</title></head><body>"
+    b"<h1>Error (502)</h1><p>Something went wrong. Don't worry, your files are "
+    b"still safe and the Dropboxers have been notified.</p></body></html>"
+)
 
 
 def check_loopback(host: str) -> str:
@@ -51,7 +53,8 @@ def check_loopback(host: str) -> str:
     if ip is None or not ip.is_loopback:
         raise ValueError(
             f"refusing to bind {host!r}: the Dropbox emulator only listens on a loopback "
-            "address (127.0.0.1, ::1 or localhost), never on a network interface")
+            "address (127.0.0.1, ::1 or localhost), never on a network interface"
+        )
     return str(ip)
 
 
@@ -115,7 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
         route = path.strip("/")
         state.stats.call(route)
         is_refresh = route == "oauth2/token" and parse_form(body).get("grant_type") == (
-            "refresh_token")
+            "refresh_token"
+        )
         decision = state.faults.decide(CallInfo(route, is_refresh))
         if decision.slow_seconds:
             time.sleep(decision.slow_seconds)
@@ -152,7 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "":
             return html_response(
                 b"<!doctype html><title>Dropbox API emulator</title><h1>Dropbox API emulator"
-                b"</h1><p>Control API: <a href='/__emulator/health'>/__emulator/health</a></p>")
+                b"</h1><p>Control API: <a href='/__emulator/health'>/__emulator/health</a></p>"
+            )
         else:
             return error_page(f"Not found: /{route}", 404)
         return text_response(f"Method {method} not allowed for /{route}", 405)
@@ -164,14 +169,23 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "drop_connection":
             return None
         if kind == "rate_limit":
-            resp = json_response({"error_summary": "too_many_requests/..", "error": {
-                "reason": {".tag": "too_many_requests"}, "retry_after": fault.retry_after}}, 429)
+            resp = json_response(
+                {
+                    "error_summary": "too_many_requests/..",
+                    "error": {
+                        "reason": {".tag": "too_many_requests"},
+                        "retry_after": fault.retry_after,
+                    },
+                },
+                429,
+            )
             resp.headers.append(("Retry-After", str(fault.retry_after)))
             return resp
         if kind == "server_error":
             status = fault.status or 500
-            resp = text_response("Internal Server Error" if status == 500 else
-                                 "Service Unavailable", status)
+            resp = text_response(
+                "Internal Server Error" if status == 500 else "Service Unavailable", status
+            )
             if status == 503:
                 resp.headers.append(("Retry-After", str(fault.retry_after)))
             return resp
@@ -240,8 +254,9 @@ class _Handler(BaseHTTPRequestHandler):
 class EmulatorServer:
     """One emulator: state + HTTP server. `start()` serves from a daemon thread."""
 
-    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         bind = check_loopback(host)
         self.config = config or EmulatorConfig()
         self.state = EmulatorState(self.config)
@@ -265,8 +280,9 @@ class EmulatorServer:
         self.httpd.serve_forever(poll_interval=0.05)
 
     def start(self) -> EmulatorServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="dropbox-emulator",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="dropbox-emulator", daemon=True
+        )
         self._thread.start()
         return self
 

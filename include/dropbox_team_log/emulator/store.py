@@ -44,8 +44,9 @@ class PageSlice:
 class EventStore:
     """Lazily generated days + custom events, with visibility-aware paging."""
 
-    def __init__(self, config: EmulatorConfig, generator: EventGenerator,
-                 cache_events: int = 400_000) -> None:
+    def __init__(
+        self, config: EmulatorConfig, generator: EventGenerator, cache_events: int = 400_000
+    ) -> None:
         self.config = config
         self.generator = generator
         self.cache_events = cache_events
@@ -111,15 +112,24 @@ class EventStore:
             days.update(self._custom)
         lo = start // DAY if start is not None else None
         hi = (end - 1) // DAY if end is not None else None
-        return sorted(d for d in days
-                      if (lo is None or d >= lo) and (hi is None or d <= hi))
+        return sorted(d for d in days if (lo is None or d >= lo) and (hi is None or d <= hi))
 
     # Visibility ---------------------------------------------------------------------------
 
     def positions(self, d: int, q: Query, w: Window) -> list[int]:
         """Indices (into day d) of the events in the query and the window, in order."""
-        key = (d, q.start, q.end, q.category, q.event_type, q.account_id,
-               w.lo, w.hi, w.cv_lo, w.cv_hi)
+        key = (
+            d,
+            q.start,
+            q.end,
+            q.category,
+            q.event_type,
+            q.account_id,
+            w.lo,
+            w.hi,
+            w.cv_lo,
+            w.cv_hi,
+        )
         with self._lock:
             hit = self._positions.get(key)
             if hit is not None:
@@ -158,7 +168,7 @@ class EventStore:
                 d = days[i]
                 start_k = k if d == day else 0
                 idx = self.positions(d, q, w)
-                take = idx[start_k:start_k + size - len(out_ts)]
+                take = idx[start_k : start_k + size - len(out_ts)]
                 if take:
                     data = self.day(d)
                     out_ts.extend(data.ts[j] for j in take)
@@ -172,7 +182,8 @@ class EventStore:
                 d = days[i]
                 if pos_day == d:
                     has_more = pos_k < len(self.positions(d, q, w)) or any(
-                        self.positions(nd, q, w) for nd in days[i + 1:])
+                        self.positions(nd, q, w) for nd in days[i + 1 :]
+                    )
                 else:
                     has_more = any(self.positions(nd, q, w) for nd in days[i:])
             if not has_more:

@@ -23,34 +23,123 @@ _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 FIRST_NAMES = (
-    "Amara", "Bjorn", "Chen", "Dalia", "Emeka", "Farah", "Gustavo", "Hana", "Ivan", "Jamila",
-    "Kenji", "Lucia", "Mateo", "Nadia", "Oskar", "Priya", "Quentin", "Rosa", "Sipho", "Tariq",
-    "Ulla", "Vikram", "Wen", "Ximena", "Yusuf", "Zofia", "Aiden", "Beatriz", "Cormac", "Dmitri",
-    "Elif", "Fatima", "Giulia", "Hiroshi", "Ingrid", "Joao", "Kwame", "Leila", "Marek", "Noor",
+    "Amara",
+    "Bjorn",
+    "Chen",
+    "Dalia",
+    "Emeka",
+    "Farah",
+    "Gustavo",
+    "Hana",
+    "Ivan",
+    "Jamila",
+    "Kenji",
+    "Lucia",
+    "Mateo",
+    "Nadia",
+    "Oskar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Sipho",
+    "Tariq",
+    "Ulla",
+    "Vikram",
+    "Wen",
+    "Ximena",
+    "Yusuf",
+    "Zofia",
+    "Aiden",
+    "Beatriz",
+    "Cormac",
+    "Dmitri",
+    "Elif",
+    "Fatima",
+    "Giulia",
+    "Hiroshi",
+    "Ingrid",
+    "Joao",
+    "Kwame",
+    "Leila",
+    "Marek",
+    "Noor",
 )
 LAST_NAMES = (
-    "Okafor", "Lindqvist", "Wang", "Haddad", "Nwosu", "Rahman", "Pereira", "Sato", "Petrov",
-    "Diallo", "Tanaka", "Fernandez", "Rossi", "Kowalski", "Berg", "Sharma", "Dubois", "Moreno",
-    "Dlamini", "Aziz", "Virtanen", "Iyer", "Zhou", "Castillo", "Demir", "Nowak", "Murphy",
-    "Souza", "Byrne", "Volkov", "Yilmaz", "Bakr", "Conti", "Kimura", "Larsen", "Silva", "Mensah",
-    "Karimi", "Horvat", "Ali",
+    "Okafor",
+    "Lindqvist",
+    "Wang",
+    "Haddad",
+    "Nwosu",
+    "Rahman",
+    "Pereira",
+    "Sato",
+    "Petrov",
+    "Diallo",
+    "Tanaka",
+    "Fernandez",
+    "Rossi",
+    "Kowalski",
+    "Berg",
+    "Sharma",
+    "Dubois",
+    "Moreno",
+    "Dlamini",
+    "Aziz",
+    "Virtanen",
+    "Iyer",
+    "Zhou",
+    "Castillo",
+    "Demir",
+    "Nowak",
+    "Murphy",
+    "Souza",
+    "Byrne",
+    "Volkov",
+    "Yilmaz",
+    "Bakr",
+    "Conti",
+    "Kimura",
+    "Larsen",
+    "Silva",
+    "Mensah",
+    "Karimi",
+    "Horvat",
+    "Ali",
 )
 OUTSIDER_DOMAINS = (
-    "clientco.example", "designstudio.example", "auditors.example", "mail.example",
-    "lawfirm.example", "supplier.example",
+    "clientco.example",
+    "designstudio.example",
+    "auditors.example",
+    "mail.example",
+    "lawfirm.example",
+    "supplier.example",
 )
 # (city, region, country): offices, home towns and the places visitors come from.
 GEOS = (
-    ("San Francisco", "California", "US"), ("New York", "New York", "US"),
-    ("Austin", "Texas", "US"), ("Toronto", "Ontario", "CA"), ("London", "England", "GB"),
-    ("Dublin", "Leinster", "IE"), ("Berlin", "Berlin", "DE"), ("Paris", "Ile-de-France", "FR"),
-    ("Amsterdam", "North Holland", "NL"), ("Warsaw", "Mazovia", "PL"),
-    ("Stockholm", "Stockholm", "SE"), ("Madrid", "Madrid", "ES"), ("Lagos", "Lagos", "NG"),
-    ("Nairobi", "Nairobi County", "KE"), ("Johannesburg", "Gauteng", "ZA"),
-    ("Mumbai", "Maharashtra", "IN"), ("Bengaluru", "Karnataka", "IN"),
-    ("Singapore", "Singapore", "SG"), ("Tokyo", "Tokyo", "JP"), ("Seoul", "Seoul", "KR"),
-    ("Sydney", "New South Wales", "AU"), ("Sao Paulo", "Sao Paulo", "BR"),
-    ("Mexico City", "Mexico City", "MX"), ("Istanbul", "Istanbul", "TR"),
+    ("San Francisco", "California", "US"),
+    ("New York", "New York", "US"),
+    ("Austin", "Texas", "US"),
+    ("Toronto", "Ontario", "CA"),
+    ("London", "England", "GB"),
+    ("Dublin", "Leinster", "IE"),
+    ("Berlin", "Berlin", "DE"),
+    ("Paris", "Ile-de-France", "FR"),
+    ("Amsterdam", "North Holland", "NL"),
+    ("Warsaw", "Mazovia", "PL"),
+    ("Stockholm", "Stockholm", "SE"),
+    ("Madrid", "Madrid", "ES"),
+    ("Lagos", "Lagos", "NG"),
+    ("Nairobi", "Nairobi County", "KE"),
+    ("Johannesburg", "Gauteng", "ZA"),
+    ("Mumbai", "Maharashtra", "IN"),
+    ("Bengaluru", "Karnataka", "IN"),
+    ("Singapore", "Singapore", "SG"),
+    ("Tokyo", "Tokyo", "JP"),
+    ("Seoul", "Seoul", "KR"),
+    ("Sydney", "New South Wales", "AU"),
+    ("Sao Paulo", "Sao Paulo", "BR"),
+    ("Mexico City", "Mexico City", "MX"),
+    ("Istanbul", "Istanbul", "TR"),
 )
 OFFICE_GEOS = (0, 4, 6)  # members mostly live near these offices
 DATACENTER_GEO = ("Ashburn", "Virginia", "US")
@@ -66,19 +155,50 @@ APPS = (
     ("TaskBridge", "user_or_team_linked_app"),
 )
 FOLDERS = (
-    "Projects", "Finance", "Marketing", "Design", "Legal", "HR", "Engineering", "Sales",
-    "Research", "Operations",
+    "Projects",
+    "Finance",
+    "Marketing",
+    "Design",
+    "Legal",
+    "HR",
+    "Engineering",
+    "Sales",
+    "Research",
+    "Operations",
 )
 SUBFOLDERS = ("2025", "2026", "Q1", "Q2", "Q3", "Q4", "Drafts", "Final", "Archive", "Shared")
 FILE_STEMS = (
-    "Budget", "Roadmap", "Contract", "Invoice", "Meeting notes", "Brand guide", "Pitch deck",
-    "Survey results", "Onboarding", "Release plan", "Spec", "Forecast", "Report", "Photo",
-    "Mockup", "Timesheet", "Policy", "Proposal", "Dataset", "Minutes",
+    "Budget",
+    "Roadmap",
+    "Contract",
+    "Invoice",
+    "Meeting notes",
+    "Brand guide",
+    "Pitch deck",
+    "Survey results",
+    "Onboarding",
+    "Release plan",
+    "Spec",
+    "Forecast",
+    "Report",
+    "Photo",
+    "Mockup",
+    "Timesheet",
+    "Policy",
+    "Proposal",
+    "Dataset",
+    "Minutes",
 )
 FILE_EXTS = (
-    (".xlsx", 40_000, 2_000_000), (".docx", 15_000, 900_000), (".pdf", 50_000, 8_000_000),
-    (".pptx", 500_000, 40_000_000), (".png", 20_000, 5_000_000), (".jpg", 80_000, 9_000_000),
-    (".csv", 1_000, 60_000_000), (".mp4", 5_000_000, 900_000_000), (".zip", 10_000, 2_000_000_000),
+    (".xlsx", 40_000, 2_000_000),
+    (".docx", 15_000, 900_000),
+    (".pdf", 50_000, 8_000_000),
+    (".pptx", 500_000, 40_000_000),
+    (".png", 20_000, 5_000_000),
+    (".jpg", 80_000, 9_000_000),
+    (".csv", 1_000, 60_000_000),
+    (".mp4", 5_000_000, 900_000_000),
+    (".zip", 10_000, 2_000_000_000),
     (".txt", 100, 50_000),
 )
 GROUPS = ("All staff", "Engineering", "Finance team", "Design guild", "Leadership", "Contractors")
@@ -169,18 +289,21 @@ class Team:
         self.team_info = {"display_name": self.name}
         names = self._unique_names(rng, config.members_count + 40)
         self.members = [
-            self._member(rng, first, last, i) for i, (first, last) in
-            enumerate(names[: config.members_count])
+            self._member(rng, first, last, i)
+            for i, (first, last) in enumerate(names[: config.members_count])
         ]
         self.admins = [m for m in self.members if m.admin_role]
         self.outsiders = [
             self._outsider(rng, first, last, i)
-            for i, (first, last) in enumerate(names[config.members_count:])
+            for i, (first, last) in enumerate(names[config.members_count :])
         ]
         self.apps = [self._app(rng, name, kind) for name, kind in APPS]
         self.groups = [
-            {".tag": "group", "group_id": rand_id(rng, "g:", 30, "0123456789abcdef"),
-             "display_name": g}
+            {
+                ".tag": "group",
+                "group_id": rand_id(rng, "g:", 30, "0123456789abcdef"),
+                "display_name": g,
+            }
             for g in GROUPS
         ]
         self.assets = self._assets(rng)
@@ -205,8 +328,11 @@ class Team:
             display_name=f"{first} {last}",
             email=f"{first.lower()}.{last.lower()}@{self.domain}",
             team_member_id=rand_id(rng, "dbmid:AA", 33),
-            external_id=(f"ADSYNC S-1-5-21-{rng.randrange(10**9, 10**10)}-{1000 + index}"
-                         if rng.random() < 0.7 else None),
+            external_id=(
+                f"ADSYNC S-1-5-21-{rng.randrange(10**9, 10**10)}-{1000 + index}"
+                if rng.random() < 0.7
+                else None
+            ),
             admin_role=role,
             home_geo=rng.choice(OFFICE_GEOS) if rng.random() < 0.75 else rng.randrange(len(GEOS)),
         )
@@ -228,21 +354,28 @@ class Team:
         # Usual places/devices: desktop at home/office, a phone, browsers.
         home = person.home_geo
         desktop = {
-            "access_method": {".tag": "end_user", "end_user": {
-                ".tag": "desktop", "session_id": "dbdsid:" + rand_digits(rng, 39)}},
+            "access_method": {
+                ".tag": "end_user",
+                "end_user": {".tag": "desktop", "session_id": "dbdsid:" + rand_digits(rng, 39)},
+            },
             "geo_location": geo_dict(rng, home, v6=rng.random() < 0.3),
         }
         mobile = {
-            "access_method": {".tag": "end_user", "end_user": {
-                ".tag": "mobile", "session_id": "dbmsid:" + rand_digits(rng, 39)}},
+            "access_method": {
+                ".tag": "end_user",
+                "end_user": {".tag": "mobile", "session_id": "dbmsid:" + rand_digits(rng, 39)},
+            },
             "geo_location": geo_dict(rng, home, v6=rng.random() < 0.6),
         }
         webs = [
             {
-                "access_method": {".tag": "end_user", "end_user": {
-                    ".tag": "web", "session_id": web_session(rng)}},
-                "geo_location": geo_dict(rng, home, v6=rng.random() < 0.25,
-                                         with_city=rng.random() < 0.9),
+                "access_method": {
+                    ".tag": "end_user",
+                    "end_user": {".tag": "web", "session_id": web_session(rng)},
+                },
+                "geo_location": geo_dict(
+                    rng, home, v6=rng.random() < 0.25, with_city=rng.random() < 0.9
+                ),
             }
             for _ in range(2)
         ]
@@ -274,8 +407,10 @@ class Team:
         person.participant = {".tag": "user", "user": info}
         person.origins = [
             {
-                "access_method": {".tag": "end_user", "end_user": {
-                    ".tag": "web", "session_id": web_session(rng)}},
+                "access_method": {
+                    ".tag": "end_user",
+                    "end_user": {".tag": "web", "session_id": web_session(rng)},
+                },
                 "geo_location": geo_dict(rng, person.home_geo, v6=rng.random() < 0.35),
             }
         ]
@@ -286,11 +421,16 @@ class Team:
         app_id = rand_id(rng, "dbaid:AA", 33)
         info = {".tag": kind, "app_id": app_id, "display_name": name}
         origin = {
-            "access_method": {".tag": "api",
-                              "request_id": "dbarod:" + rand_id(rng, "", 30, _ALNUM)},
-            "geo_location": {"ip_address": f"{_V4_BLOCKS[1]}.{rng.randrange(1, 255)}",
-                             "city": DATACENTER_GEO[0], "region": DATACENTER_GEO[1],
-                             "country": DATACENTER_GEO[2]},
+            "access_method": {
+                ".tag": "api",
+                "request_id": "dbarod:" + rand_id(rng, "", 30, _ALNUM),
+            },
+            "geo_location": {
+                "ip_address": f"{_V4_BLOCKS[1]}.{rng.randrange(1, 255)}",
+                "city": DATACENTER_GEO[0],
+                "region": DATACENTER_GEO[1],
+                "country": DATACENTER_GEO[2],
+            },
         }
         return App(app_id, name, kind, info, {".tag": "app", "app": info}, origin)
 
@@ -309,8 +449,14 @@ class Team:
                 rel = f"/{top}/{name}"
                 obj: Json = {
                     ".tag": "folder",
-                    "path": {"contextual": rel, "namespace_relative": {
-                        "ns_id": ns, "relative_path": rel, "is_shared_namespace": shared}},
+                    "path": {
+                        "contextual": rel,
+                        "namespace_relative": {
+                            "ns_id": ns,
+                            "relative_path": rel,
+                            "is_shared_namespace": shared,
+                        },
+                    },
                     "display_name": name,
                     "file_id": "id:" + rand_id(rng, "", 22, _ALNUM),
                 }
@@ -320,8 +466,14 @@ class Team:
                 rel = f"/{top}/{sub}/{name}"
                 obj = {
                     ".tag": "file",
-                    "path": {"contextual": rel, "namespace_relative": {
-                        "ns_id": ns, "relative_path": rel, "is_shared_namespace": shared}},
+                    "path": {
+                        "contextual": rel,
+                        "namespace_relative": {
+                            "ns_id": ns,
+                            "relative_path": rel,
+                            "is_shared_namespace": shared,
+                        },
+                    },
                     "display_name": name,
                     "file_id": "id:" + rand_id(rng, "", 22, _ALNUM),
                     "file_size": rng.randrange(lo, hi),
@@ -330,7 +482,9 @@ class Team:
             if rng.random() < 0.3:
                 kind = "fo" if obj[".tag"] == "folder" else "fi"
                 slug = name.replace(" ", "%20")
-                link = (f"https://www.dropbox.com/scl/{kind}/{rand_id(rng, '', 22, _ALNUM).lower()}"
-                        f"/{slug}?rlkey={rand_id(rng, '', 25, _ALNUM).lower()}&dl=0")
+                link = (
+                    f"https://www.dropbox.com/scl/{kind}/{rand_id(rng, '', 22, _ALNUM).lower()}"
+                    f"/{slug}?rlkey={rand_id(rng, '', 25, _ALNUM).lower()}&dl=0"
+                )
             out.append(Asset(obj, name, owner, link))
         return out

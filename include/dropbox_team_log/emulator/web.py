@@ -19,10 +19,12 @@ def parse_form(body: bytes) -> dict[str, str]:
 
 
 def error_page(message: str, status: int = 400) -> Response:
-    body = message_page(f"Error ({status})",
-                        " <p>It seems the app you were using submitted a bad request.</p>\n"
-                        f' <p id="error-detail">More details for developers: '
-                        f"{html.escape(message)}</p>")
+    body = message_page(
+        f"Error ({status})",
+        " <p>It seems the app you were using submitted a bad request.</p>\n"
+        f' <p id="error-detail">More details for developers: '
+        f"{html.escape(message)}</p>",
+    )
     return html_response(body, status)
 
 
@@ -52,22 +54,30 @@ def authorize_post(state: EmulatorState, form: dict[str, str]) -> Response:
         return error_page(str(exc))
     if form.get("decision") != "allow":
         if req.redirect_uri:
-            denied = {"error": "access_denied",
-                      "error_description": "The user chose not to give your app access to "
-                                           "their Dropbox account."}
+            denied = {
+                "error": "access_denied",
+                "error_description": "The user chose not to give your app access to "
+                "their Dropbox account.",
+            }
             if req.state is not None:
                 denied["state"] = req.state
-            return Response(302, b"", "text/html; charset=utf-8",
-                            [("Location", _with_query(req.redirect_uri, denied))])
-        return html_response(message_page("Access denied",
-                                          " <p>You chose not to link the app.</p>"))
+            return Response(
+                302,
+                b"",
+                "text/html; charset=utf-8",
+                [("Location", _with_query(req.redirect_uri, denied))],
+            )
+        return html_response(
+            message_page("Access denied", " <p>You chose not to link the app.</p>")
+        )
     code = state.oauth.issue_code(req)
     if req.redirect_uri:
         out = {"code": code}
         if req.state is not None:
             out["state"] = req.state
-        return Response(302, b"", "text/html; charset=utf-8",
-                        [("Location", _with_query(req.redirect_uri, out))])
+        return Response(
+            302, b"", "text/html; charset=utf-8", [("Location", _with_query(req.redirect_uri, out))]
+        )
     return html_response(code_page(code))
 
 

@@ -1,0 +1,190 @@
+"""The two DAGs, run for real through Airflow (dag.test) against the emulator over HTTP.
+
+Every exactness claim is checked against the emulator's ground truth, duplicates counted:
+- settled time (older than the run's time minus the settle window) equals the *final* truth;
+- fresher time never holds an event more often than it exists.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+
+import pytest
+from pipeline_helpers import DAGS_FOLDER, connection_json, dataset_raws, multiset, utc
+
+T0 = utc(2026, 11, 20, 10, 30, 15)  # the moment the admin connected the team
+SETTLE = timedelta(hours=25)
+BACKFILL_START = T0 - timedelta(days=60)
+HORIZON = timedelta(days=2)  # truth "as of" T + 2 days: every late event has landed
+
+
+@pytest.fixture(scope="module")
+def emu():
+    from dropbox_team_log.emulator import running_emulator
+
+    with running_emulator(
+        seed=11,
+        clock=T0,
+        timeline_start=T0 - timedelta(days=62),
+        timeline_end=T0 + timedelta(days=6),
+        events_per_day=120,
+        page_size=40,
+        empty_page_rate=0.05,
+        duplicate_rate=0.02,
+        late_rate=0.3,
+        unknown_type_rate=0.01,
+    ) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=DAGS_FOLDER)
+    assert bag.import_errors == {}
+    return bag
+
+
+@pytest.fixture(scope="module")
+def connected(emu, airflow_db):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT", connection_json(emu, connected_at=T0))
+    yield
+    mp.undo()
+
+
+@pytest.fixture
+def output(tmp_path, monkeypatch):
+    root = tmp_path / "dataset"
+    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", str(root))
+    return root
+
+
+def run_dag(dagbag, emu, dag_id, at, conf=None):
+    """One real DAG run at logical time `at`, with the emulator's clock at the same instant."""
+    emu.set_clock(at)
+    run = dagbag.dags[dag_id].test(logical_date=at, run_conf=conf)
+    assert run.state == "success", f"{dag_id} at {at}: {run.state}"
+    return run
+
+
+def check_exact(root, emu, lo, hi, as_of):
+    got = multiset(dataset_raws(str(root), lo, hi))
+    want = multiset(emu.truth(lo, hi, as_of=as_of))
+    assert sum(got.values()) == sum(want.values()), (lo, hi)
+    assert got == want
+
+
+def check_never_overcounts(root, emu, lo, hi, as_of):
+    got = multiset(dataset_raws(str(root), lo, hi))
+    want = multiset(emu.truth(lo, hi, as_of=as_of))
+    extra = got - want
+    assert not extra, f"{sum(extra.values())} rows more than the API holds in [{lo}, {hi})"
+
+
+@pytest.fixture(scope="module")
+def backfilled(emu, dagbag, connected, tmp_path_factory):
+    """One 60-day backfill at T0, shared (tests copy it before changing it)."""
+    root = tmp_path_factory.mktemp("backfill") / "dataset"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", str(root))
+    emu.clear_faults()
+    run_dag(dagbag, emu, "dropbox_team_log_backfill", T0)
+    mp.undo()
+    return root
+
+
+def test_backfill_is_exact_for_the_60_days_before_connection(backfilled, emu):
+    # Everything the API held at T0 for the whole range, byte-identical duplicates included.
+    check_exact(backfilled, emu, BACKFILL_START, T0, as_of=T0)
+    days = sorted(p.name for p in backfilled.iterdir() if p.name.startswith("event_date="))
+    assert days[0] == f"event_date={BACKFILL_START.date()}" and len(days) == 61
+    assert not list(backfilled.glob("event_date=*/.*")), "temp files left behind"
+    # Late events just before connected_at are not there yet: that is what settling is for.
+    assert len(emu.truth(T0 - SETTLE, T0, as_of=T0 + HORIZON)) > len(
+        emu.truth(T0 - SETTLE, T0, as_of=T0)
+    )
+
+
+def test_backfill_rerun_changes_nothing(backfilled, emu, dagbag, output):
+    shutil.copytree(backfilled, output)
+    before = {p: p.read_bytes() for p in output.rglob("*.parquet")}
+    stats_before = emu.stats()
+    run_dag(dagbag, emu, "dropbox_team_log_backfill", T0)
+    assert {p: p.read_bytes() for p in output.rglob("*.parquet")} == before
+    calls = emu.stats()
+    assert _event_calls(calls) == _event_calls(stats_before), "a finished day was re-fetched"
+
+
+def _event_calls(stats) -> int:
+    routes = stats.get("calls", stats)
+    return sum(v for k, v in routes.items() if "team_log" in k)
+
+
+FAULT_ROTATION = [
+    [{"kind": "rate_limit", "route": "2/team_log/*", "every": 3, "count": 3, "retry_after": 0}],
+    [{"kind": "expire_access_token", "route": "2/team_log/*", "count": 1}],
+    [{"kind": "cursor_reset", "after": 1, "count": 2}],
+    [{"kind": "bad_cursor", "after": 2, "count": 1}],
+    [{"kind": "server_error", "route": "2/team_log/*", "count": 2}],
+    [
+        {"kind": "drop_connection", "route": "2/team_log/*", "count": 1},
+        {"kind": "truncated_body", "route": "2/team_log/*", "after": 2, "count": 1},
+    ],
+]
+
+
+def test_incremental_runs_over_three_days_converge_to_truth(backfilled, emu, dagbag, output):
+    """Backfill at T0, then incremental runs every 4 h for 3 simulated days, under faults."""
+    shutil.copytree(backfilled, output)
+    at = T0
+    for step in range(1, 3 * 6 + 1):
+        at = T0 + timedelta(hours=4 * step)
+        emu.set_faults(FAULT_ROTATION[step % len(FAULT_ROTATION)])
+        run_dag(dagbag, emu, "dropbox_team_log_incremental", at)
+        emu.clear_faults()
+        settled_until = at - SETTLE
+        # Settled: exactly the final truth (late events included, nothing twice), hand-off too.
+        check_exact(output, emu, BACKFILL_START, settled_until, as_of=at + HORIZON)
+        # Fresh: possibly incomplete, never over-counted.
+        check_never_overcounts(output, emu, settled_until, at, as_of=at + HORIZON)
+    injected = emu.stats().get("faults_injected", {})
+    assert sum(injected.values()) > 0, "the fault knobs never fired"
+
+    # Clearing and re-running the last run leaves the dataset exactly as it was.
+    before = {p: p.read_bytes() for p in output.rglob("*.parquet")}
+    run_dag(dagbag, emu, "dropbox_team_log_incremental", at)
+    assert {p: p.read_bytes() for p in output.rglob("*.parquet")} == before
+
+
+def test_incremental_alone_fills_from_before_the_connection(emu, dagbag, connected, output):
+    """Without a backfill, incremental runs still settle the hours just before connected_at
+    (no gap at the hand-off), and a replay of an older run never moves data backwards."""
+    late = T0 + timedelta(hours=26)
+    run_dag(dagbag, emu, "dropbox_team_log_incremental", T0 + timedelta(minutes=15))
+    run_dag(dagbag, emu, "dropbox_team_log_incremental", late)
+    check_exact(output, emu, T0 - SETTLE, late - SETTLE, as_of=late + HORIZON)
+    before = {p: p.read_bytes() for p in output.rglob("*.parquet")}
+    run_dag(dagbag, emu, "dropbox_team_log_incremental", T0 + timedelta(minutes=15))
+    assert {p: p.read_bytes() for p in output.rglob("*.parquet")} == before
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"days": 0}, "days"),
+        ({"start": "2026-10-05", "end": "2026-10-01"}, "must be after start"),
+        ({"start": "not-a-date", "end": "2026-10-01"}, "is not a date"),
+        ({"conn_id": "no_such_connection"}, "does not exist"),
+    ],
+)
+def test_bad_params_fail_before_any_api_call(emu, dagbag, connected, output, conf, message, caplog):
+    emu.set_clock(T0)
+    calls_before = _event_calls(emu.stats())
+    run = dagbag.dags["dropbox_team_log_backfill"].test(logical_date=T0, run_conf=conf)
+    assert run.state == "failed"
+    assert message in caplog.text
+    assert _event_calls(emu.stats()) == calls_before
+    assert not output.exists()
