@@ -194,7 +194,7 @@ def test_reconnect_updates_in_place_and_keeps_connected_at(emu, conn_id, transcr
         "--app-secret",
         APP_SECRET,
     ]
-    assert cli.main([*base, "--code", fresh_code(emu)]) == 0
+    assert cli.main([*base, f"--code={fresh_code(emu)}"]) == 0
     first = db_row(conn_id)
     first_extra = json.loads(first.extra)
 
@@ -205,7 +205,7 @@ def test_reconnect_updates_in_place_and_keeps_connected_at(emu, conn_id, transcr
         row = session.get(model, first.id)
         row.set_extra(json.dumps({**first_extra, "connected_at": old, "timeout": 30}))
 
-    assert cli.main([*base, "--code", fresh_code(emu)]) == 0
+    assert cli.main([*base, f"--code={fresh_code(emu)}"]) == 0
     out, _ = transcript.take()
     second = db_row(conn_id)
     extra = json.loads(second.extra)
@@ -216,7 +216,7 @@ def test_reconnect_updates_in_place_and_keeps_connected_at(emu, conn_id, transcr
     assert f"Updated Airflow connection '{conn_id}'" in out
     assert f"Kept the original connected_at {old}" in out
 
-    assert cli.main([*base, "--code", fresh_code(emu), "--reset-connected-at"]) == 0
+    assert cli.main([*base, f"--code={fresh_code(emu)}", "--reset-connected-at"]) == 0
     reset = json.loads(db_row(conn_id).extra)["connected_at"]
     assert reset != old and CONNECTED_AT_RE.match(reset)
 
@@ -225,7 +225,7 @@ def test_reconnect_updates_in_place_and_keeps_connected_at(emu, conn_id, transcr
     with connect._db_session() as session:
         row = session.get(model, first.id)
         row.set_extra(json.dumps({**extra, "team_id": "dbtid:another-team", "connected_at": old}))
-    assert cli.main([*base, "--code", fresh_code(emu)]) == 0
+    assert cli.main([*base, f"--code={fresh_code(emu)}"]) == 0
     assert json.loads(db_row(conn_id).extra)["connected_at"] != old
     assert db_row(conn_id).id == first.id
     transcript.assert_clean([APP_SECRET, *spy.tokens])
@@ -251,7 +251,7 @@ def test_console_script_without_a_terminal(emu, conn_id, transcript):
     link = LINK_RE.search(first.stdout).group(1)
     assert db_row(conn_id) is None
 
-    second = run_cli(*args, "--code", emu.approve(link), env=env)
+    second = run_cli(*args, f"--code={emu.approve(link)}", env=env)
     transcript.add(second.stdout, second.stderr)
     assert second.returncode == 0, second.stderr
     assert f"Created Airflow connection '{conn_id}'" in second.stdout
@@ -308,7 +308,8 @@ def test_code_exchange_failures(emu, conn_id, transcript, change, expected):
         args["--app-key"] = "wrong-app-key"
     else:
         args["--api-base-url"] = f"http://127.0.0.1:{closed_port()}"
-    argv = ["connect", "--conn-id", conn_id, *[x for kv in args.items() for x in kv]]
+    # `--opt=value`: a code may start with "-" (argparse would take it for an option)
+    argv = ["connect", "--conn-id", conn_id, *[f"{k}={v}" for k, v in args.items()]]
     assert cli.main(argv) == 1
     _, err = transcript.take()
     assert expected in err
@@ -394,8 +395,7 @@ def test_no_save_tests_but_writes_nothing(emu, conn_id, transcript):
             "--conn-id",
             conn_id,
             "--no-save",
-            "--code",
-            fresh_code(emu),
+            f"--code={fresh_code(emu)}",
         ]
     )
     out, _ = transcript.take()

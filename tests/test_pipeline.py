@@ -180,11 +180,18 @@ def test_incremental_alone_fills_from_before_the_connection(emu, dagbag, connect
         ({"conn_id": "no_such_connection"}, "does not exist"),
     ],
 )
-def test_bad_params_fail_before_any_api_call(emu, dagbag, connected, output, conf, message, caplog):
+def test_bad_params_fail_before_any_api_call(emu, dagbag, connected, output, conf, message, capfd):
     emu.set_clock(T0)
     calls_before = _event_calls(emu.stats())
-    run = dagbag.dags["dropbox_team_log_backfill"].test(logical_date=T0, run_conf=conf)
-    assert run.state == "failed"
-    assert message in caplog.text
+    from airflow.sdk.exceptions import ParamValidationError
+
+    try:
+        run = dagbag.dags["dropbox_team_log_backfill"].test(logical_date=T0, run_conf=conf)
+    except ParamValidationError as exc:  # Airflow's own check of the params' JSON schema
+        assert message in str(exc)
+    else:
+        assert run.state == "failed"
+        seen = capfd.readouterr()
+        assert message in seen.out + seen.err
     assert _event_calls(emu.stats()) == calls_before
     assert not output.exists()

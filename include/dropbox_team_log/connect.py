@@ -124,7 +124,10 @@ def add_connect_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--code",
-        help="the authorization code, if already obtained from the link (non-interactive use)",
+        help=(
+            "the authorization code, if already obtained from the link (non-interactive use); "
+            "write --code=CODE, as a code may start with '-'"
+        ),
     )
     p.add_argument(
         "--conn-id", default=DEFAULT_CONN_ID, help=f"Airflow connection id ({DEFAULT_CONN_ID})"
@@ -165,7 +168,7 @@ def add_test_parser(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--conn-id", default=DEFAULT_CONN_ID, help=f"connection id ({DEFAULT_CONN_ID})")
-    p.set_defaults(handler=test_connection_command)
+    p.set_defaults(handler=check_connection_command)
 
 
 def options_from_args(
@@ -369,7 +372,7 @@ def run_connect(
         print(_instructions(start_flow(opts)[1], opts), file=out, flush=True)
         raise UsageError(
             "no --code given and stdin is not a terminal: open the link above, click Allow, "
-            "then run the command again with --code CODE"
+            "then run the command again with --code=CODE"
             + (
                 " (without --pkce: a PKCE code only works in the run that printed it)"
                 if opts.pkce
@@ -520,7 +523,8 @@ def _is_db_error(exc: BaseException) -> bool:
 def _db_error(exc: BaseException) -> Exception:
     if not _is_db_error(exc):
         return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-    first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    # First line, before any "[SQL: ...]" / "[parameters: ...]" (which could hold a secret).
+    first = (str(exc).splitlines() or [type(exc).__name__])[0].split("[SQL:")[0].strip()[:200]
     return ConnectError(
         f"Airflow metadata DB not usable ({first}): check AIRFLOW_HOME / "
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN and run `airflow db migrate`"
@@ -586,11 +590,11 @@ def connect_command(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, EOFError):
         print("\ndropbox-team-log connect: interrupted, nothing saved", file=sys.stderr)
         return EXIT_FAILURE
-    print(_success(result, opts))
+    print(_success(result))
     return EXIT_OK
 
 
-def test_connection_command(args: argparse.Namespace) -> int:
+def check_connection_command(args: argparse.Namespace) -> int:
     _quiet_libraries()
     ok, message = verify_saved(args.conn_id)
     if ok:
@@ -620,7 +624,7 @@ def _where(opts: ConnectOptions) -> str:
     return f"API base URL override {opts.base_url}" if opts.base_url else "Dropbox"
 
 
-def _success(result: ConnectResult, opts: ConnectOptions) -> str:
+def _success(result: ConnectResult) -> str:
     users = result.licensed_users if result.licensed_users is not None else "unknown"
     lines = [
         f"Connected Dropbox team '{result.team_name}' ({result.team_id}): {users} licensed users."
@@ -712,8 +716,13 @@ __all__ = [
     "add_connect_parser",
     "add_test_parser",
     "build_connection",
+    "check_connection_command",
+    "connect_command",
+    "fetch_team_info",
+    "finish_flow",
     "options_from_args",
     "run_connect",
+    "start_flow",
     "verify_connection",
     "verify_saved",
 ]

@@ -154,8 +154,8 @@ class _NewRows:
     def __init__(self, batches: Iterable[pa.RecordBatch], fetched: Sequence[Range]) -> None:
         self.batches: list[pa.RecordBatch] = []
         seconds: list[np.ndarray] = []
-        for batch in batches:
-            _check_schema(batch.schema, "a batch to write")
+        for given in batches:
+            batch = _conform(given, "a batch to write")
             if batch.num_rows:
                 self.batches.append(batch)
                 seconds.append(_seconds(batch.column(0)))
@@ -176,21 +176,32 @@ class _NewRows:
         return order, self.ts[order]
 
     def take(self, indices: np.ndarray) -> pa.Table:
-        """Rows at these global indices, in this order, without concatenating all batches."""
+        """Rows at these global indices, in this order, without concatenating all batches.
+
+        Copies as little as it can: API pages are chronological chunks, so a sorted piece
+        usually reads each batch once, in batch order, and needs no final reordering.
+        """
         batch_of = np.searchsorted(self.offsets, indices, side="right") - 1
         grouping = np.argsort(batch_of, kind="stable")
         grouped, groups = indices[grouping], batch_of[grouping]
-        pieces = []
         bounds = np.flatnonzero(np.diff(groups)) + 1
-        for part, batch_ids in zip(
-            np.split(grouped, bounds), np.split(groups, bounds), strict=True
-        ):
-            b = int(batch_ids[0])
-            pieces.append(self.batches[b].take(pa.array(part - self.offsets[b])))
+        pieces = [
+            _rows_of(self.batches[int(ids[0])], part - self.offsets[int(ids[0])])
+            for part, ids in zip(np.split(grouped, bounds), np.split(groups, bounds), strict=True)
+        ]
         table = pa.Table.from_batches(pieces, schema=EVENT_SCHEMA)
+        if np.all(grouping[1:] > grouping[:-1]):
+            return table  # grouping was the identity: already in the requested order
         inverse = np.empty_like(grouping)
         inverse[grouping] = np.arange(len(grouping))
         return table.take(pa.array(inverse))
+
+
+def _rows_of(batch: pa.RecordBatch, local: np.ndarray) -> pa.RecordBatch:
+    """These rows of a batch: a zero-copy slice when they are consecutive and in order."""
+    if len(local) and local[-1] - local[0] == len(local) - 1 and np.all(np.diff(local) == 1):
+        return batch.slice(int(local[0]), len(local))
+    return batch.take(pa.array(local))
 
 
 class _RowGroupWriter:

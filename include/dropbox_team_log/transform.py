@@ -309,10 +309,9 @@ def events_to_batch(
     if not isinstance(team_id, str) or not team_id:
         raise ValueError("team_id must be a non-empty string")
     ingested_ms = _ingested_ms(ingested_at)
-    arrays = [
-        _column(name, values) for name, values in zip(_COLUMN_FIELDS, _columns(events), strict=True)
-    ]
-    n = len(events)
+    columns = _columns(events)
+    arrays = [_column(name, values) for name, values in zip(_COLUMN_FIELDS, columns, strict=True)]
+    n = len(columns[0])
     arrays.append(pa.repeat(pa.scalar(team_id, pa.string()), n))
     arrays.append(pa.repeat(pa.scalar(ingested_ms, UTC_TS_MS), n))
     return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
