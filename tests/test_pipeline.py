@@ -195,3 +195,43 @@ def test_bad_params_fail_before_any_api_call(emu, dagbag, connected, output, con
         assert message in seen.out + seen.err
     assert _event_calls(emu.stats()) == calls_before
     assert not output.exists()
+
+
+@pytest.mark.parametrize("kill_at_days", [2, 25])
+def test_killed_backfill_leaves_a_valid_dataset_and_its_rerun_completes_it(
+    emu, dagbag, connected, output, kill_at_days
+):
+    """SIGKILL a real `airflow dags test` mid-backfill: readers still see whole files and no
+    event too often; the re-run then makes the range exact."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import pyarrow.dataset as ds
+
+    emu.clear_faults()
+    emu.set_clock(T0)
+    airflow = Path(sys.executable).parent / "airflow"
+    proc = subprocess.Popen(
+        [str(airflow), "dags", "test", "dropbox_team_log_backfill", T0.isoformat()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(list(output.glob("event_date=*/*.parquet"))) < kill_at_days:
+        assert proc.poll() is None and time.monotonic() < deadline, "backfill ended too soon"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(list(output.glob("event_date=*/*.parquet"))) < 61, "killed too late to matter"
+    if output.exists():
+        # Every visible file is a whole Parquet file (reading it fails otherwise).
+        ds.dataset(str(output), format="parquet", partitioning="hive").to_table()
+    check_never_overcounts(output, emu, BACKFILL_START, T0, as_of=T0)
+    run_dag(dagbag, emu, "dropbox_team_log_backfill", T0)
+    check_exact(output, emu, BACKFILL_START, T0, as_of=T0)

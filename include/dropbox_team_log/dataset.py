@@ -38,6 +38,7 @@ COVERAGE_KEY = b"dropbox_team_log.coverage"
 VERSION_KEY = b"dropbox_team_log.version"
 FORMAT_VERSION = b"1"
 ROW_GROUP_ROWS = 128 * 1024
+READ_BATCH_ROWS = 16 * 1024  # old rows are streamed in small batches: less memory pinned
 DIR_MODE = 0o750  # the log names people: no access for others
 FILE_MODE = 0o640
 DAY_SECONDS = 86_400
@@ -448,7 +449,7 @@ class _OldRows:
         if self.file is None:
             return
         last = np.iinfo(np.int64).min
-        for stored in self.file.iter_batches(batch_size=ROW_GROUP_ROWS):
+        for stored in self.file.iter_batches(batch_size=READ_BATCH_ROWS):
             batch = _conform(stored, str(self.path))
             ts = _seconds(batch.column(0))
             if not len(ts):

@@ -169,3 +169,9 @@ def test_cli_hides_a_real_secret():
         proc.terminate()
         out, err = proc.communicate(timeout=10)
     assert "very-private-value" not in out + err
+
+
+def test_truth_count_matches_truth(emulator):
+    span = ("2026-02-01T00:00:00Z", "2026-02-10T00:00:00Z")
+    assert emulator.truth_count(*span) == len(emulator.truth(*span)) > 0
+    assert emulator.truth_count() == len(emulator.truth())

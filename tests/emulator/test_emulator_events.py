@@ -177,3 +177,28 @@ def test_generation_is_fast():
     rate = n / (time.perf_counter() - t0)
     assert n > 120_000
     assert rate > 40_000, f"{rate:.0f} events/s"
+
+
+def test_every_template_decodes_including_patched_ones(make_config):
+    """All fixture types (the 6 with the catch-all client_type are patched) decode strictly."""
+    gen = EventGenerator(make_config())
+    assert len(gen.templates) == 631
+    for tag, tpl in gen.templates.items():
+        details = stone_serializers.json_compat_obj_decode(
+            team_log.EventDetails_validator, tpl.details, strict=True
+        )
+        assert details._tag == f"{tag}_details"
+    assert gen.templates["device_link_success"].details["device_session_info"]["client_type"] == {
+        ".tag": "windows"
+    }
+
+
+def test_evicted_days_come_back_identical(make_config):
+    from dropbox_team_log.emulator.state import EmulatorState
+
+    state = EmulatorState(make_config(events_per_day=500, cache_events=1500))
+    first = state.config.timeline[0] // DAY + 1
+    before = [list(state.store.day(d).body) for d in range(first, first + 6)]
+    assert len(state.store._days) < 6  # the LRU evicted some days
+    after = [list(state.store.day(d).body) for d in range(first, first + 6)]
+    assert before == after

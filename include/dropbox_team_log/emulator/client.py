@@ -166,6 +166,20 @@ class EmulatorClient:
             raise RuntimeError(f"truth -> {status}: {data[:300]!r}")
         return data.splitlines()
 
+    def truth_count(
+        self,
+        start: datetime | str | int | None = None,
+        end: datetime | str | int | None = None,
+        as_of: datetime | str | int | None = None,
+    ) -> int:
+        """How many events `truth()` would return (cheap: no bodies are sent)."""
+        params = {
+            k: _iso(v)
+            for k, v in (("start", start), ("end", end), ("as_of", as_of))
+            if v is not None
+        }
+        return self._call("GET", "truth", query=urlencode({**params, "format": "count"}))["count"]
+
     def set_faults(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return self._call("POST", "faults", {"faults": faults})["faults"]
 

@@ -59,8 +59,9 @@ class EmulatorConfig:
     # or running at `clock_rate` emulator seconds per wall second.
     clock: datetime | None = None
     clock_rate: float = 0.0
-    # Memory bound: generated days kept in an LRU (regenerated on demand, deterministically).
-    day_cache: int = 64
+    # Memory bound: generated days are kept in an LRU of about this many events (~1.3 KB
+    # each); evicted days are regenerated on demand, to the same bytes.
+    cache_events: int = 200_000
 
     def __post_init__(self) -> None:
         if self.page_size < 1 or self.page_size > 1000:

@@ -91,10 +91,13 @@ class Control:
         start = parse_iso(params["start"]) if params.get("start") else lo
         end = parse_iso(params["end"]) if params.get("end") else hi
         as_of = parse_iso(params["as_of"]) if params.get("as_of") else self.s.clock.now()
-        days = self.s.store.truth(start, end, as_of)
-        count = sum(len(day) for day in days)
-        length = sum(len(body) for day in days for body in day) + count
-        chunks = (b"".join(body + b"\n" for body in day) for day in days if day)
+        q, w = self.s.store.truth_window(start, end, as_of)
+        plan = self.s.store.truth_plan(q, w)
+        count = sum(n for _, n, _ in plan)
+        if params.get("format") == "count":
+            return json_response({"count": count, "as_of": format_ts(as_of)})
+        length = sum(size for _, _, size in plan)
+        chunks = self.s.store.truth_chunks(q, w, [d for d, n, _ in plan if n])
         return Response(
             200,
             b"",

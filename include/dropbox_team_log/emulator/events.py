@@ -478,9 +478,15 @@ class EventGenerator:
         path = asset["path"]
         rel = path["contextual"]
         head, _, name = rel.rpartition("/")
-        new_rel = f"{head}/Archive/{name}" if rng.random() < 0.5 else f"{head}/{name} (1)"
+        if rng.random() < 0.5:
+            new_name, new_rel = name, f"{head}/Archive/{name}"
+        else:
+            stem, dot, ext = name.rpartition(".")
+            new_name = f"{stem} (1).{ext}" if dot else f"{name} (1)"
+            new_rel = f"{head}/{new_name}"
         return {
             **asset,
+            "display_name": new_name,
             "path": {
                 "contextual": new_rel,
                 "namespace_relative": {**path["namespace_relative"], "relative_path": new_rel},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .config import DAY, EmulatorConfig
@@ -45,11 +46,11 @@ class EventStore:
     """Lazily generated days + custom events, with visibility-aware paging."""
 
     def __init__(
-        self, config: EmulatorConfig, generator: EventGenerator, cache_events: int = 400_000
+        self, config: EmulatorConfig, generator: EventGenerator, cache_events: int | None = None
     ) -> None:
         self.config = config
         self.generator = generator
-        self.cache_events = cache_events
+        self.cache_events = cache_events if cache_events is not None else config.cache_events
         self._lock = threading.RLock()
         self._days: OrderedDict[int, Day] = OrderedDict()
         self._cached = 0
@@ -100,8 +101,9 @@ class EventStore:
                 if cached is not None:
                     self._insert(cached, self.custom_version, ev)
                     self._cached += 1
-                    for key in [k for k in self._positions if k[0] == d]:
-                        del self._positions[key]
+                # indices into the day shift: forget them (cached or not)
+                for key in [k for k in self._positions if k[0] == d]:
+                    del self._positions[key]
             return self.custom_version
 
     def candidate_days(self, start: int | None, end: int | None) -> list[int]:
@@ -190,13 +192,29 @@ class EventStore:
                 pos_day, pos_k = (days[-1] + 1 if days else day), 0
         return PageSlice(out_ts, out_body, pos_day, pos_k, has_more)
 
-    def truth(self, start: int, end: int, as_of: int) -> list[list[bytes]]:
-        """Every event in [start, end) visible at `as_of`, duplicates included, in order;
-        one list per day (references, no copies)."""
-        q = Query(start, end, None, None, None, 1000)
+    def truth_window(self, start: int, end: int, as_of: int) -> tuple[Query, Window]:
+        """The ground truth as a query: events in [start, end) visible at `as_of`, including
+        every custom event added so far, duplicates included."""
         with self._lock:
-            w = Window(None, as_of, 0, self.custom_version)
-        return [self._visible_bodies(d, q, w) for d in self.candidate_days(start, end)]
+            return Query(start, end, None, None, None, 1000), Window(
+                None, as_of, 0, self.custom_version
+            )
+
+    def truth_plan(self, q: Query, w: Window) -> list[tuple[int, int, int]]:
+        """(day, event count, NDJSON byte length) per day of the ground truth."""
+        plan = []
+        for d in self.candidate_days(q.start, q.end):
+            bodies = self._visible_bodies(d, q, w)
+            plan.append((d, len(bodies), sum(map(len, bodies)) + len(bodies)))
+        return plan
+
+    def truth_chunks(self, q: Query, w: Window, days: list[int]) -> Iterator[bytes]:
+        """The ground truth as NDJSON, one chunk per day (an evicted day is regenerated, so
+        memory stays bounded by the day cache)."""
+        for d in days:
+            bodies = self._visible_bodies(d, q, w)
+            if bodies:
+                yield b"".join(body + b"\n" for body in bodies)
 
     def _visible_bodies(self, d: int, q: Query, w: Window) -> list[bytes]:
         with self._lock:
