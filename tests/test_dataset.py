@@ -7,7 +7,7 @@ import os
 import random
 import signal
 import stat
-import subprocess  # ruff: ignore[suspicious-subprocess-import]
+import subprocess
 import sys
 import textwrap
 import threading
@@ -280,6 +280,34 @@ def test_stale_temp_files_are_removed_on_next_write(ds: EventDataset):
     ds.write_day(DAY, [(LO + 20, LO + 30)], [make_batch([LO + 21], "b")], fetched_at=HI)
     assert not stale.exists()
     assert ids(ds.read_day(DAY)) == ["a#0", "b#0"]
+
+
+def test_error_mid_write_keeps_the_old_file_and_releases_the_lock(
+    ds: EventDataset, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(dataset_module, "ROW_GROUP_ROWS", 3)
+    ds.write_day(DAY, [(LO, LO + 10)], [make_batch([LO + 1, LO + 2], "old")], fetched_at=HI)
+    original = dataset_module._merge
+
+    def failing_merge(*args, **kwargs):
+        for i, piece in enumerate(original(*args, **kwargs)):
+            if i == 2:
+                raise OSError("disk full")
+            yield piece
+
+    monkeypatch.setattr(dataset_module, "_merge", failing_merge)
+    with pytest.raises(OSError, match="disk full"):
+        ds.write_day(
+            DAY,
+            [(LO + 20, LO + 40)],
+            [make_batch(list(range(LO + 20, LO + 40)), "x")],
+            fetched_at=HI,
+        )
+    assert ids(ds.read_day(DAY)) == ["old#0", "old#1"]
+    assert temp_files(ds) == []
+    monkeypatch.setattr(dataset_module, "_merge", original)
+    ds.write_day(DAY, [(LO + 20, LO + 30)], [make_batch([LO + 21], "b")], fetched_at=HI)
+    assert ids(ds.read_day(DAY)) == ["old#0", "old#1", "b#0"]
 
 
 def test_writer_waits_for_the_day_lock(ds: EventDataset):

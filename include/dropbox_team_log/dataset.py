@@ -242,10 +242,10 @@ class _RowGroupWriter:
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
 
-    def close(self) -> None:
-        """Write what is buffered and the footer (also on errors: the temp file is dropped)."""
+    def close(self, *, flush: bool = True) -> None:
+        """Write what is buffered (unless giving up after an error) and the footer."""
         try:
-            if self._pending:
+            if flush and self._pending:
                 self._flush(final=True)
         finally:
             self._writer.close()
@@ -390,11 +390,13 @@ class EventDataset:
                 try:
                     for piece in _merge(old.kept(), new, new_order, new_ts):
                         writer.add(piece)
-                finally:
-                    writer.close()
-        after = old.rows - old.replaced + len(new_order)
-        if writer.rows != after:  # pragma: no cover - an invariant, not an input check
-            raise AssertionError(f"wrote {writer.rows} rows, expected {after}")
+                except BaseException:
+                    writer.close(flush=False)
+                    raise
+                writer.close()
+                after = old.rows - old.replaced + len(new_order)
+                if writer.rows != after:  # pragma: no cover - an invariant: never swap it in
+                    raise AssertionError(f"wrote {writer.rows} rows, expected {after}")
         return WriteResult(old.rows, after, old.replaced, len(new_order), tuple(taken), coverage)
 
     @contextlib.contextmanager
