@@ -8,8 +8,10 @@ for it. Subprocesses (`airflow ...`, `dropbox-team-log ...`) inherit the same en
 
 from __future__ import annotations
 
+import atexit
 import os
-import subprocess  # ruff: ignore[suspicious-subprocess-import] (runs `airflow db migrate`)
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +30,7 @@ def configure() -> Path:
     if "airflow" in sys.modules:
         raise RuntimeError("airflow was imported before tests/airflow_env.configure() ran")
     home = Path(tempfile.mkdtemp(prefix="dtl-airflow-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
     from cryptography.fernet import Fernet  # a dependency of Airflow; does not import airflow
 
     env = {

@@ -9,7 +9,7 @@ import json
 import os
 import re
 import socket
-import subprocess  # ruff: ignore[suspicious-subprocess-import]
+import subprocess
 from collections.abc import Iterable
 from typing import Any
 

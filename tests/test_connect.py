@@ -90,20 +90,21 @@ def interactive(monkeypatch, transcript, emu, *, scope: str | None = None) -> li
     return links
 
 
-def test_connect_end_to_end(emu, conn_id, monkeypatch, transcript, spy, caplog):
+@pytest.fixture
+def default_conn(airflow_db, monkeypatch):
+    """The default id, exactly as an admin uses it: no env override, the DB row removed after."""
+    monkeypatch.delenv("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT", raising=False)
+    delete_row("dropbox_team_default")
+    yield "dropbox_team_default"
+    delete_row("dropbox_team_default")
+
+
+def test_connect_end_to_end(emu, default_conn, monkeypatch, transcript, spy, caplog):
+    conn_id = default_conn
     links = interactive(monkeypatch, transcript, emu)
     monkeypatch.setenv("DROPBOX_APP_SECRET", APP_SECRET)
-    rc = cli.main(
-        [
-            "connect",
-            "--app-key",
-            emu.config.app_key,
-            "--api-base-url",
-            emu.base_url,
-            "--conn-id",
-            conn_id,
-        ]
-    )
+    # No --conn-id: the default connection the DAGs use.
+    rc = cli.main(["connect", "--app-key", emu.config.app_key, "--api-base-url", emu.base_url])
     out, err = transcript.take()
     assert rc == 0, err
 
@@ -142,13 +143,13 @@ def test_connect_end_to_end(emu, conn_id, monkeypatch, transcript, spy, caplog):
 
     # ... and so does the hook, reading the metadata DB like Airflow's server processes do.
     monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")
-    ok, message = DropboxTeamHook(dropbox_team_conn_id=conn_id).test_connection()
+    ok, message = DropboxTeamHook().test_connection()
     assert ok, message
     assert emu.config.team_name in message
     transcript.add(message)
 
     # The stand-alone command reads it too (no AIRFLOW__CORE__TEST_CONNECTION needed).
-    assert cli.main(["test-connection", "--conn-id", conn_id]) == 0
+    assert cli.main(["test-connection"]) == 0
     assert "OK: Connected to Dropbox team" in transcript.take()[0]
 
     transcript.assert_clean([APP_SECRET, *spy.tokens], caplog.text)
