@@ -22,7 +22,7 @@ from dropbox_team_log.transform import (
 )
 
 FIXTURES = Path(dropbox_team_log.__file__).parent / "emulator"
-SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"  # beside the repo
+PAGE_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "dropbox_spec_get_events_page.json"
 INGESTED = datetime(2026, 3, 2, 3, 4, 5, 678000, tzinfo=UTC)
 TEAM = "dbtid:AAC9Cmb-O7zWSL6LiXsmFh1MXGPyEbCs1h0"
 
@@ -132,10 +132,7 @@ def test_shared_link_views_by_signed_out_visitors_are_unauthenticated(fixture_ba
 
 
 def test_page_fixture_converts():
-    path = SHARED_FIXTURES / "dropbox_spec_get_events_page.json"
-    if not path.exists():
-        pytest.skip("shared page fixture not present")
-    row = one(orjson.loads(path.read_bytes())["events"][0])
+    row = one(orjson.loads(PAGE_FIXTURE.read_bytes())["events"][0])
     assert row["event_type"] == "shared_content_download"
     assert row["event_category"] == "tfa"  # as published, even though it contradicts the type
     assert row["actor_user_type"] == "non_team_member"
