@@ -22,3 +22,19 @@ airflow_env.configure()
 def airflow_db() -> Path:
     """A migrated SQLite metadata DB for this session; returns AIRFLOW_HOME."""
     return airflow_env.migrate()
+
+
+@pytest.fixture
+def transcript(capsys):
+    """Everything shown to a user or a log reader during the test, for the secret checks."""
+    from dropbox_helpers import Transcript
+
+    return Transcript(capsys)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Records every token the SDK obtains, so tests can prove none is ever shown."""
+    from dropbox_helpers import TokenSpy
+
+    return TokenSpy(monkeypatch)

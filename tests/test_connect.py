@@ -16,8 +16,6 @@ from dropbox_helpers import (
     APP_SECRET,
     CONNECTED_AT_RE,
     CONTRACT_EXTRA,
-    TokenSpy,
-    Transcript,
     closed_port,
     db_row,
     delete_row,
@@ -52,16 +50,6 @@ def conn_id(request, airflow_db):
     cid = "t_" + re.sub(r"\W", "_", request.node.name)[:60]
     yield cid
     delete_row(cid)
-
-
-@pytest.fixture
-def transcript(capsys):
-    return Transcript(capsys)
-
-
-@pytest.fixture
-def spy(monkeypatch):
-    return TokenSpy(monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,6 @@ import pytest
 import requests
 from dropbox_helpers import (
     APP_SECRET,
-    TokenSpy,
-    Transcript,
     closed_port,
     db_row,
     delete_row,
@@ -38,16 +36,6 @@ def emu():
 
     with running_emulator(emulator_config()) as handle:
         yield handle
-
-
-@pytest.fixture
-def transcript(capsys):
-    return Transcript(capsys)
-
-
-@pytest.fixture
-def spy(monkeypatch):
-    return TokenSpy(monkeypatch)
 
 
 @pytest.fixture(autouse=True)
