@@ -6,6 +6,12 @@ write takes the day's lock, replaces the rows of the ranges it may take, keeps t
 the file in with one rename, so a reader globbing `event_date=*/*.parquet` sees the old day or the
 new one: never a partial file, never a row twice. The old file is streamed row group by row group,
 so a big day is not held in memory twice.
+
+On S3 (`s3://bucket/prefix`) there is no rename and no lock: the merged file is built in a local
+unnamed temp file and PUT straight to its final key, conditionally on the ETag it was merged
+from (`If-Match`, or `If-None-Match: *` for a new day). A writer that loses the race re-reads the
+day and merges again, so concurrent writers serialise without a lock and a dead one leaves
+nothing behind (see docs/design.md, "Object storage").
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import calendar
 import contextlib
 import fcntl
+import logging
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -22,13 +30,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import IO, TypeVar
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from dropbox_team_log import object_store
 from dropbox_team_log.coverage import Coverage, Range, merge_ranges
+from dropbox_team_log.errors import DropboxTeamLogError
 from dropbox_team_log.transform import EVENT_SCHEMA
 
 FILE_NAME = "events.parquet"
@@ -42,6 +51,10 @@ READ_BATCH_ROWS = 16 * 1024  # old rows are streamed in small batches: less memo
 DIR_MODE = 0o750  # the log names people: no access for others
 FILE_MODE = 0o640
 DAY_SECONDS = 86_400
+#: Lost conditional PUTs in a row before a write gives up (each loss means another writer won).
+MAX_WRITE_CONFLICTS = 20
+
+log = logging.getLogger(__name__)
 
 _TEMP_PREFIX = f".{FILE_NAME}."
 _TEMP_SUFFIX = ".tmp"
@@ -63,6 +76,10 @@ class WriteResult:
     rows_added: int
     taken_ranges: tuple[Range, ...]
     coverage: Coverage = field(default_factory=Coverage)
+
+
+class ConcurrentWriteError(DropboxTeamLogError):
+    """Other writers kept replacing the day while this one merged: retry the task later."""
 
 
 class FileDayLock:
@@ -285,9 +302,11 @@ class EventDataset:
     """The day-partitioned event dataset under `root` (a local path or an fsspec URL)."""
 
     def __init__(self, root: str, *, lock_factory: LockFactory | None = None) -> None:
-        self.fs, path = fsspec.core.url_to_fs(str(root))
+        self.fs, path = object_store.filesystem(str(root))
         self.root = path.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, LocalFileSystem)
+        #: S3: writes are conditional PUTs of the final key (no temp objects, no lock needed).
+        self.is_object_store = object_store.is_object_store(self.fs)
         self._lock_factory = lock_factory
 
     def __repr__(self) -> str:
@@ -302,9 +321,12 @@ class EventDataset:
         return f"{self.day_dir(day)}/{FILE_NAME}"
 
     def lock(self, day: date) -> AbstractContextManager:
-        """The exclusive lock of one day (flock locally; object stores need a lock_factory)."""
+        """The exclusive lock of one day: flock locally; none on S3, where the conditional PUT
+        fences writers; other fsspec stores need a lock_factory."""
         if self._lock_factory is not None:
             return self._lock_factory(day)
+        if self.is_object_store:
+            return contextlib.nullcontext()
         if not self.is_local:
             raise NotImplementedError(
                 f"no cross-process lock for {self.fs.protocol!r} roots: pass lock_factory="
@@ -355,6 +377,8 @@ class EventDataset:
         ranges = _check_fetched(day, fetched, fetched_at)
         new = _NewRows(batches, ranges)  # before the lock: validation needs no lock
         with self.lock(day):
+            if self.is_object_store:
+                return self._write_conditional(day, ranges, new, fetched_at)
             self._remove_stale_temps(day)
             path = self.day_path(day)
             exists = self.fs.exists(path)
@@ -378,26 +402,46 @@ class EventDataset:
         coverage: Coverage,
     ) -> WriteResult:
         """Stream old rows outside `taken` and new rows inside it into a fresh file; swap it in."""
-        new_order, new_ts = new.sorted_taken(taken)
         with contextlib.ExitStack() as stack:
-            old = _OldRows(
-                None if old_path is None else stack.enter_context(self.fs.open(old_path, "rb")),
-                taken,
-                old_path,
-            )
+            source = None if old_path is None else stack.enter_context(self.fs.open(old_path, "rb"))
             with self._atomic_writer(day) as sink:
-                writer = _RowGroupWriter(sink, coverage)
-                try:
-                    for piece in _merge(old.kept(), new, new_order, new_ts):
-                        writer.add(piece)
-                except BaseException:
-                    writer.close(flush=False)
-                    raise
-                writer.close()
-                after = old.rows - old.replaced + len(new_order)
-                if writer.rows != after:  # pragma: no cover - an invariant: never swap it in
-                    raise AssertionError(f"wrote {writer.rows} rows, expected {after}")
-        return WriteResult(old.rows, after, old.replaced, len(new_order), tuple(taken), coverage)
+                return _merge_into(sink, source, old_path, new, taken, coverage)
+
+    def _write_conditional(
+        self, day: date, ranges: list[Range], new: _NewRows, fetched_at: int
+    ) -> WriteResult:
+        """Merge against the day object as read, PUT the result only if it is still that object.
+
+        A lost race (the ETag moved, the object appeared, or it changed while being read) means
+        another writer committed first: read its result and merge again, as a lock would have.
+        """
+        path = self.day_path(day)
+        for _attempt in range(MAX_WRITE_CONFLICTS):
+            try:
+                with contextlib.ExitStack() as stack:
+                    try:  # s3fs pins the ETag at open and reads with If-Match: one version only
+                        source = stack.enter_context(self.fs.open(path, "rb"))
+                    except FileNotFoundError:
+                        source, etag, before = None, None, Coverage()
+                    else:
+                        etag = source.details["ETag"]
+                        before = _coverage_of(pq.read_metadata(source), path)
+                    coverage, taken = before.apply(ranges, fetched_at)
+                    if not taken:
+                        rows = 0 if source is None else pq.read_metadata(source).num_rows
+                        return WriteResult(rows, rows, 0, 0, (), before)
+                    sink = stack.enter_context(tempfile.TemporaryFile())  # unnamed: dies with us
+                    result = _merge_into(sink, source, path, new, taken, coverage)
+                    sink.seek(0)
+                    object_store.put_if(self.fs, path, sink.read(), etag)
+                    return result
+            except (object_store.WriteConflict, object_store.FileExpired) as exc:
+                log.info("%s: another writer committed first (%s); merging again", day, exc)
+                self.fs.invalidate_cache(path)
+        raise ConcurrentWriteError(
+            f"{path} changed {MAX_WRITE_CONFLICTS} times while this write merged: too many "
+            "concurrent writers of one day (let the task retry)"
+        )
 
     @contextlib.contextmanager
     def _atomic_writer(self, day: date) -> Generator[IO[bytes], None, None]:
@@ -405,11 +449,11 @@ class EventDataset:
         folder = self.day_dir(day)
         temp = f"{folder}/{_TEMP_PREFIX}{uuid.uuid4().hex}{_TEMP_SUFFIX}"
         final = self.day_path(day)
-        if not self.is_local:
+        if not self.is_local:  # an fsspec store with an explicit lock_factory
             try:
                 with self.fs.open(temp, "wb") as sink:
                     yield sink
-                self.fs.mv(temp, final)  # a copy + delete: object PUTs are atomic
+                self.fs.mv(temp, final)  # a copy + delete
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(temp)
@@ -432,6 +476,31 @@ class EventDataset:
         for path in self.fs.glob(f"{self.day_dir(day)}/{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(path)
+
+
+def _merge_into(
+    sink: IO[bytes],
+    source: IO[bytes] | None,
+    old_path: str | None,
+    new: _NewRows,
+    taken: list[Range],
+    coverage: Coverage,
+) -> WriteResult:
+    """Write old rows outside `taken` and new rows inside it, sorted, as one Parquet file."""
+    new_order, new_ts = new.sorted_taken(taken)
+    old = _OldRows(source, taken, old_path)
+    writer = _RowGroupWriter(sink, coverage)
+    try:
+        for piece in _merge(old.kept(), new, new_order, new_ts):
+            writer.add(piece)
+    except BaseException:
+        writer.close(flush=False)
+        raise
+    writer.close()
+    after = old.rows - old.replaced + len(new_order)
+    if writer.rows != after:  # pragma: no cover - an invariant: never swap it in
+        raise AssertionError(f"wrote {writer.rows} rows, expected {after}")
+    return WriteResult(old.rows, after, old.replaced, len(new_order), tuple(taken), coverage)
 
 
 class _OldRows:
@@ -505,7 +574,7 @@ def read_all(root: str) -> pa.Table:
     """
     import duckdb  # imported here: only readers and tests need it
 
-    fs, path = fsspec.core.url_to_fs(str(root))
+    fs, path = object_store.filesystem(str(root))
     pattern = f"{path.rstrip('/')}/{PARTITION_KEY}=*/*.parquet"
     con = duckdb.connect()
     try:
