@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
-EXPECTED = {"dropbox_team_log_backfill", "dropbox_team_log_incremental"}
+SYNC_DAGS = {"dropbox_team_log_backfill", "dropbox_team_log_incremental"}
+EXPECTED = SYNC_DAGS | {"dropbox_team_log_report"}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def test_no_import_errors(dagbag):
     assert set(dagbag.dag_ids) == EXPECTED
 
 
-@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+@pytest.mark.parametrize("dag_id", sorted(SYNC_DAGS))
 def test_tags_retries_and_single_writer(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert "dropbox" in dag.tags
@@ -33,6 +34,17 @@ def test_tags_retries_and_single_writer(dagbag, dag_id):
     sync = dag.get_task("sync_day")
     assert sync.pool == "dropbox_api"
     assert [outlet.name for outlet in sync.outlets] == ["dropbox_team_log_events"]
+
+
+def test_report_runs_after_every_dataset_update(dagbag):
+    dag = dagbag.dags["dropbox_team_log_report"]
+    assert "dropbox" in dag.tags and dag.max_active_runs == 1 and dag.catchup is False
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert [asset.name for asset in dag.timetable.asset_condition.objects] == [
+        "dropbox_team_log_events"
+    ]
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
 
 
 def test_incremental_schedule_and_backfill_is_manual(dagbag):

@@ -13,10 +13,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dropbox_team_log import __version__
+from dropbox_team_log.analyst_cli import add_analyst_parsers
 from dropbox_team_log.connect import add_connect_parser, add_test_parser
 
 #: Subcommand registrars, in the order `--help` lists them.
-REGISTRARS: list[Callable[[Any], None]] = [add_connect_parser, add_test_parser]
+REGISTRARS: list[Callable[[Any], None]] = [
+    add_connect_parser,
+    add_test_parser,
+    add_analyst_parsers,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

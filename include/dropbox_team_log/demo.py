@@ -25,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 
+from dropbox_team_log import report
 from dropbox_team_log.emulator import DEMO_APP_KEY, DEMO_APP_SECRET, EmulatorClient, approve
 
 PROJECT = Path.cwd()
@@ -74,6 +75,7 @@ def main() -> int:
                 f"incremental-{int(offset.total_seconds())}",
             )
     summarize(OUTPUT)
+    print(f"\nHTML report (charts, last 30 days): {report.write_report(str(OUTPUT))}")
     return 0
 
 
