@@ -12,6 +12,8 @@ from typing import Any
 
 from airflow.sdk import Asset, XComArg, task
 
+from dropbox_team_log.alerts import on_failure
+
 OUTPUT_VARIABLE = "dropbox_team_log_output"
 CONN_ID_VARIABLE = "dropbox_team_log_conn_id"
 #: Caps concurrent API work across both DAGs: size it to the team's rate limit.
@@ -27,6 +29,7 @@ BACKFILL_DEFAULT_ARGS = {
     "retry_delay": timedelta(minutes=2),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=30),
+    "on_failure_callback": on_failure,  # alert (log line + optional webhook) on final failure
 }
 INCREMENTAL_DEFAULT_ARGS = {
     "owner": "data-engineering",
@@ -34,6 +37,7 @@ INCREMENTAL_DEFAULT_ARGS = {
     "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
+    "on_failure_callback": on_failure,
 }
 
 
