@@ -152,7 +152,17 @@ class TeamApiClient:
                 )
                 self._sleep(wait)
             except AuthError as exc:
-                raise self._auth_error(exc) from None
+                error = exc.error
+                if error is None or not error.is_expired_access_token():
+                    raise self._auth_error(exc) from None
+                # The SDK refreshed once and the new token was refused as expired too (a clock
+                # skew, or another thread's refresh racing this call): refresh again, bounded.
+                attempt += 1
+                self.stats.retries["expired_access_token"] += 1
+                if attempt >= self.policy.max_attempts:
+                    raise self._auth_error(exc) from None
+                log.warning("Dropbox access token expired on %s: refreshing again", route)
+                self._refresh(force=True)
             except BadInputError as exc:
                 if "invalid_client" in (exc.message or ""):
                     raise AppCredentialsError(self.conn_id) from None
@@ -161,8 +171,14 @@ class TeamApiClient:
                 raise RouteError(route, f"http_{exc.status_code}", _first_line(exc.body)) from None
 
     def _refresh_if_needed(self) -> None:
+        self._refresh(force=False)
+
+    def _refresh(self, *, force: bool) -> None:
         try:
-            self.client.check_and_refresh_access_token()
+            if force:
+                self.client.refresh_access_token(scope=getattr(self.client, "_scope", None))
+            else:
+                self.client.check_and_refresh_access_token()
         except AuthError:
             # The SDK turns the token endpoint's `invalid_grant` into AuthError.
             raise RefreshTokenRevokedError(self.conn_id) from None

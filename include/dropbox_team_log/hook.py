@@ -78,7 +78,7 @@ class DropboxTeamConnection:
                 base_url = normalize_base_url(host)
             except ValueError as exc:
                 raise ConnectionConfigError(f"Connection '{conn_id}' host: {exc}") from None
-        timeout = _number(extra, "timeout", DEFAULT_TIMEOUT, conn_id)
+        timeout = _number(extra, "timeout", DEFAULT_TIMEOUT, conn_id, positive=True)
         backoff_base = _number(extra, "backoff_base", None, conn_id)
         return cls(
             conn_id=conn_id,
@@ -94,7 +94,9 @@ class DropboxTeamConnection:
         )
 
 
-def _number(extra: dict, key: str, default: float | None, conn_id: str) -> float | None:
+def _number(
+    extra: dict, key: str, default: float | None, conn_id: str, *, positive: bool = False
+) -> float | None:
     value = extra.get(key, default)
     if value is None:
         return None
@@ -102,9 +104,10 @@ def _number(extra: dict, key: str, default: float | None, conn_id: str) -> float
         number = float(value)
     except (TypeError, ValueError):
         number = -1.0
-    if number < 0:
+    if isinstance(value, bool) or not (number > 0 if positive else number >= 0):  # NaN too
         raise ConnectionConfigError(
-            f"Connection '{conn_id}' extra.{key}={value!r} must be a non-negative number of seconds"
+            f"Connection '{conn_id}' extra.{key}={value!r} must be a "
+            f"{'positive' if positive else 'non-negative'} number of seconds"
         )
     return number
 

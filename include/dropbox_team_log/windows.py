@@ -6,6 +6,7 @@ planning rules are tested directly. Instants are epoch seconds, ranges half-open
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -159,27 +160,29 @@ def incremental_range(
 
 
 def policy_from_params(params: dict[str, Any]) -> SyncPolicy:
-    """Settle / refresh / catch-up hours from params, validated."""
+    """Settle / refresh hours and catch-up days from params, validated."""
 
-    def hours(name: str, default: float | None, low: float) -> float | None:
+    def number(name: str, default: float, low: float, unit: str) -> float:
         value = params.get(name, default)
-        if value is None:
-            return None
         try:
-            number = float(value)
+            parsed = float(value)
         except (TypeError, ValueError):
-            raise ParamError(f"{name} must be a number of hours, got {value!r}") from None
-        if number < low:
-            raise ParamError(f"{name} must be at least {low} hours, got {value!r}")
-        return number
+            parsed = math.nan
+        if isinstance(value, bool) or not math.isfinite(parsed):
+            raise ParamError(f"{name} must be a number of {unit}, got {value!r}")
+        if parsed < low:
+            raise ParamError(f"{name} must be at least {low:g} {unit}, got {value!r}")
+        return parsed
 
-    settle = hours("settle_hours", 25, 24)  # below 24 h, late events could be lost for good
-    refresh = hours("refresh_hours", 6, 0)
-    catchup = hours("catchup_days", 7, 1)
-    assert settle is not None and catchup is not None
+    settle = number("settle_hours", 25, 24, "hours")  # below 24 h, late events could be lost
+    # refresh_hours None or 0: fresh data is never re-read before it settles.
+    refresh = (
+        None if params.get("refresh_hours", 6) is None else number("refresh_hours", 6, 0, "hours")
+    )
+    catchup = number("catchup_days", 7, 1, "days")
     return SyncPolicy(
         settle_seconds=int(settle * HOUR),
-        refresh_seconds=None if refresh in (None, 0) else int(refresh * HOUR),
+        refresh_seconds=None if not refresh else int(refresh * HOUR),
         catchup_seconds=int(catchup * DAY),
     )
 

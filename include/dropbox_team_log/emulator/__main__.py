@@ -7,13 +7,43 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from .config import DAY, DEMO_APP_KEY, DEMO_APP_SECRET, EmulatorConfig
-from .server import EmulatorServer
+from .server import EmulatorServer, check_loopback
 
 
 def _when(text: str) -> datetime:
-    return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-11-20T10:30:00Z)"
+        ) from None
+
+
+def _number(kind: type, low: float, high: float | None = None, what: str = "") -> Any:
+    """An argparse type: a number within [low, high], refused with the range otherwise."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value != value or value < low or (high is not None and value > high):  # NaN too
+            bound = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bound}{what}")
+        return value
+
+    return parse
+
+
+def _loopback(text: str) -> str:
+    try:
+        check_loopback(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local Dropbox API emulator (OAuth + team log) for demos and tests. "
         "Listens on loopback only.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
+    p.add_argument(
+        "--host", type=_loopback, default="127.0.0.1", help="loopback address (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port",
+        type=_number(int, 0, 65535),
+        default=8765,
+        help="port (default 8765; 0 = any free)",
+    )
     p.add_argument("--seed", type=int, default=d["seed"].default)
     p.add_argument("--app-key", default=DEMO_APP_KEY)
     p.add_argument(
@@ -45,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--team-id", default=None, help="default: derived from the seed")
     p.add_argument("--team-name", default=d["team_name"].default)
     p.add_argument("--team-domain", default=d["team_domain"].default)
-    p.add_argument("--num-licensed-users", type=int, default=d["num_licensed_users"].default)
+    p.add_argument(
+        "--num-licensed-users", type=_number(int, 1), default=d["num_licensed_users"].default
+    )
     p.add_argument(
         "--clock",
         type=_when,
@@ -54,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--clock-rate",
-        type=float,
+        type=_number(float, 0.0),
         default=0.0,
         help="emulator seconds per wall second (default 0: frozen until advanced)",
     )
@@ -70,24 +109,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="end of generated events (default: clock + 7 days)",
     )
-    p.add_argument("--events-per-day", type=float, default=d["events_per_day"].default)
-    p.add_argument("--page-size", type=int, default=d["page_size"].default)
-    p.add_argument("--empty-page-rate", type=float, default=d["empty_page_rate"].default)
-    p.add_argument("--duplicate-rate", type=float, default=d["duplicate_rate"].default)
-    p.add_argument("--late-rate", type=float, default=d["late_rate"].default)
     p.add_argument(
-        "--max-delay", type=int, default=d["max_delay"].default, help="seconds (default 86400)"
+        "--events-per-day", type=_number(float, 0.0), default=d["events_per_day"].default
     )
-    p.add_argument("--unknown-type-rate", type=float, default=d["unknown_type_rate"].default)
+    p.add_argument("--page-size", type=_number(int, 1, 1000), default=d["page_size"].default)
+    p.add_argument(
+        "--empty-page-rate", type=_number(float, 0.0, 0.99), default=d["empty_page_rate"].default
+    )
+    p.add_argument(
+        "--duplicate-rate", type=_number(float, 0.0, 0.99), default=d["duplicate_rate"].default
+    )
+    p.add_argument("--late-rate", type=_number(float, 0.0, 0.99), default=d["late_rate"].default)
+    p.add_argument(
+        "--max-delay",
+        type=_number(int, 1),
+        default=d["max_delay"].default,
+        help="seconds (default 86400)",
+    )
+    p.add_argument(
+        "--unknown-type-rate",
+        type=_number(float, 0.0, 0.99),
+        default=d["unknown_type_rate"].default,
+    )
     p.add_argument(
         "--cursor-ttl",
-        type=int,
+        type=_number(int, 0),
         default=d["cursor_ttl"].default,
         help="seconds; 0 = cursors never reset on age (default 7 days)",
     )
     p.add_argument(
         "--access-token-lifetime",
-        type=int,
+        type=_number(int, 1),
         default=d["access_token_lifetime"].default,
         help="seconds (default 14400)",
     )
@@ -124,7 +176,10 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a refused flag (2, message printed) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

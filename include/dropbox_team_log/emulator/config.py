@@ -72,8 +72,20 @@ class EmulatorConfig:
                 raise ValueError(f"{name} must be within [0, 1)")
         if self.max_delay < 1:
             raise ValueError("max_delay must be at least 1 second")
-        if self.events_per_day < 0:
+        if not self.events_per_day >= 0:  # NaN too
             raise ValueError("events_per_day must be >= 0")
+        positive = ("num_licensed_users", "access_token_lifetime", "code_lifetime", "cache_events")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.cursor_ttl is not None and self.cursor_ttl < 1:
+            raise ValueError("cursor_ttl must be at least 1 second (or None: never)")
+        if not self.clock_rate >= 0:
+            raise ValueError("clock_rate must be >= 0")
+        if not self.app_key or not self.app_secret:
+            raise ValueError("app_key and app_secret must not be empty")
+        if not self.app_scopes:
+            raise ValueError("app_scopes must name at least one scope")
         # Resolve the start clock once, so the config alone determines what is served.
         start = self.clock if self.clock is not None else datetime.now(UTC)
         object.__setattr__(self, "clock", floor_second(start))
@@ -81,6 +93,7 @@ class EmulatorConfig:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, floor_second(value))
+        _ = self.timeline  # raises now (not at the first request) when reversed
 
     # Derived values -----------------------------------------------------------------------
 
