@@ -71,5 +71,30 @@ def dataset_raws(root: str, lo: datetime, hi: datetime) -> list[str]:
     return table.column("raw_event").to_pylist()
 
 
+def fresh_dag(dag_id: str):
+    """The DAG parsed anew, without Airflow retries: `dag.test(run_conf=...)` leaves the conf on
+    the DAG object (it would leak into the next run; a deepcopy breaks mapped tasks), and
+    dag.test() would sit out real retry delays (minutes) on a failure."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=DAGS_FOLDER).dags[dag_id]
+    for task in dag.tasks:
+        task.retries = 0
+    return dag
+
+
+def run_dag(emu, dag_id: str, at: datetime, conf: dict | None = None, *, expect: str = "success"):
+    """One real DAG run at logical time `at`, with the emulator's clock at the same instant."""
+    emu.set_clock(at)
+    run = fresh_dag(dag_id).test(logical_date=at, run_conf=conf)
+    assert run.state == expect, f"{dag_id} at {at}: {run.state}"
+    return run
+
+
+def event_calls(emu) -> int:
+    """API calls to the team log (retries included) so far."""
+    return sum(v for k, v in emu.stats()["calls"].items() if "team_log" in k)
+
+
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)

@@ -22,9 +22,9 @@ from types import SimpleNamespace
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
-from pipeline_helpers import dataset_raws, multiset
+from pipeline_helpers import dataset_raws, event_calls, fresh_dag, multiset, run_dag
 from test_dataset import DAY, HI, LO, ids, make_batch, spawn, wait_for
-from test_pipeline import T0, _event_calls, check_exact, connected, dagbag, emu, fresh, run_dag
+from test_pipeline import T0, check_exact, connected, dagbag, emu
 
 from dropbox_team_log import object_store
 from dropbox_team_log.coverage import Coverage
@@ -122,7 +122,7 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
     for name, root in (("local", str(local)), ("S3", url)):
         monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", root)
         started = time.perf_counter()
-        run_dag(dagbag, emu, "dropbox_team_log_backfill", T0, conf)
+        run_dag(emu, "dropbox_team_log_backfill", T0, conf)
         seconds[name] = time.perf_counter() - started
     lo = T0 - timedelta(days=BACKFILL_DAYS)
     check_exact(local, emu, lo, T0, as_of=T0)
@@ -147,15 +147,15 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
         assert on_s3.read_coverage(day) == on_disk.read_coverage(day)
 
     # A re-run finds nothing due: not one object rewritten, not one API call for events.
-    before, calls = objects(bucket), _event_calls(emu.stats())
-    run_dag(dagbag, emu, "dropbox_team_log_backfill", T0, conf)
+    before, calls = objects(bucket), event_calls(emu)
+    run_dag(emu, "dropbox_team_log_backfill", T0, conf)
     assert objects(bucket) == before
-    assert _event_calls(emu.stats()) == calls
+    assert event_calls(emu) == calls
 
     # The incremental DAG on both roots, 4 h later: still the same rows and coverage.
     for root in (str(local), url):
         monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", root)
-        run_dag(dagbag, emu, "dropbox_team_log_incremental", T0 + timedelta(hours=4))
+        run_dag(emu, "dropbox_team_log_incremental", T0 + timedelta(hours=4))
     assert objects(bucket) != before, "the incremental run wrote nothing"
     assert sorted(objects(bucket)) == day_keys(bucket, "team-log")
     assert multiset(pyarrow_raws(s3_endpoint, f"{bucket}/team-log")) == multiset(
@@ -183,12 +183,12 @@ def test_plan_refuses_a_bad_root_before_any_api_call(
 ):
     monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", root)
     emu.set_clock(T0)
-    calls = _event_calls(emu.stats())
-    run = fresh(dagbag, "dropbox_team_log_backfill").test(logical_date=T0, run_conf={"days": 2})
+    calls = event_calls(emu)
+    run = fresh_dag("dropbox_team_log_backfill").test(logical_date=T0, run_conf={"days": 2})
     assert run.state == "failed"
     seen = capfd.readouterr()
     assert message in seen.out + seen.err
-    assert _event_calls(emu.stats()) == calls
+    assert event_calls(emu) == calls
 
 
 # --- concurrency and crashes ----------------------------------------------------------------

@@ -11,7 +11,16 @@ import shutil
 from datetime import timedelta
 
 import pytest
-from pipeline_helpers import DAGS_FOLDER, connection_json, dataset_raws, multiset, utc
+from pipeline_helpers import (
+    DAGS_FOLDER,
+    connection_json,
+    dataset_raws,
+    event_calls,
+    fresh_dag,
+    multiset,
+    run_dag,
+    utc,
+)
 
 T0 = utc(2026, 11, 20, 10, 30, 15)  # the moment the admin connected the team
 SETTLE = timedelta(hours=25)
@@ -62,25 +71,6 @@ def output(tmp_path, monkeypatch):
     return root
 
 
-def fresh(dagbag, dag_id):
-    """The DAG parsed anew: `dag.test(run_conf=...)` leaves the conf on the DAG object, which
-    would leak one test's params into the next run (and a deepcopy breaks mapped tasks)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=DAGS_FOLDER).dags[dag_id]
-    for task in dag.tasks:  # dag.test() would sit out real retry delays (minutes) on a failure
-        task.retries = 0
-    return dag
-
-
-def run_dag(dagbag, emu, dag_id, at, conf=None):
-    """One real DAG run at logical time `at`, with the emulator's clock at the same instant."""
-    emu.set_clock(at)
-    run = fresh(dagbag, dag_id).test(logical_date=at, run_conf=conf)
-    assert run.state == "success", f"{dag_id} at {at}: {run.state}"
-    return run
-
-
 def asset_events() -> int:
     """Asset events recorded for the dataset's Asset (downstream DAGs schedule on them)."""
     from airflow.models.asset import AssetEvent, AssetModel
@@ -116,7 +106,7 @@ def backfilled(emu, dagbag, connected, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", str(root))
     emu.clear_faults()
-    run_dag(dagbag, emu, "dropbox_team_log_backfill", T0)
+    run_dag(emu, "dropbox_team_log_backfill", T0)
     mp.undo()
     return root
 
@@ -137,16 +127,11 @@ def test_backfill_is_exact_for_the_60_days_before_connection(backfilled, emu):
 def test_backfill_rerun_changes_nothing(backfilled, emu, dagbag, output):
     shutil.copytree(backfilled, output)
     before = {p: p.read_bytes() for p in output.rglob("*.parquet")}
-    stats_before = emu.stats()
-    run_dag(dagbag, emu, "dropbox_team_log_backfill", T0)
+    stats_before = event_calls(emu)
+    run_dag(emu, "dropbox_team_log_backfill", T0)
     assert {p: p.read_bytes() for p in output.rglob("*.parquet")} == before
-    calls = emu.stats()
-    assert _event_calls(calls) == _event_calls(stats_before), "a finished day was re-fetched"
-
-
-def _event_calls(stats) -> int:
-    routes = stats.get("calls", stats)
-    return sum(v for k, v in routes.items() if "team_log" in k)
+    calls = event_calls(emu)
+    assert calls == stats_before, "a finished day was re-fetched"
 
 
 FAULT_ROTATION = [
@@ -169,7 +154,7 @@ def test_incremental_runs_over_three_days_converge_to_truth(backfilled, emu, dag
     for step in range(1, 3 * 6 + 1):
         at = T0 + timedelta(hours=4 * step)
         emu.set_faults(FAULT_ROTATION[step % len(FAULT_ROTATION)])
-        run_dag(dagbag, emu, "dropbox_team_log_incremental", at)
+        run_dag(emu, "dropbox_team_log_incremental", at)
         emu.clear_faults()
         settled_until = at - SETTLE
         # Settled: exactly the final truth (late events included, nothing twice), hand-off too.
@@ -181,7 +166,7 @@ def test_incremental_runs_over_three_days_converge_to_truth(backfilled, emu, dag
 
     # Clearing and re-running the last run leaves the dataset exactly as it was.
     before = {p: p.read_bytes() for p in output.rglob("*.parquet")}
-    run_dag(dagbag, emu, "dropbox_team_log_incremental", at)
+    run_dag(emu, "dropbox_team_log_incremental", at)
     assert {p: p.read_bytes() for p in output.rglob("*.parquet")} == before
 
 
@@ -189,11 +174,11 @@ def test_incremental_alone_fills_from_before_the_connection(emu, dagbag, connect
     """Without a backfill, incremental runs still settle the hours just before connected_at
     (no gap at the hand-off), and a replay of an older run never moves data backwards."""
     late = T0 + timedelta(hours=26)
-    run_dag(dagbag, emu, "dropbox_team_log_incremental", T0 + timedelta(minutes=15))
-    run_dag(dagbag, emu, "dropbox_team_log_incremental", late)
+    run_dag(emu, "dropbox_team_log_incremental", T0 + timedelta(minutes=15))
+    run_dag(emu, "dropbox_team_log_incremental", late)
     check_exact(output, emu, T0 - SETTLE, late - SETTLE, as_of=late + HORIZON)
     before = {p: p.read_bytes() for p in output.rglob("*.parquet")}
-    run_dag(dagbag, emu, "dropbox_team_log_incremental", T0 + timedelta(minutes=15))
+    run_dag(emu, "dropbox_team_log_incremental", T0 + timedelta(minutes=15))
     assert {p: p.read_bytes() for p in output.rglob("*.parquet")} == before
 
 
@@ -208,18 +193,18 @@ def test_incremental_alone_fills_from_before_the_connection(emu, dagbag, connect
 )
 def test_bad_params_fail_before_any_api_call(emu, dagbag, connected, output, conf, message, capfd):
     emu.set_clock(T0)
-    calls_before = _event_calls(emu.stats())
+    calls_before = event_calls(emu)
     from airflow.sdk.exceptions import ParamValidationError
 
     try:
-        run = fresh(dagbag, "dropbox_team_log_backfill").test(logical_date=T0, run_conf=conf)
+        run = fresh_dag("dropbox_team_log_backfill").test(logical_date=T0, run_conf=conf)
     except ParamValidationError as exc:  # Airflow's own check of the params' JSON schema
         assert message in str(exc)
     else:
         assert run.state == "failed"
         seen = capfd.readouterr()
         assert message in seen.out + seen.err
-    assert _event_calls(emu.stats()) == calls_before
+    assert event_calls(emu) == calls_before
     assert not output.exists()
 
 
@@ -259,5 +244,5 @@ def test_killed_backfill_leaves_a_valid_dataset_and_its_rerun_completes_it(
         # Every visible file is a whole Parquet file (reading it fails otherwise).
         ds.dataset(str(output), format="parquet", partitioning="hive").to_table()
     check_never_overcounts(output, emu, BACKFILL_START, T0, as_of=T0)
-    run_dag(dagbag, emu, "dropbox_team_log_backfill", T0)
+    run_dag(emu, "dropbox_team_log_backfill", T0)
     check_exact(output, emu, BACKFILL_START, T0, as_of=T0)
