@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 
-.PHONY: help venv test test-fast lint demo emulator lock clean
+.PHONY: help venv test test-fast lint demo emulator lock clean bench
 
 help:
 	@echo "make demo   - emulator + Airflow (SQLite): connect, backfill, incremental runs, summary"
@@ -33,6 +33,10 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check . || true
+
+# Figures against the emulator (table + last line JSON); BENCH_ARGS="--scale 0.25" for a quick run.
+bench: venv
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 demo: venv
 	$(BIN)/python -m dropbox_team_log.demo

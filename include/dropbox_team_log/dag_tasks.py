@@ -14,11 +14,19 @@ from typing import Any
 
 from airflow.sdk import Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.sdk.log import mask_secret
 
 from dropbox_team_log.dag_config import CONN_ID_VARIABLE, OUTPUT_VARIABLE
 from dropbox_team_log.dataset import EventDataset
 from dropbox_team_log.errors import ConnectionConfigError, PermanentError
 from dropbox_team_log.hook import DropboxTeamConnection, DropboxTeamHook
+from dropbox_team_log.output_root import require_output_root
+from dropbox_team_log.pseudonymise import (
+    KEY_VARIABLE,
+    PseudonymiseKeyError,
+    Pseudonymiser,
+    key_from_setting,
+)
 from dropbox_team_log.sync import due_ranges, sync_day
 from dropbox_team_log.windows import (
     DaySlice,
@@ -71,6 +79,24 @@ def load_connection(conn_id: str) -> DropboxTeamConnection:
         raise AirflowFailException(str(exc)) from None
 
 
+def load_pseudonymiser() -> Pseudonymiser | None:
+    """The opt-in pseudonymiser from the key Variable (None: off); never puts the key in XCom."""
+    try:
+        key = key_from_setting(
+            Variable.get(KEY_VARIABLE, default=None), DropboxTeamHook.get_connection
+        )
+        if key is None:
+            return None
+        mask_secret(key)
+        return Pseudonymiser(key)
+    except AirflowNotFoundException:
+        raise AirflowFailException(
+            f"Variable {KEY_VARIABLE} names a connection that does not exist"
+        ) from None
+    except PseudonymiseKeyError as exc:
+        raise AirflowFailException(f"Variable {KEY_VARIABLE}: {exc}") from None
+
+
 def plan(kind: str, params: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
     """Validate everything, then list the day slices with work due (no API call)."""
     try:
@@ -85,7 +111,9 @@ def plan(kind: str, params: dict[str, Any], context: dict[str, Any]) -> list[dic
             lo, hi = incremental_range(connected_at=connected_at, as_of=as_of, policy=policy)
     except ParamError as exc:
         raise AirflowFailException(f"Bad parameter: {exc}") from None
+    pseudonymised = load_pseudonymiser() is not None
     root = output_root()
+    require_output_root(root)  # a root that cannot be written fails here, saying why
     dataset = EventDataset(root)
     slices = split_days(lo, hi)
     due = [part for part in slices if due_ranges(dataset, part, as_of=as_of, policy=policy)]
@@ -105,6 +133,7 @@ def plan(kind: str, params: dict[str, Any], context: dict[str, Any]) -> list[dic
         "conn_id": conn_id,
         "root": root,
         "team_id": settings.team_id,
+        "pseudonymised": pseudonymised,
         "policy": {
             "settle_seconds": policy.settle_seconds,
             "refresh_seconds": policy.refresh_seconds,
@@ -117,6 +146,11 @@ def plan(kind: str, params: dict[str, Any], context: dict[str, Any]) -> list[dic
 def sync(job: dict[str, Any]) -> dict[str, Any]:
     """One mapped task: sync one day slice."""
     hook = DropboxTeamHook(dropbox_team_conn_id=job["conn_id"])
+    pseudonymiser = load_pseudonymiser()
+    if bool(pseudonymiser) != bool(job.get("pseudonymised")):
+        raise AirflowFailException(
+            f"Variable {KEY_VARIABLE} changed between planning and syncing: re-run the DAG"
+        )
     try:
         team_id = job.get("team_id") or str(hook.get_team_info().get("team_id"))
         report = sync_day(
@@ -126,6 +160,7 @@ def sync(job: dict[str, Any]) -> dict[str, Any]:
             as_of=int(job["as_of"]),
             policy=SyncPolicy(**job["policy"]),
             team_id=team_id,
+            pseudonymiser=pseudonymiser,
         )
     except PermanentError as exc:
         raise AirflowFailException(str(exc)) from None

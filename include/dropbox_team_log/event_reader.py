@@ -31,6 +31,7 @@ class EventPage:
 
     events: list[dict]
     discard_from: int | None = None  # epoch seconds
+    has_more: bool = False  # more pages of this range follow (lets a consumer stop and split)
 
 
 @dataclass
@@ -39,6 +40,13 @@ class ReadStats:
     empty_pages: int = 0
     events: int = 0
     restarts: int = 0
+
+    def merge(self, other: ReadStats) -> None:
+        """Add the counts of a reader that read a slice of the same work."""
+        self.pages += other.pages
+        self.empty_pages += other.empty_pages
+        self.events += other.events
+        self.restarts += other.restarts
 
 
 def to_wire(ts: int) -> str:
@@ -80,8 +88,8 @@ class EventReader:
             except RouteResponseError as exc:
                 raise exc.as_route_error() from None
             try:
-                for page in self._follow(result):
-                    yield EventPage(page, discard_from)
+                for page, more in self._follow(result):
+                    yield EventPage(page, discard_from, more)
                     discard_from = None
                 return
             except RouteResponseError as exc:
@@ -114,7 +122,7 @@ class EventReader:
             query["category"] = {".tag": category}
         return query
 
-    def _follow(self, result: dict) -> Iterator[list[dict]]:
+    def _follow(self, result: dict) -> Iterator[tuple[list[dict], bool]]:
         """Pages of one query: the first result, then /continue with the latest cursor."""
         while True:
             events = result.get("events")
@@ -124,7 +132,7 @@ class EventReader:
             self.stats.events += len(events)
             if not events:
                 self.stats.empty_pages += 1
-            yield events
+            yield events, bool(result.get("has_more"))
             if not result.get("has_more"):
                 return
             cursor = result.get("cursor")

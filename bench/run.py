@@ -1,0 +1,664 @@
+"""`make bench`: the pipeline's speed, memory and storage on the emulator, each with a baseline.
+
+Prints a table, then (last line) one JSON object with every figure. Sizes follow the issue at
+`--scale 1` (1M events over 60 days, a 2M-event day, 100k new events: ~10 minutes and ~10 GB of RAM
+on 2 cores); the default `--scale 0.25` runs in about 3-4 minutes. Every timing has a reference
+measured in the same run (SDK baseline, network floor, the same code without Airflow), so the ratios
+hold on a noisy, shared machine.
+
+The emulator runs in its own process (it is Python too: in-process it would share our GIL), with a
+`slow` fault on every team_log call: the fixed per-page latency the network floor is made of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests/ helpers: Airflow home, connection via the Allow page
+
+from tests import airflow_env  # ruff: ignore[module-import-not-at-top-of-file]
+
+airflow_env.configure()  # before anything imports Airflow
+
+if TYPE_CHECKING:
+    from dropbox_team_log.emulator.client import EmulatorClient
+
+CLOCK = datetime(2026, 3, 1, tzinfo=UTC)  # the emulator's frozen "now" = connected_at
+DAY = 86_400
+CONN_ID = "dropbox_team_default"
+TEAM_LOG_ROUTES = "2/team_log/*"
+
+
+# --- emulator process and connection -----------------------------------------------------------
+
+
+def free_port() -> int:
+    from dropbox_team_log.demo import free_port as demo_free_port
+
+    return demo_free_port()
+
+
+@contextmanager
+def emulator(events_per_day: float, *, latency: float = 0.0, seed: int = 11) -> Iterator:
+    """An emulator process with a fixed latency on every team_log call; its control client."""
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        yield from _serve(port, log, events_per_day, latency, seed)
+
+
+def _serve(port: int, log, events_per_day: float, latency: float, seed: int) -> Iterator:
+    proc = subprocess.Popen(
+        [
+            str(airflow_env.VENV_BIN / "dropbox-emulator"),
+            *("--port", str(port), "--seed", str(seed), "--clock", CLOCK.isoformat()),
+            *("--events-per-day", str(events_per_day), "--access-token-lifetime", "86400"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    from dropbox_team_log.emulator.client import EmulatorClient
+
+    client = EmulatorClient(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.health()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise SystemExit(f"emulator did not start: {log.read()[-2000:]!r}") from None
+                time.sleep(0.2)
+        client.cpu_seconds = lambda: _cpu_seconds(proc.pid)  # type: ignore[attr-defined]
+        if latency:
+            client.set_faults(
+                [{"kind": "slow", "route": TEAM_LOG_ROUTES, "seconds": latency, "every": 1}]
+            )
+        yield client
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def connect(client: EmulatorClient) -> None:
+    """Grant the app on the emulator's Allow page; save it as AIRFLOW_CONN_* for every process."""
+    from dropbox_team_log.emulator.config import DEMO_APP_KEY, DEMO_APP_SECRET
+    from tests.pipeline_helpers import connection_json
+
+    emu = SimpleNamespace(
+        base_url=client.base_url,
+        config=SimpleNamespace(app_key=DEMO_APP_KEY, app_secret=DEMO_APP_SECRET),
+        approve=client.approve,
+    )
+    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = connection_json(emu, connected_at=CLOCK)
+
+
+def team_log_calls(client: EmulatorClient) -> int:
+    """get_events + continue calls the emulator answered since its stats were reset."""
+    calls = client.stats().get("calls", {})
+    return sum(n for route, n in calls.items() if "team_log" in route)
+
+
+# --- the pipeline, as the DAG tasks run it ----------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    wall: float
+    events: int
+    pages: int
+    calls: int
+    days: int
+
+
+def run_sync(
+    kind: str, root: str, as_of: int, *, days: int = 60, parallel_days: int = 1
+) -> RunResult:
+    """Plan like `plan_days`, then `dag_tasks.sync` per due day: one at a time (as `dags test`
+    runs mapped tasks) or `parallel_days` at once (as a scheduler runs them in the pool)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dropbox_team_log import dag_tasks
+    from dropbox_team_log.dataset import EventDataset
+    from dropbox_team_log.sync import due_ranges
+    from dropbox_team_log.windows import (
+        SyncPolicy,
+        backfill_range,
+        incremental_range,
+        split_days,
+    )
+
+    policy = SyncPolicy()
+    connected_at = int(CLOCK.timestamp())
+    started = time.perf_counter()
+    if kind == "backfill":
+        lo, hi = backfill_range({"days": days}, connected_at=connected_at, as_of=as_of)
+    else:
+        lo, hi = incremental_range(connected_at=connected_at, as_of=as_of, policy=policy)
+    dataset = EventDataset(root)
+    job = {
+        "as_of": as_of,
+        "conn_id": CONN_ID,
+        "root": root,
+        "team_id": "dbtid:bench",
+        "policy": {
+            "settle_seconds": policy.settle_seconds,
+            "refresh_seconds": policy.refresh_seconds,
+            "catchup_seconds": policy.catchup_seconds,
+        },
+    }
+    result = RunResult(0.0, 0, 0, 0, 0)
+    due = [p for p in split_days(lo, hi) if due_ranges(dataset, p, as_of=as_of, policy=policy)]
+    with ThreadPoolExecutor(parallel_days) as pool:
+        reports = list(pool.map(lambda part: dag_tasks.sync({**job, **part.to_xcom()}), due))
+    for report in reports:
+        result.events += report["events"]
+        result.pages += report["pages"]
+        result.calls += report["api_calls"]
+        result.days += 1
+    result.wall = time.perf_counter() - started
+    return result
+
+
+def api_concurrency() -> int:
+    """The per-task API concurrency sync uses (1 where the code has no such setting)."""
+    from dropbox_team_log import sync
+
+    return int(getattr(sync, "api_concurrency", lambda: 1)())
+
+
+# --- 1. transform -------------------------------------------------------------------------------
+
+
+def pages_of(raws: list[bytes], size: int = 1000) -> list[bytes]:
+    """API pages as the wire carries them, from the emulator's served event bytes."""
+    return [
+        b'{"events":[' + b",".join(raws[i : i + size]) + b'],"cursor":"AAAA","has_more":true}'
+        for i in range(0, len(raws), size)
+    ]
+
+
+def transform_ours(pages: list[bytes], root: str) -> float:
+    """Page bytes -> record batches -> the day file on local disk, by the pipeline's own code."""
+    import orjson
+
+    from dropbox_team_log.dataset import EventDataset
+    from dropbox_team_log.transform import events_to_batch
+
+    page_to_batch = _page_to_batch()
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    if page_to_batch is not None:
+        batches = [page_to_batch(page, team_id="dbtid:bench", ingested_at=now) for page in pages]
+    else:
+        batches = [
+            events_to_batch(orjson.loads(page)["events"], team_id="dbtid:bench", ingested_at=now)
+            for page in pages
+        ]
+    _write_days(EventDataset(root), batches)
+    return time.perf_counter() - started
+
+
+def _page_to_batch():
+    from dropbox_team_log import transform
+
+    return getattr(transform, "page_to_batch", None)
+
+
+def _write_days(dataset, batches) -> None:
+    """Each day of the batches written once, the whole day fetched (as a backfill does)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from dropbox_team_log.windows import day_of, day_start
+
+    table = pa.Table.from_batches(batches)
+    ts = pc.cast(table.column("timestamp"), "int64")
+    lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
+    for first in range(day_start(day_of(lo)), hi + 1, DAY):
+        day = day_of(first)
+        mask = pc.and_(pc.greater_equal(ts, first), pc.less(ts, first + DAY))
+        rows = table.filter(mask)
+        fetched_at = first + 2 * DAY
+        dataset.write_day(day, [(first, first + DAY)], rows.to_batches(), fetched_at=fetched_at)
+
+
+def transform_baseline(pages: list[bytes], path: str) -> float:
+    """What a typical implementation does: the SDK's typed decoding of get_events results, one
+    row per event from the typed objects (raw_event re-encoded by the SDK), pandas, to_parquet."""
+    import pandas as pd
+    from dropbox import stone_serializers
+    from dropbox.team_log import GetTeamEventsResult_validator, TeamEvent_validator
+
+    def tag(union) -> str | None:
+        return None if union is None else union._tag
+
+    started = time.perf_counter()
+    rows = []
+    for page in pages:
+        result = stone_serializers.json_decode(GetTeamEventsResult_validator, page, strict=False)
+        for event in result.events:
+            actor = event.actor
+            inner = None
+            if actor is not None and actor._tag in ("user", "admin"):
+                inner = actor.get_user() if actor.is_user() else actor.get_admin()
+            origin = event.origin
+            geo = origin.geo_location if origin is not None else None
+            details = event.details
+            rows.append(
+                {
+                    "timestamp": event.timestamp,
+                    "event_type": tag(event.event_type),
+                    "event_category": tag(event.event_category),
+                    "actor_type": tag(actor),
+                    "actor_email": getattr(inner, "email", None),
+                    "actor_display_name": getattr(inner, "display_name", None),
+                    "ip_address": geo.ip_address if geo is not None else None,
+                    "country": geo.country if geo is not None else None,
+                    "access_method": tag(origin.access_method) if origin is not None else None,
+                    "context_type": tag(event.context),
+                    "details": tag(details),
+                    "raw_event": stone_serializers.json_encode(TeamEvent_validator, event),
+                }
+            )
+    frame = pd.DataFrame(rows)
+    frame["auth_status"] = frame["actor_type"].map(
+        lambda t: "unauthenticated" if t == "anonymous" else ("unknown" if t is None else "auth")
+    )
+    frame.to_parquet(path, compression="zstd")
+    return time.perf_counter() - started
+
+
+def bench_transform(client: EmulatorClient, events: int, baseline_events: int, work: str) -> dict:
+    raws: list[bytes] = []
+    day = CLOCK - timedelta(days=10)
+    while len(raws) < events:
+        raws += client.truth(day, day + timedelta(days=1))
+        day -= timedelta(days=1)
+    raws = raws[:events]
+    pages = pages_of(raws)
+    import pyarrow as pa
+
+    pa.set_cpu_count(1)  # "events/s on one core": no Arrow thread pool helping
+    pa.set_io_thread_count(1)
+    raw_bytes = sum(len(r) for r in raws)
+    ours = min(transform_ours(pages, tempfile.mkdtemp(dir=work)) for _ in range(2))
+    sample = pages_of(raws[:baseline_events])
+    base = transform_baseline(sample, os.path.join(work, "baseline.parquet"))
+    ours_rate = len(raws) / ours
+    base_rate = baseline_events / base
+    return {
+        "transform_events": len(raws),
+        "transform_raw_bytes_per_event": round(raw_bytes / len(raws)),
+        "transform_events_per_s": round(ours_rate),
+        "transform_baseline_events": baseline_events,
+        "transform_baseline_events_per_s": round(base_rate),
+        "transform_speedup": round(ours_rate / base_rate, 1),
+        "transform_path": "page_to_batch" if _page_to_batch() else "orjson+events_to_batch",
+    }
+
+
+# --- 2, 4, 5, 6: backfill, storage, incremental, queries ----------------------------------------
+
+
+def bench_backfill(client: EmulatorClient, latency: float, days: int, work: str) -> dict:
+    as_of = int(CLOCK.timestamp())
+    root = os.path.join(work, "direct")
+    expected = client.truth_count(CLOCK - timedelta(days=days), CLOCK)
+    client.reset_stats()
+    cpu_ours, cpu_emulator = _own_cpu(), client.cpu_seconds()
+    run = run_sync("backfill", root, as_of, days=days)
+    cpu_ours, cpu_emulator = _own_cpu() - cpu_ours, client.cpu_seconds() - cpu_emulator
+    calls = team_log_calls(client)
+    concurrency = api_concurrency()
+    floor = calls * latency / concurrency
+    first = CLOCK - timedelta(days=days)
+    min_pages = sum(  # one unsplit query per day, full pages of 1000: the fewest calls possible
+        max(1, math.ceil(client.truth_count(day, day + timedelta(days=1)) / 1000))
+        for day in (first + timedelta(days=i) for i in range(days))
+    )
+    return {
+        "backfill_days": days,
+        "backfill_expected_events": expected,
+        "backfill_events": run.events,
+        "backfill_exact_count": run.events == expected,
+        "backfill_api_calls": calls,
+        "backfill_min_pages": min_pages,
+        "latency_s": latency,
+        "api_concurrency": concurrency,
+        "backfill_wall_s": round(run.wall, 2),
+        "backfill_floor_s": round(floor, 2),
+        "backfill_ratio_to_floor": round(run.wall / floor, 2) if floor else None,
+        "backfill_floor_min_pages_s": round(min_pages * latency / concurrency, 2),
+        "backfill_events_per_s": round(run.events / run.wall),
+        # What the 2 shared cores had to do: our process and the emulator serving the pages.
+        "backfill_cpu_pipeline_s": round(cpu_ours, 1),
+        "backfill_cpu_emulator_s": round(cpu_emulator, 1),
+        "backfill_cpu_floor_2_cores_s": round((cpu_ours + cpu_emulator) / 2, 1),
+        "_root": root,
+    }
+
+
+def bench_backfill_pool(client: EmulatorClient, latency: float, days: int, work: str) -> dict:
+    """The same backfill with the day tasks run side by side, as a scheduler does within the
+    `dropbox_api` pool: `api_concurrency()` slots, each task reading its day with one call at a
+    time, so the team still sees at most that many calls in flight."""
+    slots = api_concurrency()
+    os.environ["DROPBOX_TEAM_LOG_API_CONCURRENCY"] = "1"
+    try:
+        client.reset_stats()
+        run = run_sync(
+            "backfill",
+            os.path.join(work, "pool"),
+            int(CLOCK.timestamp()),
+            days=days,
+            parallel_days=slots,
+        )
+    finally:
+        del os.environ["DROPBOX_TEAM_LOG_API_CONCURRENCY"]
+    calls = team_log_calls(client)
+    floor = calls * latency / slots
+    return {
+        "pool_backfill_slots": slots,
+        "pool_backfill_events": run.events,
+        "pool_backfill_api_calls": calls,
+        "pool_backfill_wall_s": round(run.wall, 2),
+        "pool_backfill_floor_s": round(floor, 2),
+        "pool_backfill_ratio_to_floor": round(run.wall / floor, 2) if floor else None,
+    }
+
+
+def bench_airflow(client: EmulatorClient, days: int, direct_wall: float, work: str) -> dict:
+    """The same backfill through `airflow dags test` (task runner, XCom, mapped tasks)."""
+    airflow_env.migrate()
+    root = os.path.join(work, "airflow")
+    env = {**os.environ, "AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT": root}
+    airflow = str(airflow_env.VENV_BIN / "airflow")
+    subprocess.run(
+        [airflow, "pools", "set", "dropbox_api", "4", "bench"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    client.reset_stats()
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            *(airflow, "dags", "test", "dropbox_team_log_backfill", CLOCK.isoformat()),
+            *("--conf", json.dumps({"days": days})),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"airflow dags test failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    events = _count_rows(root)
+    return {
+        "airflow_backfill_wall_s": round(wall, 2),
+        "airflow_backfill_events": events,
+        "airflow_api_calls": team_log_calls(client),
+        "airflow_overhead_s": round(wall - direct_wall, 2),
+        "airflow_ratio_to_direct": round(wall / direct_wall, 2),
+    }
+
+
+def _glob(root: str) -> str:
+    return os.path.join(root, "event_date=*", "*.parquet")
+
+
+def _count_rows(root: str) -> int:
+    import duckdb
+
+    sql = "SELECT count(*) FROM read_parquet(?)"
+    return duckdb.connect().execute(sql, [_glob(root)]).fetchone()[0]
+
+
+def bench_storage(root: str) -> dict:
+    """Bytes on disk per event, against the raw JSON bytes the rows keep (raw_event)."""
+    import duckdb
+
+    on_disk = sum(p.stat().st_size for p in Path(root).glob("event_date=*/*.parquet"))
+    rows, raw = (
+        duckdb.connect()
+        .execute("SELECT count(*), sum(strlen(raw_event)) FROM read_parquet(?)", [_glob(root)])
+        .fetchone()
+    )
+    return {
+        "storage_bytes_per_event": round(on_disk / rows, 1),
+        "storage_raw_json_bytes_per_event": round(raw / rows, 1),
+        "storage_share_of_raw_json": round(on_disk / raw, 3),
+    }
+
+
+def bench_incremental(client: EmulatorClient, root: str, new_events: int, epd: float) -> dict:
+    """A run right after the backfill (nothing new), then one after ~new_events more arrived."""
+    as_of = int(CLOCK.timestamp())
+    client.reset_stats()
+    idle = run_sync("incremental", root, as_of)
+    idle_calls = team_log_calls(client)
+    hours = max(1, round(new_events / (epd / 24)))
+    client.advance(hours * 3600)
+    later = as_of + hours * 3600
+    arrived = client.truth_count(as_of, later, as_of=later)
+    client.reset_stats()
+    busy = run_sync("incremental", root, later)
+    return {
+        "incr_idle_api_calls": idle_calls,
+        "incr_idle_wall_s": round(idle.wall, 3),
+        "incr_new_events": arrived,
+        "incr_busy_events_fetched": busy.events,
+        "incr_busy_api_calls": team_log_calls(client),
+        "incr_busy_wall_s": round(busy.wall, 2),
+    }
+
+
+QUERIES = {
+    "per_day_by_auth_status": """
+        SELECT event_date, auth_status, count(*) AS events
+        FROM read_parquet(?, hive_partitioning = true)
+        GROUP BY ALL ORDER BY ALL""",
+    "top_unauthenticated_links": """
+        SELECT coalesce(json_extract_string(details, '$.shared_content_link'),
+                        json_extract_string(assets, '$[0].display_name')) AS link_or_file,
+               count(*) AS views
+        FROM read_parquet(?, hive_partitioning = true)
+        WHERE auth_status = 'unauthenticated'
+        GROUP BY 1 ORDER BY views DESC, link_or_file LIMIT 10""",
+    "baseline_count_star": "SELECT count(*) FROM read_parquet(?, hive_partitioning = true)",
+}
+
+
+def bench_queries(root: str) -> dict:
+    import duckdb
+
+    out = {}
+    db = duckdb.connect()
+    for name, sql in QUERIES.items():
+        db.execute(sql, [_glob(root)]).fetchall()  # warm the OS cache: time the query only
+        started = time.perf_counter()
+        db.execute(sql, [_glob(root)]).fetchall()
+        out[f"query_{name}_s"] = round(time.perf_counter() - started, 3)
+    return out
+
+
+# --- 3. memory ----------------------------------------------------------------------------------
+
+
+def bench_memory(events: int, work: str) -> dict:
+    """Peak RSS of a fresh process that syncs one day of `events` events (no latency)."""
+    with emulator(events, seed=12) as client:
+        connect(client)
+        day = CLOCK - timedelta(days=3)
+        expected = client.truth_count(day, day + timedelta(days=1))
+        child = subprocess.run(
+            [
+                *(sys.executable, __file__, "--memory-child"),
+                *(os.path.join(work, "memory"), day.date().isoformat()),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    if child.returncode != 0:
+        raise SystemExit(f"memory child failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}")
+    figures = json.loads(child.stdout.strip().splitlines()[-1])
+    figures["memory_day_events_expected"] = expected
+    return figures
+
+
+def memory_child(root: str, day: str) -> None:
+    from dropbox_team_log import dag_tasks  # import everything first: the RSS floor
+    from dropbox_team_log.windows import DaySlice, day_start
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lo = day_start(datetime.fromisoformat(day).date())
+    part = DaySlice(datetime.fromisoformat(day).date(), lo, lo + DAY)
+    started = time.perf_counter()
+    report = dag_tasks.sync(
+        {
+            "as_of": int(CLOCK.timestamp()),
+            "conn_id": CONN_ID,
+            "root": root,
+            "team_id": "dbtid:bench",
+            "policy": {
+                "settle_seconds": 25 * 3600,
+                "refresh_seconds": 6 * 3600,
+                "catchup_seconds": 7 * DAY,
+            },
+            **part.to_xcom(),
+        }
+    )
+    wall = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "memory_day_events": report["events"],
+                "memory_rss_after_imports_mb": round(base),
+                "memory_peak_rss_mb": round(peak),
+                "memory_day_wall_s": round(wall, 2),
+            }
+        )
+    )
+
+
+# --- report -------------------------------------------------------------------------------------
+
+TARGETS = {
+    "transform_events_per_s": (">=", 100_000),
+    "transform_speedup": (">=", 25),
+    "backfill_ratio_to_floor": ("<=", 1.3),
+    "pool_backfill_ratio_to_floor": ("<=", 1.3),
+    "memory_peak_rss_mb": ("<=", 300),
+    "storage_share_of_raw_json": ("<=", 0.20),
+    "incr_idle_api_calls": ("<=", 2),
+}
+
+
+def print_table(figures: dict) -> None:
+    print()
+    print(f"{'figure':<40} {'value':>16}  target")
+    print("-" * 72)
+    for key, value in figures.items():
+        target = ""
+        if key in TARGETS:
+            op, bound = TARGETS[key]
+            met = value is not None and (value >= bound if op == ">=" else value <= bound)
+            target = f"{op} {bound}  {'met' if met else 'MISSED'}"
+        print(f"{key:<40} {value!s:>16}  {target}")
+    print()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.25, help="1 = the issue's sizes")
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds per team_log call")
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--skip-airflow", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--memory-child", nargs=2, metavar=("ROOT", "DAY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        logging.disable(logging.INFO)
+        memory_child(*args.memory_child)
+        return 0
+
+    logging.disable(logging.INFO)  # the per-call and per-day logs would bury the figures
+    work = tempfile.mkdtemp(prefix="dtl-bench-")
+    total = 1_000_000 * args.scale
+    epd = total / args.days
+    figures: dict = {"scale": args.scale, "cores": os.cpu_count()}
+    started = time.perf_counter()
+    try:
+        with emulator(epd, latency=args.latency) as client:
+            connect(client)
+            step("transform", "page bytes -> rows -> Parquet, and the SDK-typed baseline")
+            figures |= bench_transform(client, int(50_000 * min(1, args.scale * 2)), 5_000, work)
+            step("backfill", f"{args.days} days, ~{total:,.0f} events, {args.latency}s per call")
+            client.truth_count()  # not timed: the emulator generates its days on first use
+            backfill = bench_backfill(client, args.latency, args.days, work)
+            root = backfill.pop("_root")
+            figures |= backfill
+            figures |= bench_backfill_pool(client, args.latency, args.days, work)
+            figures |= bench_storage(root)
+            step("queries", "DuckDB over the backfill dataset")
+            figures |= bench_queries(root)
+            if not args.skip_airflow:
+                step("airflow", "the same backfill via `airflow dags test`")
+                figures |= bench_airflow(client, args.days, backfill["backfill_wall_s"], work)
+            step("incremental", "nothing new, then ~100k new events")
+            figures |= bench_incremental(client, root, int(100_000 * args.scale), epd)
+        if not args.skip_memory:
+            step("memory", f"one day of {2_000_000 * args.scale:,.0f} events in a fresh process")
+            figures |= bench_memory(2_000_000 * args.scale, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    print_table(figures)
+    print(json.dumps(figures, separators=(",", ":")))
+    return 0
+
+
+def step(name: str, what: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: {what}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

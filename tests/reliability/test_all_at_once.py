@@ -1,0 +1,74 @@
+"""Late events (up to 24 h), byte-identical duplicates, unsorted and empty pages - all at once and
+far above Dropbox's rates - over a 60-day backfill plus three simulated days of incremental runs.
+
+tests/test_pipeline.py runs the same flow at realistic rates under a fault rotation; here the data
+itself is as hostile as the emulator can make it, and the figures go into the summary.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from matrix import EMULATOR, HORIZON, SETTLE, T0, FaultFigures, compare, conn_json, record
+from pipeline_helpers import event_calls, run_dag
+
+HOSTILE = {
+    **EMULATOR,
+    "seed": 23,
+    "events_per_day": 40,
+    "late_rate": 0.6,  # Dropbox: a few percent
+    "duplicate_rate": 0.15,
+    "empty_page_rate": 0.3,
+    "unknown_type_rate": 0.05,
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(airflow_db):
+    from dropbox_team_log.emulator import running_emulator
+
+    with running_emulator(**HOSTILE) as emu:
+        mp = pytest.MonkeyPatch()
+        mp.setenv("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT", conn_json(emu))
+        yield emu
+        mp.undo()
+
+
+@pytest.mark.slow
+def test_hostile_data_backfill_then_three_days_of_incremental_runs(hostile, output):
+    emu = hostile
+    lo = T0 - timedelta(days=60)
+    run_dag(emu, "dropbox_team_log_backfill", T0)
+    expected, lost, duplicated = compare(output, emu, lo, T0, as_of=T0)
+    assert (lost, duplicated) == (0, 0)
+    at = T0
+    for step in range(1, 3 * 4 + 1):  # every 6 h for 3 days
+        at = T0 + timedelta(hours=6 * step)
+        run_dag(emu, "dropbox_team_log_incremental", at)
+        settled = at - SETTLE
+        expected, lost, duplicated = compare(output, emu, lo, settled, as_of=at + HORIZON)
+        assert (lost, duplicated) == (0, 0), f"settled data wrong after the run at {at}"
+        _, _, fresh_dup = compare(output, emu, settled, at, as_of=at + HORIZON)
+        assert fresh_dup == 0, "fresh data over-counted"
+    truth = emu.truth(lo, at - SETTLE, as_of=at + HORIZON)
+    dups = len(truth) - len(set(truth))
+    # Events of the backfill's last day that only became visible after it ran.
+    late = emu.truth_count(T0 - SETTLE, T0, as_of=T0 + HORIZON) - emu.truth_count(
+        T0 - SETTLE, T0, as_of=T0
+    )
+    calls = event_calls(emu)
+    record(
+        FaultFigures(
+            "late + duplicates + unsorted + empty pages (60 d backfill + 3 d incremental)",
+            dups + late,
+            calls,
+            calls,
+            expected,
+            lost,
+            duplicated,
+            note=f"{dups} byte-identical duplicates, {late} events late across the hand-off, "
+            "every page unsorted, 30% empty pages; 1 backfill + 12 incremental runs",
+        )
+    )
+    assert dups > 0 and late > 0, "the hostile data was not hostile"
