@@ -112,3 +112,21 @@ def test_revoked_refresh_token_fails_fast_without_retries(emu, hook):
     assert time.monotonic() - started < 5
     assert emu.stats()["calls"].get("oauth2/token", 0) == 1
     assert "refresh_token" not in str(caught.value).replace("refresh token", "")
+
+
+def test_a_rate_limit_holds_back_every_thread_of_the_sync(emu, hook):
+    """The copies a day's sync gives its threads share one gate: after a 429, the others wait
+    out its Retry-After instead of spending calls of their own against the team's limit."""
+    import copy
+
+    emu.set_faults(
+        [{"kind": "rate_limit", "route": "2/team/get_info", "count": 1, "retry_after": 30}]
+    )
+    first, second = copy.copy(hook.api), copy.copy(hook.api)
+    asked: dict[str, list[float]] = {"first": [], "second": []}
+    first._sleep, second._sleep = asked["first"].append, asked["second"].append
+    first.call("team/get_info", None)  # 429, then retried at once (its sleep only records)
+    second.call("team/get_info", None)  # the gate is still closed for about 30 s
+    assert asked["first"] and asked["first"][0] > 25
+    assert asked["second"] and asked["second"][0] > 25
+    assert emu.stats()["faults_injected"] == {"rate_limit": 1}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -80,6 +81,31 @@ class RouteResponseError(Exception):
         return RouteError(self.route, self.tag, self.summary)
 
 
+class RateLimitGate:
+    """A 429 pauses every thread that shares the gate until its Retry-After has passed.
+
+    Rate-limited calls count against the team's limit, so the other threads of a day's sync must
+    back off too instead of each discovering the limit with a call of its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._not_before = 0.0  # time.monotonic() value
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self._not_before = max(self._not_before, time.monotonic() + seconds)
+
+    def wait(self, sleep: Callable[[float], None]) -> float:
+        """Sleep until the gate opens; return how long that was."""
+        with self._lock:
+            delay = self._not_before - time.monotonic()
+        if delay > 0:
+            sleep(delay)
+            return delay
+        return 0.0
+
+
 class TeamApiClient:
     """Calls RPC routes of one team, raw JSON in and out."""
 
@@ -97,6 +123,8 @@ class TeamApiClient:
         self.policy = policy or RetryPolicy()
         self.stats = CallStats()
         self._sleep = sleep
+        #: Shared by the copies a day's sync makes for its threads (copy.copy keeps the object).
+        self.rate_gate = RateLimitGate()
         self._on_new_access_token = on_new_access_token
 
     def call(self, route: str, arg: dict | None) -> dict:
@@ -105,6 +133,7 @@ class TeamApiClient:
         attempt = 0
         rate_limited = 0
         while True:
+            self.rate_gate.wait(self._sleep)
             self.stats.calls += 1
             try:
                 self._refresh_if_needed()
@@ -126,7 +155,7 @@ class TeamApiClient:
                     ) from None
                 wait = min(float(exc.backoff or 5.0), self.policy.max_retry_after)
                 log.warning("Dropbox rate limit on %s: waiting %.1f s (Retry-After)", route, wait)
-                self._sleep(wait)
+                self.rate_gate.hold(wait)  # every thread of this sync waits, not just this one
             except (
                 InternalServerError,
                 _BadBody,
