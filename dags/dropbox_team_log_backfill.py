@@ -38,12 +38,7 @@ from dropbox_team_log import dag_config
         "end": Param(
             None, type=["null", "string"], description="Explicit range end, exclusive; with start"
         ),
-        "conn_id": Param(
-            None,
-            type=["null", "string"],
-            description="Connection id (default: Variable dropbox_team_log_conn_id, "
-            "else dropbox_team_default)",
-        ),
+        "conn_id": dag_config.conn_id_param(),
     },
 )
 def dropbox_team_log_backfill():

@@ -40,12 +40,7 @@ from dropbox_team_log import dag_config
         "catchup_days": Param(
             7, type="number", minimum=1, description="How far back a run fills gaps after an outage"
         ),
-        "conn_id": Param(
-            None,
-            type=["null", "string"],
-            description="Connection id (default: Variable dropbox_team_log_conn_id, "
-            "else dropbox_team_default)",
-        ),
+        "conn_id": dag_config.conn_id_param(),
     },
 )
 def dropbox_team_log_incremental():

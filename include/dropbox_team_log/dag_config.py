@@ -10,7 +10,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, XComArg, task
+from airflow.sdk import Asset, Param, XComArg, task
 
 from dropbox_team_log.alerts import on_failure
 
@@ -39,6 +39,16 @@ INCREMENTAL_DEFAULT_ARGS = {
     "max_retry_delay": timedelta(minutes=10),
     "on_failure_callback": on_failure,
 }
+
+
+def conn_id_param() -> Param:
+    """The `conn_id` param both sync DAGs take (a fresh Param per DAG)."""
+    return Param(
+        None,
+        type=["null", "string"],
+        description=f"Connection id (default: Variable {CONN_ID_VARIABLE}, "
+        "else dropbox_team_default)",
+    )
 
 
 def plan_and_sync(kind: str) -> XComArg:
