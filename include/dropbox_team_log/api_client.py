@@ -156,6 +156,7 @@ class TeamApiClient:
                 wait = min(float(exc.backoff or 5.0), self.policy.max_retry_after)
                 log.warning("Dropbox rate limit on %s: waiting %.1f s (Retry-After)", route, wait)
                 self.rate_gate.hold(wait)  # every thread of this sync waits, not just this one
+                self._sleep(wait)  # this one the full Retry-After
             except (
                 InternalServerError,
                 _BadBody,
