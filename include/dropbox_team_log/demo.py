@@ -258,12 +258,13 @@ def summarize(root: Path) -> None:
         FROM events WHERE auth_status = 'unauthenticated'
         GROUP BY 1 ORDER BY views DESC, link_or_file LIMIT 5""",
     )
-    print("\nQuery it yourself, e.g. with DuckDB (.venv/bin/python -m duckdb, or any client):")
-    print(f"  files: {glob}")
-    print(
-        "  SELECT event_type, count(*) FROM read_parquet('<files>', hive_partitioning = true)"
-        " GROUP BY ALL ORDER BY 2 DESC;"
+    print("\nQuery it yourself, with the analyst views (docs/querying.md):")
+    example = (
+        '"SELECT timestamp, shared_link, asset_name, country, ip_address '
+        'FROM unauthenticated_access ORDER BY timestamp DESC LIMIT 10"'
     )
+    print(f"  .venv/bin/dropbox-team-log query --root {root} " + example)
+    print(f"  or any Parquet reader over {glob} (hive partition event_date)")
     print("  Columns: docs/data_dictionary.md. Logs of this demo: data/demo/logs/.")
 
 
