@@ -2,8 +2,9 @@
 
 Written through the sync layer (`sync_day`, the mapped task's body: real HTTP, real SDK, real
 transform and Parquet writer) rather than full DAG runs, for speed. Besides the emulator's own
-generated events it holds Dropbox's spec examples (../shared/fixtures: one event per type, odd
-actors included) and a few hostile names, so the views meet every shape the API documents.
+generated events it holds Dropbox's spec examples (the package's copy of ../shared/fixtures: one
+event per type, odd actors included) and a few hostile names, so the views meet every shape the
+API documents.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pipeline_helpers import connection_json, utc
 #: The connection time: the dataset is the DAYS days before it.
 T0 = utc(2026, 11, 20, 10, 30, 15)
 DAYS = 30
+#: Dropbox's spec examples, as the package ships them (a copy of ../shared/fixtures/).
 SPEC_FIXTURE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "fixtures"
-    / ("dropbox_spec_team_events.ndjson")
+    Path(__file__).resolve().parents[1]
+    / "include"
+    / "dropbox_team_log"
+    / "emulator"
+    / "dropbox_spec_team_events.ndjson"
 )
 #: A file name that would run script in the report if it were not escaped.
 HOSTILE_NAME = "</script><img src=x onerror=\"document.title='pwned'\">.pdf"
