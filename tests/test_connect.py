@@ -36,6 +36,16 @@ class FakeTTY(io.StringIO):
         return True
 
 
+def connect_argv(emu, conn_id: str, *extra: str) -> list[str]:
+    """`dropbox-team-log connect` against the emulator with the test app's secret."""
+    return [
+        "connect",
+        *("--app-key", emu.config.app_key, "--app-secret", APP_SECRET),
+        *("--api-base-url", emu.base_url, "--conn-id", conn_id),
+        *extra,
+    ]
+
+
 @pytest.fixture
 def emu():
     from dropbox_team_log.emulator import running_emulator
@@ -251,19 +261,7 @@ def test_console_script_without_a_terminal(emu, conn_id, transcript):
 
 def test_missing_scope_fails_and_saves_nothing(emu, conn_id, monkeypatch, transcript, spy):
     interactive(monkeypatch, transcript, emu, scope="team_info.read")
-    rc = cli.main(
-        [
-            "connect",
-            "--app-key",
-            emu.config.app_key,
-            "--app-secret",
-            APP_SECRET,
-            "--api-base-url",
-            emu.base_url,
-            "--conn-id",
-            conn_id,
-        ]
-    )
+    rc = cli.main(connect_argv(emu, conn_id))
     _, err = transcript.take()
     assert rc == 1
     assert str(MissingScopeError(conn_id, "events.read")) in err
@@ -372,21 +370,7 @@ def test_secret_prompt_on_a_terminal(emu, monkeypatch, transcript):
 
 
 def test_no_save_tests_but_writes_nothing(emu, conn_id, transcript):
-    rc = cli.main(
-        [
-            "connect",
-            "--app-key",
-            emu.config.app_key,
-            "--app-secret",
-            APP_SECRET,
-            "--api-base-url",
-            emu.base_url,
-            "--conn-id",
-            conn_id,
-            "--no-save",
-            f"--code={fresh_code(emu)}",
-        ]
-    )
+    rc = cli.main(connect_argv(emu, conn_id, "--no-save", f"--code={fresh_code(emu)}"))
     out, _ = transcript.take()
     assert rc == 0
     assert "not saved" in out
@@ -397,21 +381,7 @@ def test_refuses_to_overwrite_another_connection_type(emu, conn_id, transcript):
     model = connect._orm_connection()
     with connect._db_session() as session:
         session.add(model(conn_id=conn_id, conn_type="http", host="example.com"))
-    rc = cli.main(
-        [
-            "connect",
-            "--app-key",
-            emu.config.app_key,
-            "--app-secret",
-            APP_SECRET,
-            "--api-base-url",
-            emu.base_url,
-            "--conn-id",
-            conn_id,
-            "--code",
-            "unused",
-        ]
-    )
+    rc = cli.main(connect_argv(emu, conn_id, "--code", "unused"))
     assert rc == 1
     assert "exists with type 'http'" in transcript.take()[1]
     assert db_row(conn_id).conn_type == "http"
