@@ -447,37 +447,13 @@ class Team:
             if i % 10 == 0:
                 name = f"{top} {sub}"
                 rel = f"/{top}/{name}"
-                obj: Json = {
-                    ".tag": "folder",
-                    "path": {
-                        "contextual": rel,
-                        "namespace_relative": {
-                            "ns_id": ns,
-                            "relative_path": rel,
-                            "is_shared_namespace": shared,
-                        },
-                    },
-                    "display_name": name,
-                    "file_id": "id:" + rand_id(rng, "", 22, _ALNUM),
-                }
+                obj = _asset_log_info("folder", rel, name, ns, shared, rng)
             else:
                 ext, lo, hi = rng.choice(FILE_EXTS)
                 name = f"{rng.choice(FILE_STEMS)} {rng.randrange(1, 400)}{ext}"
                 rel = f"/{top}/{sub}/{name}"
-                obj = {
-                    ".tag": "file",
-                    "path": {
-                        "contextual": rel,
-                        "namespace_relative": {
-                            "ns_id": ns,
-                            "relative_path": rel,
-                            "is_shared_namespace": shared,
-                        },
-                    },
-                    "display_name": name,
-                    "file_id": "id:" + rand_id(rng, "", 22, _ALNUM),
-                    "file_size": rng.randrange(lo, hi),
-                }
+                obj = _asset_log_info("file", rel, name, ns, shared, rng)
+                obj["file_size"] = rng.randrange(lo, hi)
             link = None
             if rng.random() < 0.3:
                 kind = "fo" if obj[".tag"] == "folder" else "fi"
@@ -488,3 +464,22 @@ class Team:
                 )
             out.append(Asset(obj, name, owner, link))
         return out
+
+
+def _asset_log_info(
+    tag: str, rel: str, name: str, ns: str, shared: bool, rng: random.Random
+) -> Json:
+    """A file or folder AssetLogInfo in Dropbox's wire shape (key order as the API sends it)."""
+    return {
+        ".tag": tag,
+        "path": {
+            "contextual": rel,
+            "namespace_relative": {
+                "ns_id": ns,
+                "relative_path": rel,
+                "is_shared_namespace": shared,
+            },
+        },
+        "display_name": name,
+        "file_id": "id:" + rand_id(rng, "", 22, _ALNUM),
+    }
