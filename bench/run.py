@@ -364,6 +364,7 @@ def bench_backfill(client: EmulatorClient, latency: float, days: int, work: str)
         "backfill_floor_s": round(floor, 2),
         "backfill_ratio_to_floor": round(run.wall / floor, 2) if floor else None,
         "backfill_floor_min_pages_s": round(min_pages * latency / concurrency, 2),
+        "backfill_ratio_to_min_pages_floor": round(run.wall * concurrency / min_pages / latency, 2),
         "backfill_events_per_s": round(run.events / run.wall),
         # What the 2 shared cores had to do: our process and the emulator serving the pages.
         "backfill_cpu_pipeline_s": round(cpu_ours, 1),
