@@ -1,21 +1,34 @@
 """The hook reads a 60-day range exactly, whatever the API throws at it.
 
 Real HTTP against the emulator, the real SDK underneath; the result is compared with the
-emulator's ground truth as a multiset (byte-identical duplicates are separate entries).
+emulator's ground truth as a multiset (byte-identical duplicates are separate entries). A small
+scripted HTTP server stands in for bodies the emulator never sends (a valid page of the wrong
+shape).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import dropbox
 import dropbox.team_log
+import msgspec
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from pipeline_helpers import connection_json, multiset, utc
 
-from dropbox_team_log.errors import RefreshTokenRevokedError
+from dropbox_team_log.api_client import RetryPolicy, TeamApiClient
+from dropbox_team_log.errors import RefreshTokenRevokedError, RouteError, TransientApiError
+from dropbox_team_log.event_reader import EventReader
 from dropbox_team_log.hook import DropboxTeamHook
+from dropbox_team_log.transform import UTC_TS_S, events_to_batch
+from dropbox_team_log.transport import build_session
 
 T = utc(2026, 11, 20, 12, 0, 0)
 START, END = T - timedelta(days=60), T
@@ -130,3 +143,157 @@ def test_a_rate_limit_holds_back_every_thread_of_the_sync(emu, hook):
     assert asked["first"] and asked["first"][0] > 25
     assert asked["second"] and asked["second"][0] > 25
     assert emu.stats()["faults_injected"] == {"rate_limit": 1}
+
+
+# --- the events are the API's bytes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["none", "cursor_reset", "bad_cursor", "truncated_body"])
+def test_raw_event_is_exactly_the_bytes_the_emulator_served(kind, emu, hook):
+    """Page items are the served bytes; so is raw_event, duplicates and restarts included."""
+    emu.set_faults(FAULTS[kind])
+    batches: list[pa.RecordBatch] = []
+    for page in hook.event_reader().iter_pages(int(START.timestamp()), int(END.timestamp())):
+        if page.discard_from is not None:
+            cut = pa.scalar(page.discard_from, UTC_TS_S)
+            batches = [b.filter(pc.less(b.column("timestamp"), cut)) for b in batches]
+        if not page.events:
+            continue
+        assert all(isinstance(event, msgspec.Raw) for event in page.events)
+        batch = events_to_batch(page.events, team_id="dbtid:x", ingested_at=T)
+        served = [bytes(event) for event in page.events]
+        assert [r.encode() for r in batch.column("raw_event").to_pylist()] == served
+        batches.append(batch)
+    got = Counter(r.encode() for b in batches for r in b.column("raw_event").to_pylist())
+    want = Counter(emu.truth(START, END, as_of=T))
+    assert max(want.values()) > 1, "the emulator served no byte-identical duplicates"
+    assert got == want
+    if kind != "none":
+        assert emu.stats()["faults_injected"].get(kind, 0) > 0, f"{kind} never fired"
+
+
+def test_page_parsed_gives_the_events_as_dicts(emu, hook):
+    pages = hook.event_reader(page_limit=5).iter_pages(int(START.timestamp()), int(END.timestamp()))
+    page = next(pages)
+    pages.close()
+    assert page.parsed() == [orjson.loads(bytes(event)) for event in page.events]
+    assert all(isinstance(event, dict) for event in page.parsed())
+
+
+# --- bodies the emulator never sends: transient vs permanent --------------------------------
+
+PAGE = (
+    b'{"events":[{"timestamp":"2026-01-01T00:00:00Z","event_type":{".tag":"x"}}],"has_more":false}'
+)
+
+
+class _ScriptedApi(ThreadingHTTPServer):
+    """Answers each POST with the next scripted 200 body (application/json, as Dropbox does)."""
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        super().__init__(("127.0.0.1", 0), _ScriptedHandler)
+        self.bodies = list(bodies)
+        self.calls = 0
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    server: _ScriptedApi
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.calls += 1
+        body = self.server.bodies.pop(0)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Dropbox-Request-Id", f"req-{self.server.calls}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted():
+    """`serve(*bodies)` -> (EventReader on a server answering with those bodies, the server)."""
+    servers: list[_ScriptedApi] = []
+
+    def serve(*bodies: bytes) -> tuple[EventReader, _ScriptedApi]:
+        server = _ScriptedApi(list(bodies))
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        client = dropbox.DropboxTeam(
+            oauth2_access_token="test-access-token",
+            session=build_session(f"http://127.0.0.1:{server.server_address[1]}"),
+            max_retries_on_error=0,
+            max_retries_on_rate_limit=0,
+            timeout=5,
+        )
+        api = TeamApiClient(
+            client, conn_id="scripted", policy=RetryPolicy(max_attempts=3), sleep=lambda _: None
+        )
+        return EventReader(api), server
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _read(reader: EventReader) -> list[dict]:
+    return reader.read_all(1767225600, 1767229200)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        PAGE[:40],  # truncated
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"",
+        b"[1, 2]",  # JSON, but not an object
+        PAGE + b"garbage",
+        rb'{"events":["\ud800"]}',  # a lone surrogate: not JSON
+    ],
+)
+def test_a_body_that_is_not_json_is_retried_then_read(scripted, bad):
+    reader, server = scripted(bad, PAGE)
+    events = _read(reader)
+    assert [e["event_type"][".tag"] for e in events] == ["x"]
+    assert server.calls == 2
+    assert reader.api.stats.retries["malformed_response"] == 1
+
+
+def test_bad_bodies_without_end_exhaust_the_retry_budget(scripted):
+    reader, server = scripted(*[PAGE[:40]] * 3)
+    with pytest.raises(TransientApiError, match="malformed_response"):
+        _read(reader)
+    assert server.calls == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b'{"cursor":"c","has_more":false}', "missing required field `events`"),
+        (b'{"events":null}', "events"),
+        (b'{"events":{"a":1}}', "events"),
+        (b'{"events":[],"has_more":"yes"}', "has_more"),
+    ],
+)
+def test_a_valid_json_page_of_the_wrong_shape_is_a_permanent_error(scripted, body, needle):
+    reader, server = scripted(body, PAGE)
+    with pytest.raises(RouteError, match="malformed_page") as err:
+        _read(reader)
+    assert needle in str(err.value)
+    assert server.calls == 1, "a wrong envelope must not be asked for again"
+    assert reader.api.stats.retries == Counter()
+
+
+def test_has_more_without_a_cursor_is_a_permanent_error_after_the_page(scripted):
+    body = PAGE.replace(b'"has_more":false', b'"has_more":true')
+    reader, server = scripted(body, PAGE)
+    pages = reader.iter_pages(1767225600, 1767229200)
+    assert len(next(pages).events) == 1
+    with pytest.raises(RouteError, match="has_more without a cursor"):
+        next(pages)
+    assert server.calls == 1

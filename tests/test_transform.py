@@ -1,23 +1,28 @@
-"""transform: every fixture event type -> one exact row; malformed input is refused by position."""
+"""transform: every fixture event type -> one exact row; raw_event and the JSON columns are the
+exact bytes the API sent; malformed input is refused by position."""
 
 from __future__ import annotations
 
 import calendar
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pytest
 
 import dropbox_team_log
+from dropbox_team_log.event_wire import decode_page
 from dropbox_team_log.transform import (
     EVENT_SCHEMA,
     MalformedEventError,
     events_to_batch,
     format_timestamp,
+    page_to_batch,
     parse_timestamp,
 )
 
@@ -343,9 +348,10 @@ def _break(**changes: object) -> list[object]:
 @pytest.mark.parametrize(
     ("events", "needle"),
     [
-        (["not an event"], "expected a JSON object"),
-        ([None], "expected a JSON object"),
-        (_break(timestamp=None), "no timestamp"),
+        (["not an event"], "Expected `object`, got `str`"),
+        ([None], "Expected `object`, got `null`"),
+        ([[1, 2]], "Expected `object`, got `array`"),
+        (_break(timestamp=None), "missing required field `timestamp`"),
         (_break(timestamp="2026-01-01 00:00:00"), "timestamp"),
         (_break(timestamp="2026-01-01T00:00:00.5Z"), "timestamp"),
         (_break(timestamp="2026-13-01T00:00:00Z"), "month"),
@@ -356,12 +362,14 @@ def _break(**changes: object) -> list[object]:
         (_break(timestamp=1767225600), "timestamp"),
         (_break(event_type=None), "event_type"),
         (_break(event_type={"description": "no tag"}), "event_type"),
-        (_break(event_type={".tag": ""}), "event_type"),
+        (_break(event_type={".tag": ""}), re.escape('$.event_type[".tag"]')),
         (_break(event_type={".tag": 7}), "event_type"),
         (_break(event_type="file_add"), "event_type"),
         (_break(involve_non_team_member="yes"), "involve_non_team_member"),
         (_break(actor="someone"), "position 3"),
+        (_break(actor={".tag": "user", "user": "someone"}), re.escape("$.actor.user")),
         (_break(origin={"geo_location": {"ip_address": 12345}}), "ip_address"),
+        (_break(event_category={".tag": ["a"]}), "event_category"),
     ],
 )
 def test_malformed_events_are_refused_with_position(events, needle):
@@ -371,6 +379,163 @@ def test_malformed_events_are_refused_with_position(events, needle):
     assert err.value.position == expected_position
     assert f"position {expected_position}" in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+# --- raw bytes in: the API's bytes are kept, never re-serialised --------------------------
+
+MINIMAL = b'{"timestamp":"2026-01-01T00:00:00Z","event_type":{".tag":"file_add"}}'
+
+
+def raw_rows(*raws: bytes) -> list[dict]:
+    return events_to_batch(list(raws), team_id=TEAM, ingested_at=INGESTED).to_pylist()
+
+
+def spec_page(lines: list[bytes]) -> bytes:
+    return b'{"events":[' + b",".join(lines) + b'],"cursor":"AAAA","has_more":true}'
+
+
+def test_page_to_batch_keeps_each_event_s_exact_bytes(fixture_batch):
+    lines = fixture_lines()
+    batch = page_to_batch(spec_page(lines), team_id=TEAM, ingested_at=INGESTED)
+    assert batch.schema == EVENT_SCHEMA
+    batch.validate(full=True)
+    assert [r.encode() for r in batch.column("raw_event").to_pylist()] == lines
+    # Same columns as from parsed events (whose encoding is the same compact JSON here).
+    assert batch.equals(fixture_batch[1])
+    # A str body (what the SDK hands over) gives the same batch.
+    text_batch = page_to_batch(spec_page(lines).decode(), team_id=TEAM, ingested_at=INGESTED)
+    assert text_batch.equals(batch)
+
+
+def test_the_reader_s_raw_items_go_in_as_they_are():
+    lines = fixture_lines()[:20]
+    raws = decode_page(spec_page(lines)).events
+    assert all(isinstance(raw, msgspec.Raw) for raw in raws)
+    batch = events_to_batch(raws, team_id=TEAM, ingested_at=INGESTED)
+    assert [r.encode() for r in batch.column("raw_event").to_pylist()] == lines
+
+
+def test_every_kind_of_event_input_gives_the_same_rows():
+    lines = fixture_lines()[:4]
+    kinds = [lines[0], msgspec.Raw(lines[1]), bytearray(lines[2]), memoryview(lines[3])]
+    mixed = events_to_batch(kinds, team_id=TEAM, ingested_at=INGESTED)
+    dicts = events_to_batch(
+        [orjson.loads(line) for line in lines], team_id=TEAM, ingested_at=INGESTED
+    )
+    assert mixed.equals(dicts)
+
+
+def test_json_columns_are_the_exact_bytes_of_those_values():
+    raw = (
+        b'{ "timestamp" : "2026-01-01T00:00:00Z", "event_type": {".tag": "file_add"},\n'
+        b' "details" : {"path": "caf\\u00e9 \\/x", "n": 1.50, "e": 1E3} ,'
+        b' "assets": [ ], "participants":[{"a":null}] }'
+    )
+    row = raw_rows(raw)[0]
+    assert row["raw_event"].encode() == raw  # spacing, escapes and number forms as sent
+    assert row["details"] == '{"path": "caf\\u00e9 \\/x", "n": 1.50, "e": 1E3}'
+    assert row["assets"] == "[ ]"
+    assert row["participants"] == '[{"a":null}]'
+
+
+@pytest.mark.parametrize("column", ["details", "assets", "participants"])
+def test_json_null_and_absent_are_both_null(column):
+    absent = raw_rows(MINIMAL)[0]
+    null = raw_rows(MINIMAL[:-1] + f',"{column}":null}}'.encode())[0]
+    assert absent[column] is None
+    assert null[column] is None
+    empty = raw_rows(MINIMAL[:-1] + f',"{column}":{{}}}}'.encode())[0]
+    assert empty[column] == "{}"
+
+
+def test_nulls_in_a_json_column_sit_next_to_values():
+    with_details = MINIMAL[:-1] + b',"details":{"x":1}}'
+    batch = events_to_batch(
+        [MINIMAL, with_details, MINIMAL, with_details], team_id=TEAM, ingested_at=INGESTED
+    )
+    batch.validate(full=True)
+    assert batch.column("details").to_pylist() == [None, '{"x":1}', None, '{"x":1}']
+    assert batch.column("details").null_count == 2
+    assert batch.column("assets").null_count == 4
+
+
+def test_unknown_fields_and_an_unknown_event_type_still_convert():
+    raw = (
+        b'{"timestamp":"2026-01-01T00:00:00Z","brand_new_top":{"deep":[1,{"x":null}]},'
+        b'"event_type":{".tag":"quantum_teleport_file","description":"(future)","extra":7},'
+        b'"event_category":{".tag":"quantum","quantum":{"q":1}},'
+        b'"actor":{".tag":"user","user":{".tag":"team_member","email":"a@b.c","new_id":5},'
+        b'"shiny":true},'
+        b'"origin":{"geo_location":{"ip_address":"2001:db8::1","altitude":12.5},'
+        b'"access_method":{".tag":"teleporter","teleporter":{"id":"t"}},"x":[]},'
+        b'"context":{".tag":"team","team":{}},"details":{".tag":"quantum_teleport_file_details"}}'
+    )
+    row = raw_rows(raw)[0]
+    assert row["raw_event"].encode() == raw
+    assert (row["event_type"], row["event_category"]) == ("quantum_teleport_file", "quantum")
+    assert (row["actor_type"], row["actor_user_type"], row["actor_email"]) == (
+        "user",
+        "team_member",
+        "a@b.c",
+    )
+    assert (row["ip_address"], row["access_method"], row["context_type"]) == (
+        "2001:db8::1",
+        "teleporter",
+        "team",
+    )
+    assert row["auth_status"] == "authenticated"
+
+
+def test_non_ascii_and_escaped_strings_round_trip_from_bytes():
+    name = 'Zoë "q" back\\slash tab\t nl\n nul\x00 😀 \u202eRTL\u202c \u2028 日本'
+    escaped = json.dumps(name)  # \u-escapes for everything non-ASCII, surrogate pair for 😀
+    raw_utf8 = json.dumps(name, ensure_ascii=False)
+    for encoded in (escaped, raw_utf8):
+        raw = (
+            '{"timestamp":"2026-01-01T00:00:00Z","event_type":{".tag":"file_add"},'
+            f'"actor":{{".tag":"user","user":{{"display_name":{encoded},"email":"zoë@例え.jp"}}}},'
+            f'"details":{{"note":{encoded}}}}}'
+        ).encode()
+        row = raw_rows(raw)[0]
+        assert row["actor_display_name"] == name
+        assert row["actor_email"] == "zoë@例え.jp"
+        assert row["raw_event"].encode() == raw
+        assert json.loads(row["details"])["note"] == name
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        (MINIMAL[:-5], "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"<html>", "not valid JSON"),
+        (MINIMAL + b" trailing", "not valid JSON"),
+        (MINIMAL[:-1] + b',"unknown":"\xff\xfe"}', "not valid UTF-8"),
+        (MINIMAL[:-1] + b',"details":{"a":"\xc3("}}', "not valid UTF-8"),
+        (MINIMAL[:-1] + b',"actor":{".tag":"\xff"}}', "not valid UTF-8"),
+        (MINIMAL[:-1] + b',"details":"\\ud800"}', "not valid JSON"),  # lone surrogate
+    ],
+)
+def test_broken_event_bytes_are_refused_with_position(bad, needle):
+    events = [MINIMAL, MINIMAL, bad, MINIMAL]
+    with pytest.raises(MalformedEventError, match=needle) as err:
+        events_to_batch(events, team_id=TEAM, ingested_at=INGESTED)
+    assert err.value.position == 2
+
+
+def test_an_item_that_is_not_json_at_all_is_refused_with_position():
+    with pytest.raises(MalformedEventError, match="not a JSON value") as err:
+        events_to_batch([MINIMAL, object()], team_id=TEAM, ingested_at=INGESTED)
+    assert err.value.position == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"<html>busy</html>", b'{"events":[', b"[]", b'{"cursor":"x"}', b'{"events":{}}'],
+)
+def test_page_to_batch_refuses_a_body_that_is_not_a_page(body):
+    with pytest.raises(msgspec.DecodeError):
+        page_to_batch(body, team_id=TEAM, ingested_at=INGESTED)
 
 
 # --- parse_timestamp ------------------------------------------------------------------------
@@ -386,21 +551,57 @@ def test_parse_timestamp_matches_calendar_over_random_instants():
     assert parse_timestamp("2024-02-29T23:59:59Z") == calendar.timegm((2024, 2, 29, 23, 59, 59))
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "2026-01-01T00:00:00",
-        "2026-01-01T00:00:00z",
-        "2026-01-01t00:00:00Z",
-        "2026-1-01T00:00:00Z ",
-        "+026-01-01T00:00:00Z",
-        "2026-01-01T0 :00:00Z",
-        "2026-01-01T00:00:60Z",
-        "2025-02-29T00:00:00Z",
-        "0000-01-01T00:00:00Z",
-    ],
-)
+NOT_WIRE_TIMESTAMPS = [
+    "",
+    "2026-01-01T00:00:00",
+    "2026-01-01T00:00:00z",
+    "2026-01-01t00:00:00Z",
+    "2026-1-01T00:00:00Z ",
+    "+026-01-01T00:00:00Z",
+    "2026-01-01T0 :00:00Z",
+    "2026-01-01T00:00:60Z",
+    "2025-02-29T00:00:00Z",
+    "0000-01-01T00:00:00Z",
+    "2026-01-01 00:00:00Z",
+    "2026-01-01T00:00:00+00:00",
+    "2026-01-01T00:00:00.0Z",
+    "2026-01-01T00:00Z",
+    "2026-04-31T00:00:00Z",
+    "2026-00-10T00:00:00Z",
+    "2026-01-00T00:00:00Z",
+    "2026-01-01T23:59:59ZZ",
+    "\uff12026-01-01T00:00:00Z",
+    "2026-01-01T00:00:0\u0661Z",  # an Arabic-Indic digit
+]
+
+
+@pytest.mark.parametrize("text", NOT_WIRE_TIMESTAMPS)
 def test_parse_timestamp_is_strict(text):
     with pytest.raises(ValueError):
         parse_timestamp(text)
+
+
+@pytest.mark.parametrize("text", NOT_WIRE_TIMESTAMPS)
+def test_batches_refuse_the_same_timestamps_by_position(text):
+    events = [MINIMAL, MINIMAL.replace(b"2026-01-01T00:00:00Z", json.dumps(text).encode()[1:-1])]
+    with pytest.raises(MalformedEventError, match="bad timestamp") as err:
+        events_to_batch(events, team_id=TEAM, ingested_at=INGESTED)
+    assert err.value.position == 1
+
+
+def test_batch_timestamps_equal_parse_timestamp_over_random_instants():
+    """The batch parses its timestamps in Arrow: same seconds as `parse_timestamp`, years 1-9999."""
+    rng = random.Random(11)
+    first, last = -62_135_596_800, 253_402_300_799  # 0001-01-01T00:00:00Z, 9999-12-31T23:59:59Z
+    epochs = [rng.randrange(first, last + 1) for _ in range(4000)]
+    epochs += [first, last, -1, 0, 951_782_400, 4_107_542_399]  # 2000-02-29, 2100-02-28 end
+    texts = []
+    for epoch in epochs:
+        d = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=epoch)
+        texts.append(
+            f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}Z"
+        )
+    raws = [MINIMAL.replace(b"2026-01-01T00:00:00Z", text.encode()) for text in texts]
+    batch = events_to_batch(raws, team_id=TEAM, ingested_at=INGESTED)
+    seconds = batch.column("timestamp").cast(pa.int64()).to_pylist()
+    assert seconds == epochs == [parse_timestamp(text) for text in texts]

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import dropbox
 import orjson
@@ -39,6 +40,8 @@ from dropbox_team_log.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,17 @@ class TeamApiClient:
         self.rate_gate = RateLimitGate()
         self._on_new_access_token = on_new_access_token
 
-    def call(self, route: str, arg: dict | None) -> dict:
-        """POST one route; return the decoded JSON result or raise a classified error."""
+    def call(
+        self, route: str, arg: dict | None, *, decode: Callable[[str], T] | None = None
+    ) -> T | dict:
+        """POST one route; return the decoded result or raise a classified error.
+
+        `decode` turns the 200 body (the SDK hands it over as a str) into the result; by
+        default a JSON object becomes a dict. When it raises ValueError (orjson's and msgspec's
+        decode errors are ValueErrors), the body is not the JSON promised (truncated, HTML, ...):
+        that is retried like a dropped connection. Any other exception it raises leaves as is
+        (a valid page of the wrong shape is a permanent error, not a reason to ask again).
+        """
         body = "null" if arg is None else orjson.dumps(arg).decode()
         attempt = 0
         rate_limited = 0
@@ -143,7 +155,7 @@ class TeamApiClient:
                 self._report_token()
                 if isinstance(result, RouteErrorResult):
                     raise _decode_route_error(route, result.obj_result)
-                return _decode_body(route, result.obj_result)
+                return _decode_body(route, result.obj_result, decode)
             except RateLimitError as exc:
                 rate_limited += 1
                 self.stats.retries["rate_limit"] += 1
@@ -257,7 +269,14 @@ class _BadBody(Exception):
     """A 200 whose body is not the JSON object promised (truncated, HTML, ...)."""
 
 
-def _decode_body(route: str, text: str) -> dict:
+def _decode_body(route: str, text: str, decode: Callable[[str], T] | None) -> T | dict:
+    if decode is not None:
+        try:
+            return decode(text)
+        except ValueError as exc:
+            raise _BadBody(
+                f"{route}: body is not the JSON promised ({len(text)} chars, {type(exc).__name__})"
+            ) from None
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:

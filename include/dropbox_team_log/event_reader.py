@@ -6,17 +6,24 @@ drop genuine byte-identical repeats), the reader tells its consumer which alread
 events to forget: a page with `discard_from = t` means "drop what you got with timestamp >= t",
 then the reader re-reads `[t, end)` with a fresh query. Consumers can stream pages and still end
 with the exact multiset.
+
+Pages are decoded with `event_wire.decode_page`: each event stays the exact JSON bytes the API
+sent (no dicts are built; `transform.events_to_batch` reads them directly).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
+import orjson
+
 from dropbox_team_log.api_client import RouteResponseError, TeamApiClient
 from dropbox_team_log.errors import CursorRestartLimitError, RouteError
+from dropbox_team_log.event_wire import EventsPage, decode_page
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +34,21 @@ WIRE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 @dataclass(frozen=True)
 class EventPage:
-    """One API page. `discard_from`, when set, applies *before* this page's events."""
+    """One API page. `discard_from`, when set, applies *before* this page's events.
 
-    events: list[dict]
+    `events` holds each event's exact JSON bytes as the API sent them: bytes-like
+    `msgspec.Raw` objects (use `bytes(raw)`, or `memoryview(raw)` for no copy) that borrow
+    from the page body. `transform.events_to_batch` takes them as they are; `parsed()`
+    gives dicts for the odd caller that needs them.
+    """
+
+    events: list[msgspec.Raw]
     discard_from: int | None = None  # epoch seconds
     has_more: bool = False  # more pages of this range follow (lets a consumer stop and split)
+
+    def parsed(self) -> list[dict]:
+        """The events as dicts (orjson): for checks and small pages, not the pipeline's path."""
+        return [orjson.loads(memoryview(event)) for event in self.events]
 
 
 @dataclass
@@ -84,7 +101,11 @@ class EventReader:
                 yield EventPage([], discard_from)
                 return
             try:
-                result = self.api.call(GET_EVENTS, self._query(query_start, end, category))
+                result = self.api.call(
+                    GET_EVENTS,
+                    self._query(query_start, end, category),
+                    decode=_page_decoder(GET_EVENTS),
+                )
             except RouteResponseError as exc:
                 raise exc.as_route_error() from None
             try:
@@ -105,12 +126,12 @@ class EventReader:
                 log.warning("Dropbox cursor %s: re-reading from %s", exc.tag, to_wire(query_start))
 
     def read_all(self, start: int, end: int, *, category: str | None = None) -> list[dict]:
-        """Whole range in memory, discards applied: for checks and small ranges."""
+        """Whole range in memory as dicts, discards applied: for checks and small ranges."""
         events: list[dict] = []
         for page in self.iter_pages(start, end, category=category):
             if page.discard_from is not None:
                 events = [e for e in events if from_wire(e["timestamp"]) < page.discard_from]
-            events.extend(page.events)
+            events.extend(page.parsed())
         return events
 
     def _query(self, start: int, end: int, category: str | None) -> dict:
@@ -122,24 +143,27 @@ class EventReader:
             query["category"] = {".tag": category}
         return query
 
-    def _follow(self, result: dict) -> Iterator[tuple[list[dict], bool]]:
+    def _follow(self, result: EventsPage) -> Iterator[tuple[list[msgspec.Raw], bool]]:
         """Pages of one query: the first result, then /continue with the latest cursor."""
         while True:
-            events = result.get("events")
-            if not isinstance(events, list):
-                raise RouteError(GET_EVENTS, "malformed_page", "page without an events list")
+            events = result.events
             self.stats.pages += 1
             self.stats.events += len(events)
             if not events:
                 self.stats.empty_pages += 1
-            yield events, bool(result.get("has_more"))
-            if not result.get("has_more"):
+            has_more = bool(result.has_more)
+            yield events, has_more
+            if not has_more:
                 return
-            cursor = result.get("cursor")
-            if not isinstance(cursor, str) or not cursor:
+            cursor = result.cursor
+            if not cursor:
                 raise RouteError(GET_EVENTS_CONTINUE, "malformed_page", "has_more without a cursor")
             try:
-                result = self.api.call(GET_EVENTS_CONTINUE, {"cursor": cursor})
+                result = self.api.call(
+                    GET_EVENTS_CONTINUE,
+                    {"cursor": cursor},
+                    decode=_page_decoder(GET_EVENTS_CONTINUE),
+                )
             except RouteResponseError as exc:
                 if exc.tag in ("reset", "bad_cursor"):
                     raise
@@ -155,3 +179,26 @@ class EventReader:
                 return start
             return min(max(reset_at, start), end)
         return start
+
+
+def _page_decoder(route: str) -> Callable[[str], EventsPage]:
+    """The body decoder for `route`'s answers, for `TeamApiClient.call`.
+
+    Not JSON, or JSON but not an object: a ValueError, which the client retries as a bad body
+    (as for any route). A JSON object that is not a page (no events list, a has_more that is
+    not a boolean, ...): a permanent `malformed_page` route error: asking again will not help.
+    """
+
+    def decode(body: str) -> EventsPage:
+        try:
+            return decode_page(body)
+        except msgspec.ValidationError as exc:
+            try:
+                is_object = isinstance(orjson.loads(body), dict)
+            except orjson.JSONDecodeError:
+                raise exc from None  # msgspec stopped at the shape before the JSON broke
+            if not is_object:
+                raise
+            raise RouteError(route, "malformed_page", f"not an events page: {exc}") from None
+
+    return decode

@@ -206,7 +206,10 @@ class DropboxTeamHook(BaseHook):
     def iter_event_pages(
         self, start: datetime, end: datetime, *, category: str | None = None
     ) -> Iterator[EventPage]:
-        """Pages of `[start, end)`; see `EventReader` for the discard markers."""
+        """Pages of `[start, end)`; see `EventReader` for the discard markers.
+
+        Each page's `events` are the events' exact JSON bytes (`page.parsed()` gives dicts).
+        """
         return self.event_reader().iter_pages(_epoch(start), _epoch(end), category=category)
 
     def test_connection(self) -> tuple[bool, str]:
