@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -27,6 +28,8 @@ from dropbox_team_log.dataset import (
     COVERAGE_KEY,
     VERSION_KEY,
     EventDataset,
+    NewRows,
+    RowSpool,
     day_bounds,
     read_all,
 )
@@ -484,3 +487,276 @@ def test_fsspec_root_works_with_an_explicit_lock(tmp_path: Path):
             EventDataset("memory://bucket/events").write_day(DAY, [], [], fetched_at=HI)
     finally:
         fs.rm("/bucket", recursive=True)
+
+
+# --- RowSpool: a write's new rows on disk ---------------------------------------------------
+
+
+def api_pages(seconds: list[int], tag: str, page_rows: int, seed: int) -> list[pa.RecordBatch]:
+    """Rows cut into pages as the API serves them: chronological chunks, each shuffled.
+
+    `tag#i` numbers the rows in time order, so equal seconds split over two pages show the
+    order they arrived in.
+    """
+    rng = random.Random(seed)
+    events = []
+    for i, second in enumerate(sorted(seconds)):
+        event = dict(TEMPLATES[i % len(TEMPLATES)])
+        event["timestamp"] = format_timestamp(second)
+        event["event_type"] = {**event["event_type"], "description": f"{tag}#{i}"}
+        events.append(event)
+    pages = []
+    for start in range(0, len(events), page_rows):
+        page = events[start : start + page_rows]
+        rng.shuffle(page)
+        pages.append(events_to_batch(page, team_id=TEAM, ingested_at=datetime.now(UTC)))
+    return pages
+
+
+def spool_of(batches: list[pa.RecordBatch]) -> RowSpool:
+    spool = RowSpool()
+    for batch in batches:
+        spool.add(batch)
+    return spool
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system temp dir, for this test: spools must leave nothing in it."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_spool_round_trip_writes_what_the_batches_would(tmp_path: Path, spool_dir: Path):
+    rng = random.Random(3)
+    seconds = [LO + rng.randrange(2 * H) for _ in range(500)]
+    pages = api_pages(seconds, "p", page_rows=40, seed=1)
+    rng.shuffle(pages)  # several slices: pages arrive in no global order
+    from_batches = EventDataset(str(tmp_path / "batches"))
+    from_spool = EventDataset(str(tmp_path / "spool"))
+    with spool_of(pages) as spool:
+        assert spool.live_rows() == 500
+        assert list(spool_dir.iterdir()) == []  # unnamed: nothing to leave behind
+        a = from_spool.write_day(DAY, [(LO, LO + 2 * H)], spool, fetched_at=HI)
+    b = from_batches.write_day(DAY, [(LO, LO + 2 * H)], pages, fetched_at=HI)
+    assert a == b
+    got = from_spool.read_day(DAY)
+    assert seconds_of(got) == sorted(seconds)
+    assert got.equals(from_batches.read_day(DAY))
+    assert (
+        Path(from_spool.day_path(DAY)).read_bytes() == Path(from_batches.day_path(DAY)).read_bytes()
+    )
+
+
+def test_rows_of_one_second_keep_the_order_they_were_added_in(ds: EventDataset):
+    with RowSpool() as spool:
+        spool.add(make_batch([LO + 5, LO + 5], "a"))
+        spool.add(make_batch([LO + 5], "b"))
+        spool.add(make_batch([LO + 5, LO + 4], "c"))
+        spool.add(make_batch([LO + 3, LO + 5], "d"))
+        ds.write_day(DAY, [(LO, LO + H)], spool, fetched_at=HI)
+    assert ids(ds.read_day(DAY)) == ["d#0", "c#1", "a#0", "a#1", "b#0", "c#0", "d#1"]
+
+
+def test_discard_from_forgets_only_those_batches_from_the_cutoff(ds: EventDataset):
+    with RowSpool() as spool:
+        kept = spool.add(make_batch([LO + 1, LO + 9, LO + 5], "kept"))
+        first = spool.add(make_batch([LO + 1, LO + 9, LO + 5], "slice"))
+        second = spool.add(make_batch([LO + 7, LO + 2], "slice2"))
+        assert (kept, first, second) == (0, 1, 2)
+        spool.discard_from([first, second], LO + 6)  # a restart of the slice at LO + 6
+        spool.discard_from([first], LO + 8)  # a later, larger cutoff forgets nothing more
+        assert spool.live_rows() == 6
+        assert spool.live_rows([first, second]) == 3
+        spool.discard_from([second], LO + 2)
+        assert spool.live_rows([second]) == 0
+        reread = spool.add(make_batch([LO + 6, LO + 9], "again"))
+        assert spool.live_rows([reread]) == 2
+        ds.write_day(DAY, [(LO, LO + 10)], spool, fetched_at=HI)
+    table = ds.read_day(DAY)
+    assert ids(table) == ["kept#0", "slice#0", "kept#2", "slice#2", "again#0", "kept#1", "again#1"]
+    assert seconds_of(table) == [LO + 1, LO + 1, LO + 5, LO + 5, LO + 6, LO + 9, LO + 9]
+
+
+def test_spool_merges_with_the_old_file_like_batches_do(tmp_path: Path):
+    old = api_pages([LO + i * 7 for i in range(300)], "old", page_rows=50, seed=2)
+    new = api_pages([LO + 600 + i for i in range(400)], "new", page_rows=30, seed=3)
+    random.Random(4).shuffle(new)
+    files = []
+    for how in ("batches", "spool"):
+        ds = EventDataset(str(tmp_path / how))
+        ds.write_day(DAY, [(LO, LO + H)], old, fetched_at=LO + H)
+        fetched = [(LO + 600, LO + 800), (LO + 900, LO + 1000)]  # a gap: its new rows drop
+        new_rows = [
+            b.filter(pa.array(keep)) for b, keep in zip(new, in_ranges(new, fetched), strict=True)
+        ]
+        if how == "spool":
+            with spool_of(new_rows) as spool:
+                result = ds.write_day(DAY, fetched, spool, fetched_at=LO + 2 * H)
+        else:
+            result = ds.write_day(DAY, fetched, new_rows, fetched_at=LO + 2 * H)
+        files.append((result, ds.read_day(DAY), ds.read_coverage(DAY)))
+    (result, table, coverage), other = files
+    assert (result, coverage) == other[0::2]
+    assert table.equals(other[1])
+    old_kept = [s for s in range(LO, LO + 300 * 7, 7) if not (LO + 600 <= s < LO + 800)]
+    old_kept = [s for s in old_kept if not (LO + 900 <= s < LO + 1000)]
+    assert result.rows_after == len(old_kept) + 200 + 100
+    assert seconds_of(table) == sorted(seconds_of(table))
+    assert coverage.intervals == (
+        (LO, LO + 600, LO + H),
+        (LO + 600, LO + 800, LO + 2 * H),
+        (LO + 800, LO + 900, LO + H),
+        (LO + 900, LO + 1000, LO + 2 * H),
+        (LO + 1000, LO + H, LO + H),
+    )
+
+
+def in_ranges(batches: list[pa.RecordBatch], ranges: list[tuple[int, int]]) -> list[list[bool]]:
+    return [
+        [any(s <= t < e for s, e in ranges) for t in seconds_of(pa.Table.from_batches([b]))]
+        for b in batches
+    ]
+
+
+def test_spool_temp_file_is_gone_after_success_and_after_an_error(
+    ds: EventDataset, spool_dir: Path
+):
+    before = open_fds()
+    with RowSpool() as spool:
+        spool.add(make_batch([LO + 1], "a"))
+        assert len(open_fds() - before) == 1  # the temp file, open but nameless
+        ds.write_day(DAY, [(LO, LO + 10)], spool, fetched_at=HI)
+    assert spool.closed and open_fds() == before
+    with pytest.raises(RuntimeError, match="fetch failed"), RowSpool() as spool:
+        spool.add(make_batch([LO + 2], "b"))
+        raise RuntimeError("fetch failed")
+    assert spool.closed and open_fds() == before
+    with pytest.raises(ValueError, match="outside every fetched range"), RowSpool() as spool:
+        spool.add(make_batch([LO + 20], "c"))
+        ds.write_day(DAY, [(LO, LO + 10)], spool, fetched_at=HI)
+    assert spool.closed and open_fds() == before
+    with pytest.raises(ValueError, match="closed"):
+        spool.add(make_batch([LO + 3], "d"))
+    assert list(spool_dir.iterdir()) == []
+    assert ids(ds.read_day(DAY)) == ["a#0"]
+
+
+def test_a_spool_is_read_only_once_write_day_has_read_it(ds: EventDataset):
+    with RowSpool() as spool:
+        spool.add(make_batch([LO + 1], "a"))
+        ds.write_day(DAY, [(LO, LO + 10)], spool, fetched_at=HI)
+        with pytest.raises(ValueError, match="add every batch before write_day"):
+            spool.add(make_batch([LO + 2], "b"))
+        # the same rows again (as a lost S3 race does): nothing was consumed
+        result = ds.write_day(DAY, [(LO, LO + 10)], spool, fetched_at=HI + 1)
+        assert (result.rows_replaced, result.rows_added) == (1, 1)
+
+
+def test_threads_add_to_one_spool_at_once(ds: EventDataset):
+    """Fetch threads add as pages arrive: every row lands once, ids are unique, and each
+    thread's restart discards reach only its own batches."""
+    threads_n, pages_n = 6, 15
+    start = threading.Barrier(threads_n)
+    added: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+    with RowSpool() as spool:
+
+        def fetch(n: int) -> None:
+            try:
+                lo = LO + n * 1000  # each thread reads its own time slice
+                pages = api_pages([lo + i for i in range(pages_n * 20)], f"t{n}", 20, n)
+                start.wait()
+                ids_ = [spool.add(page) for page in pages]
+                if n % 2:
+                    spool.discard_from(ids_, lo + 250)  # a restart: [lo + 250, ..) is re-read
+                    ids_.append(spool.add(make_batch([lo + 250], f"t{n}again")))
+                added[n] = ids_
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=fetch, args=(n,)) for n in range(threads_n)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert not errors
+        all_ids = sorted(i for ids_ in added.values() for i in ids_)
+        assert all_ids == list(range(threads_n * pages_n + threads_n // 2))
+        ds.write_day(DAY, [(LO, LO + threads_n * 1000)], spool, fetched_at=HI)
+    table = ds.read_day(DAY)
+    expected = threads_n // 2 * pages_n * 20 + threads_n // 2 * (250 + 1)
+    assert table.num_rows == expected
+    assert len(set(ids(table))) == expected
+    assert seconds_of(table) == sorted(seconds_of(table))
+    for n in range(threads_n):
+        mine = [i for i in ids(table) if i.startswith(f"t{n}#")]
+        assert mine == sorted(mine, key=lambda i: int(i.split("#")[1]))  # arrival order kept
+
+
+def test_a_write_holds_about_one_row_group_however_many_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Memory is bounded by construction, not by the day's size: new rows are materialised at
+    most ROW_GROUP_ROWS at a time, the writer never holds more than one row group, the spool
+    keeps a few decoded pages, and the Arrow memory live at each step is the same for 5x the
+    rows. (No RSS figure: that depends on the allocator and the machine.)"""
+    monkeypatch.setattr(dataset_module, "ROW_GROUP_ROWS", 60)
+    monkeypatch.setattr(dataset_module, "READ_BATCH_ROWS", 40)  # the old file, streamed
+    taken: list[int] = []
+    pending: list[int] = []
+    cached: list[int] = []
+    live: list[int] = []
+    take, add, load = NewRows._take, dataset_module._RowGroupWriter.add, RowSpool._batch
+
+    def counting_take(self, rows):
+        taken.append(len(rows))
+        return take(self, rows)
+
+    def counting_add(self, piece):
+        add(self, piece)
+        pending.append(self._pending_rows)
+        live.append(pa.total_allocated_bytes())
+
+    def counting_load(self, batch_id):
+        batch = load(self, batch_id)
+        cached.append(len(self._cache))
+        return batch
+
+    monkeypatch.setattr(NewRows, "_take", counting_take)
+    monkeypatch.setattr(dataset_module._RowGroupWriter, "add", counting_add)
+    monkeypatch.setattr(RowSpool, "_batch", counting_load)
+
+    def peak_live_bytes(rows: int) -> int:
+        ds = EventDataset(str(tmp_path / str(rows)))
+        quarter = range(rows // 4)
+        old_seconds = [LO + i for i in quarter] + [LO + 3 * rows + i for i in quarter]
+        old = api_pages(old_seconds, "old", 25, seed=5)
+        ds.write_day(DAY, [(LO, HI)], old, fetched_at=HI)  # the new rows merge with these
+        pages = api_pages([LO + rows + 2 * i for i in range(rows)], "new", 25, seed=6)
+        random.Random(7).shuffle(pages)
+        with RowSpool() as spool:
+            for page in pages:
+                spool.add(page)
+            del pages, page, old
+            live.clear()
+            before = pa.total_allocated_bytes()
+            ds.write_day(DAY, [(LO + rows, LO + 3 * rows)], spool, fetched_at=HI + 1)
+        meta = pq.read_metadata(ds.day_path(DAY))
+        groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        assert groups[:-1] == [60] * (len(groups) - 1) and 0 < groups[-1] <= 60
+        assert sum(groups) == rows + rows // 2
+        return max(live) - before
+
+    small, big = peak_live_bytes(1000), peak_live_bytes(5000)
+    assert max(taken) <= 60
+    assert max(pending) <= 60
+    assert max(cached) <= dataset_module.SPOOL_CACHE_BATCHES
+    one_row_group = make_batch(list(range(LO, LO + 60)), "size").nbytes
+    assert big <= small + one_row_group, (small, big)

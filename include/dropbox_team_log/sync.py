@@ -8,27 +8,33 @@ A page costs a network round trip that dwarfs its transform, so a day's due rang
 time slices read by a few threads at once (`api_concurrency()`): while one thread transforms its
 page, the others wait on the API. Each slice has its own cursor and applies its own restart
 discards, so the result is the same multiset as one sequential read.
+
+Memory stays bounded however big the day: each thread adds its page's batch to the day's
+`RowSpool` (a temp file) as soon as it is transformed, and a restart discards through the spool,
+so only the rows' timestamps stay in memory until `write_day` streams them into the file.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dropbox_team_log import slicing
 from dropbox_team_log.api_client import CallStats
-from dropbox_team_log.dataset import EventDataset
+from dropbox_team_log.dataset import DAY_SECONDS, EventDataset, NewRows, RowSpool
 from dropbox_team_log.event_reader import EventReader
 from dropbox_team_log.pseudonymise import Pseudonymiser
-from dropbox_team_log.transform import events_to_batch, parse_timestamp
+from dropbox_team_log.slicing import DensityProfile
+from dropbox_team_log.transform import events_to_batch
 from dropbox_team_log.windows import DaySlice, SyncPolicy, iso
 
 log = logging.getLogger(__name__)
@@ -38,8 +44,6 @@ log = logging.getLogger(__name__)
 CONCURRENCY_ENV = "DROPBOX_TEAM_LOG_API_CONCURRENCY"
 DEFAULT_API_CONCURRENCY = 4
 MAX_API_CONCURRENCY = 8  # the HTTP session's connection pool (transport.build_session)
-#: No slice is shorter than this: each slice costs one partly filled page.
-MIN_SLICE_SECONDS = 3_600
 
 
 def api_concurrency() -> int:
@@ -92,14 +96,18 @@ def fetch_range(
     reader: EventReader,
     start: int,
     end: int,
+    spool: NewRows,
     *,
     team_id: str,
     ingested_at: datetime,
     pseudonymiser: Pseudonymiser | None = None,
-) -> list[pa.RecordBatch]:
-    """All events of `[start, end)` as record batches, cursor restarts applied."""
-    batches, _ = _read(reader, start, end, team_id, ingested_at, pseudonymiser, probe=False)
-    return batches
+) -> list[int]:
+    """Add every event of `[start, end)` to `spool`, cursor restarts applied; returns the ids of
+    the batches added (their discarded rows are already marked)."""
+    batch_ids, _ = _read(
+        reader, start, end, team_id, ingested_at, pseudonymiser, spool, probe=False
+    )
+    return batch_ids
 
 
 def _read(
@@ -109,94 +117,132 @@ def _read(
     team_id: str,
     ingested_at: datetime,
     pseudonymiser: Pseudonymiser | None,
+    spool: NewRows,
     *,
     probe: bool,
-) -> tuple[list[pa.RecordBatch], int | None]:
-    """Batches of `[start, end)`; with `probe`, stop after the first page that has more after it.
+) -> tuple[list[int], int | None]:
+    """Add the rows of `[start, end)` to `spool`; with `probe`, stop after the first page that
+    has more after it. Returns the ids of the batches added, and the probe's cut.
 
-    A probe returns `(batches before t, t)`: the caller reads `[t, end)` itself (t is the newest
-    second of the page, so rows of that second that spilled onto the next page are not lost).
-    Otherwise, and when the range fits in the pages read, the second item is None.
+    A probe keeps only rows before t and returns t: the caller reads `[t, end)` itself (t is the
+    newest second of the page, so rows of that second that spilled onto the next page are not
+    lost). Otherwise, and when the range fits in the pages read, the cut is None. A cursor
+    restart discards, in the batches this call added, what the reader is about to re-read.
     """
-    batches: list[pa.RecordBatch] = []
+    batch_ids: list[int] = []
     pages = reader.iter_pages(start, end)
     try:
         for page in pages:
             if page.discard_from is not None:
-                batches = [_before(batch, page.discard_from) for batch in batches]
+                spool.discard_from(batch_ids, page.discard_from)
             if not page.events:
                 continue
             batch = events_to_batch(page.events, team_id=team_id, ingested_at=ingested_at)
-            batches.append(pseudonymiser(batch) if pseudonymiser else batch)
+            batch_ids.append(spool.add(pseudonymiser(batch) if pseudonymiser else batch))
             if probe and page.has_more:
-                newest = max(event["timestamp"] for event in page.events)  # fixed-width UTC
-                cut = parse_timestamp(newest)
+                cut = _newest_second(batch)
                 if cut > start:
-                    return [_before(batch, cut) for batch in batches], cut
+                    spool.discard_from(batch_ids, cut)
+                    return batch_ids, cut
     finally:
         pages.close()
-    return batches, None
-
-
-def split_range(start: int, end: int, pieces: int) -> list[tuple[int, int]]:
-    """`[start, end)` cut into `pieces` equal slices, none shorter than MIN_SLICE_SECONDS."""
-    n = max(1, min(pieces, (end - start) // MIN_SLICE_SECONDS))
-    bounds = [start + (end - start) * i // n for i in range(n)] + [end]
-    return list(itertools.pairwise(bounds))
+    return batch_ids, None
 
 
 def fetch_ranges(
     reader: EventReader,
     ranges: list[tuple[int, int]],
+    spool: NewRows,
     *,
     team_id: str,
     ingested_at: datetime,
     concurrency: int,
     pseudonymiser: Pseudonymiser | None = None,
-) -> list[pa.RecordBatch]:
-    """Every event of `ranges`, with up to `concurrency` API calls in flight.
+    profile: DensityProfile | None = None,
+) -> None:
+    """Add every event of `ranges` to `spool`, with up to `concurrency` API calls in flight.
 
-    Each range is probed with one page first: a range that fits in it costs one call, as
-    before. Otherwise the rest is cut into time slices sized by the density the probe saw (twice
-    as many as it predicts pages, at most 2 x concurrency, so a busy office-hours slice runs
-    alongside quiet ones rather than setting the pace alone), read by a thread pool. Each
-    slice has its own reader and a copy of the API client (same HTTP session and token), so
-    stats are merged once at the end instead of raced over by threads.
+    With a `profile` (where the events are expected, from rows already on disk) the ranges are
+    cut into slices of about one page each before the first call, so every worker is busy from
+    the start (`slicing.plan`). Without one, each range is probed with one page first: a range
+    that fits in it costs one call, as before; otherwise the rest is cut by the density the
+    probe saw. Slices are read by a thread pool, largest first. Each slice has its own reader
+    and a copy of the API client (same HTTP session and token), so stats are merged once at the
+    end instead of raced over by threads; each thread adds its pages to the spool as it reads
+    them and discards only what its own slice delivered.
     """
-    args = (team_id, ingested_at, pseudonymiser)
+    args = (team_id, ingested_at, pseudonymiser, spool)
     if concurrency <= 1:
-        return [b for lo, hi in ranges for b in _read(reader, lo, hi, *args, probe=False)[0]]
-    batches: list[pa.RecordBatch] = []
-    slices: list[tuple[int, int]] = []
-    for lo, hi in ranges:
-        got, cut = _read(reader, lo, hi, *args, probe=True)
-        batches.extend(got)
-        if cut is not None:
-            rows = sum(batch.num_rows for batch in got) or 1
-            expected_pages = rows * (hi - cut) / (cut - lo) / reader.page_limit
-            slices += split_range(cut, hi, min(2 * concurrency, math.ceil(2 * expected_pages)))
+        for lo, hi in ranges:
+            _read(reader, lo, hi, *args, probe=False)
+        return
+    plan_slices = partial(slicing.plan, page_limit=reader.page_limit, concurrency=concurrency)
+    if profile is not None:
+        planned = plan_slices(ranges, profile)
+    else:
+        planned = []
+        for lo, hi in ranges:
+            got, cut = _read(reader, lo, hi, *args, probe=True)
+            if cut is not None:
+                rows = (spool.live_rows(got) or 1) * (hi - cut) / (cut - lo)
+                planned += plan_slices([(cut, hi)], DensityProfile.uniform(cut, hi, rows))
+        planned.sort(key=lambda item: -item[1])
+    slices = [piece for piece, _rows in planned]
     if not slices:
-        return batches
+        return
 
-    def read(piece: tuple[int, int]) -> tuple[list[pa.RecordBatch], EventReader]:
+    def read(piece: tuple[int, int]) -> EventReader:
         api = copy.copy(reader.api)
         api.stats = CallStats()
         own = EventReader(api, page_limit=reader.page_limit, max_restarts=reader.max_restarts)
-        return _read(own, *piece, *args, probe=False)[0], own
+        _read(own, *piece, *args, probe=False)
+        return own
 
     with ThreadPoolExecutor(min(concurrency, len(slices)), "dropbox-slice") as pool:
         futures = [pool.submit(read, piece) for piece in slices]
         try:
             for future in futures:
-                got, own = future.result()
-                batches.extend(got)
+                own = future.result()
                 reader.stats.merge(own.stats)
                 reader.api.stats.merge(own.api.stats)
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
-    return batches
+
+
+def expected_density(
+    dataset: EventDataset, day: date, ranges: list[tuple[int, int]]
+) -> DensityProfile | None:
+    """Where the due ranges' events are expected, from rows already on disk; None if unknown.
+
+    Time the day file covers is predicted by its own rows (a refetch finds about what it held);
+    time it does not cover, by the same hours of yesterday (else tomorrow) when that day's file
+    covers them. Only the slicing depends on it: a poor guess costs speed, never rows.
+    """
+    own = dataset.read_seconds(day)
+    parts = [own[0]] if own else []
+    need = [r for lo, hi in ranges for r in own[1].uncovered(lo, hi)] if own else list(ranges)
+    for step in (-1, 1):
+        if not need:
+            break
+        shift = -step * DAY_SECONDS
+        other = dataset.read_seconds(day + timedelta(days=step))
+        if other is None or any(other[1].uncovered(lo - shift, hi - shift) for lo, hi in need):
+            continue
+        moved = other[0] + shift
+        parts.append(moved[_in_any(moved, need)])
+        need = []
+    if need:
+        return None
+    return DensityProfile.from_day(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+
+
+def _in_any(seconds: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
+    mask = np.zeros(len(seconds), dtype=bool)
+    for lo, hi in ranges:
+        mask |= (seconds >= lo) & (seconds < hi)
+    return mask
 
 
 def sync_day(
@@ -221,18 +267,21 @@ def sync_day(
         return report
     ingested_at = datetime.now(UTC)
     calls_before = reader.api.stats.calls
-    batches = fetch_ranges(
-        reader,
-        ranges,
-        team_id=team_id,
-        ingested_at=ingested_at,
-        concurrency=api_concurrency() if concurrency is None else concurrency,
-        pseudonymiser=pseudonymiser,
-    )
-    report.ranges = [[iso(start), iso(end)] for start, end in ranges]
-    result = dataset.write_day(part.day, ranges, batches, fetched_at=as_of)
+    with RowSpool() as spool:  # closed (its temp file deleted) on every path
+        fetch_ranges(
+            reader,
+            ranges,
+            spool,
+            team_id=team_id,
+            ingested_at=ingested_at,
+            concurrency=api_concurrency() if concurrency is None else concurrency,
+            pseudonymiser=pseudonymiser,
+            profile=expected_density(dataset, part.day, ranges),
+        )
+        report.ranges = [[iso(start), iso(end)] for start, end in ranges]
+        result = dataset.write_day(part.day, ranges, spool, fetched_at=as_of)
+        report.events = spool.live_rows()
     report.pages = reader.stats.pages
-    report.events = sum(batch.num_rows for batch in batches)
     report.api_calls = reader.api.stats.calls - calls_before
     report.retries = dict(reader.api.stats.retries)
     report.restarts = reader.stats.restarts
@@ -254,7 +303,6 @@ def sync_day(
     return report
 
 
-def _before(batch: pa.RecordBatch, cutoff: int) -> pa.RecordBatch:
-    """Rows strictly before `cutoff` (epoch seconds): what survives a cursor restart."""
-    limit = pa.scalar(cutoff, pa.timestamp("s", tz="UTC"))
-    return batch.filter(pc.less(batch.column("timestamp"), limit))
+def _newest_second(batch: pa.RecordBatch) -> int:
+    """The newest timestamp of a batch, in epoch seconds (a page is not sorted)."""
+    return int(pc.max(batch.column("timestamp").cast(pa.int64())).as_py())
