@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -38,6 +39,8 @@ from dropbox_team_log.transform import events_to_batch
 from dropbox_team_log.windows import DaySlice, SyncPolicy, iso
 
 log = logging.getLogger(__name__)
+
+Planned = tuple[tuple[int, int], float]  # a slice and the events it is expected to hold
 
 #: Concurrent API calls of one day's sync. A team's rate limit is shared by every running task:
 #: the total is this times the `dropbox_api` pool's slots, so size the two together.
@@ -104,9 +107,7 @@ def fetch_range(
 ) -> list[int]:
     """Add every event of `[start, end)` to `spool`, cursor restarts applied; returns the ids of
     the batches added (their discarded rows are already marked)."""
-    batch_ids, _ = _read(
-        reader, start, end, team_id, ingested_at, pseudonymiser, spool, probe=False
-    )
+    batch_ids, _ = _read(reader, start, end, team_id, ingested_at, pseudonymiser, spool)
     return batch_ids
 
 
@@ -119,15 +120,17 @@ def _read(
     pseudonymiser: Pseudonymiser | None,
     spool: NewRows,
     *,
-    probe: bool,
-) -> tuple[list[int], int | None]:
-    """Add the rows of `[start, end)` to `spool`; with `probe`, stop after the first page that
-    has more after it. Returns the ids of the batches added, and the probe's cut.
+    probe: Callable[[int, int], list[Planned]] | None = None,
+) -> tuple[list[int], list[Planned]]:
+    """Add the rows of `[start, end)` to `spool`; returns the ids of the batches added, and the
+    slices still to read.
 
-    A probe keeps only rows before t and returns t: the caller reads `[t, end)` itself (t is the
-    newest second of the page, so rows of that second that spilled onto the next page are not
-    lost). Otherwise, and when the range fits in the pages read, the cut is None. A cursor
-    restart discards, in the batches this call added, what the reader is about to re-read.
+    With `probe`, the first page that has more after it is a probe: `probe(rows, t)` plans
+    `[t, end)` from the rows seen before t (t is the page's newest second, so rows of that
+    second that spilled onto the next page are not lost). A plan of several slices stops this
+    read (only rows before t are kept) and is returned for the caller to read side by side; a
+    plan of one slice is not worth a new query, so the same cursor reads on. A cursor restart
+    discards, in the batches this call added, what the reader is about to re-read.
     """
     batch_ids: list[int] = []
     pages = reader.iter_pages(start, end)
@@ -139,14 +142,16 @@ def _read(
                 continue
             batch = events_to_batch(page.events, team_id=team_id, ingested_at=ingested_at)
             batch_ids.append(spool.add(pseudonymiser(batch) if pseudonymiser else batch))
-            if probe and page.has_more:
+            if probe is not None and page.has_more:
                 cut = _newest_second(batch)
-                if cut > start:
+                planned = probe(spool.live_rows(batch_ids), cut) if cut > start else []
+                if len(planned) > 1:
                     spool.discard_from(batch_ids, cut)
-                    return batch_ids, cut
+                    return batch_ids, planned
+                probe = None
     finally:
         pages.close()
-    return batch_ids, None
+    return batch_ids, []
 
 
 def fetch_ranges(
@@ -164,9 +169,10 @@ def fetch_ranges(
 
     With a `profile` (where the events are expected, from rows already on disk) the ranges are
     cut into slices of about one page each before the first call, so every worker is busy from
-    the start (`slicing.plan`). Without one, each range is probed with one page first: a range
-    that fits in it costs one call, as before; otherwise the rest is cut by the density the
-    probe saw. Slices are read by a thread pool, largest first. Each slice has its own reader
+    the start (`slicing.plan`). Without one (or when it foresees a single slice), each range's
+    first page is a probe: the rest is cut by the density it saw, or, when one slice would do,
+    read on with the same cursor, so a small range costs no more calls than a plain read.
+    Slices are read by a thread pool, largest first. Each slice has its own reader
     and a copy of the API client (same HTTP session and token), so stats are merged once at the
     end instead of raced over by threads; each thread adds its pages to the spool as it reads
     them and discards only what its own slice delivered.
@@ -174,18 +180,19 @@ def fetch_ranges(
     args = (team_id, ingested_at, pseudonymiser, spool)
     if concurrency <= 1:
         for lo, hi in ranges:
-            _read(reader, lo, hi, *args, probe=False)
+            _read(reader, lo, hi, *args)
         return
     plan_slices = partial(slicing.plan, page_limit=reader.page_limit, concurrency=concurrency)
-    if profile is not None:
-        planned = plan_slices(ranges, profile)
-    else:
+    planned = plan_slices(ranges, profile) if profile is not None else []
+    if len(planned) <= 1:  # nothing worth cutting ahead (or no idea): let a first page tell
         planned = []
         for lo, hi in ranges:
-            got, cut = _read(reader, lo, hi, *args, probe=True)
-            if cut is not None:
-                rows = (spool.live_rows(got) or 1) * (hi - cut) / (cut - lo)
-                planned += plan_slices([(cut, hi)], DensityProfile.uniform(cut, hi, rows))
+
+            def rest(rows: int, cut: int, lo: int = lo, hi: int = hi) -> list[Planned]:
+                expected = max(rows, 1) * (hi - cut) / (cut - lo)  # the probe's density
+                return plan_slices([(cut, hi)], DensityProfile.uniform(cut, hi, expected))
+
+            planned += _read(reader, lo, hi, *args, probe=rest)[1]
         planned.sort(key=lambda item: -item[1])
     slices = [piece for piece, _rows in planned]
     if not slices:
@@ -195,7 +202,7 @@ def fetch_ranges(
         api = copy.copy(reader.api)
         api.stats = CallStats()
         own = EventReader(api, page_limit=reader.page_limit, max_restarts=reader.max_restarts)
-        _read(own, *piece, *args, probe=False)
+        _read(own, *piece, *args)
         return own
 
     with ThreadPoolExecutor(min(concurrency, len(slices)), "dropbox-slice") as pool:
