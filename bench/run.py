@@ -542,11 +542,20 @@ def bench_memory(events: int, work: str) -> dict:
     return figures
 
 
+def peak_rss_mb() -> float:
+    """This process image's peak RSS (VmHWM). Not `ru_maxrss`: Linux folds the parent's RSS at
+    the (v)fork into a child's ru_maxrss across exec, so it would report the bench's own size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("no VmHWM in /proc/self/status: peak RSS needs Linux")
+
+
 def memory_child(root: str, day: str) -> None:
     from dropbox_team_log import dag_tasks  # import everything first: the RSS floor
     from dropbox_team_log.windows import DaySlice, day_start
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = peak_rss_mb()
     lo = day_start(datetime.fromisoformat(day).date())
     part = DaySlice(datetime.fromisoformat(day).date(), lo, lo + DAY)
     started = time.perf_counter()
@@ -565,7 +574,7 @@ def memory_child(root: str, day: str) -> None:
         }
     )
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(
         json.dumps(
             {

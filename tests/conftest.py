@@ -7,6 +7,7 @@ import time; the metadata DB is migrated lazily by the `airflow_db` fixture.
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,12 @@ def spy(monkeypatch):
     from dropbox_helpers import TokenSpy
 
     return TokenSpy(monkeypatch)
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system temp dir, for this test: a spool must leave nothing in it."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder

@@ -30,9 +30,8 @@ def multiset(raws: Iterable[str | bytes]) -> Counter:
     return Counter(canonical(raw) for raw in raws)
 
 
-def connection_json(emu, *, connected_at: datetime, backoff_base: float = 0.01) -> str:
-    """Grant the app through the emulator's Allow page, as an admin would, and build the
-    connection the connect command saves (here as AIRFLOW_CONN_* JSON)."""
+def grant_app(emu):
+    """Grant the app through the emulator's Allow page, as an admin would: the OAuth result."""
     flow = dropbox.DropboxOAuth2FlowNoRedirect(
         emu.config.app_key,
         consumer_secret=emu.config.app_secret,
@@ -40,8 +39,12 @@ def connection_json(emu, *, connected_at: datetime, backoff_base: float = 0.01) 
         scope=list(REQUIRED_SCOPES),
     )
     flow.requests_session = build_session(emu.base_url)
-    code = emu.approve(flow.start())
-    grant = flow.finish(code)
+    return flow.finish(emu.approve(flow.start()))
+
+
+def connection_json(emu, *, connected_at: datetime, backoff_base: float = 0.01) -> str:
+    """The connection the connect command saves after a grant (here as AIRFLOW_CONN_* JSON)."""
+    grant = grant_app(emu)
     return json.dumps(
         {
             "conn_type": "dropbox_team",

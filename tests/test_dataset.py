@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -522,15 +521,6 @@ def spool_of(batches: list[pa.RecordBatch]) -> RowSpool:
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The system temp dir, for this test: spools must leave nothing in it."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def test_spool_round_trip_writes_what_the_batches_would(tmp_path: Path, spool_dir: Path):

@@ -9,21 +9,19 @@ multiset (byte-identical duplicates counted).
 from __future__ import annotations
 
 import os
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 import dropbox
 import pyarrow.compute as pc
 import pytest
-from pipeline_helpers import multiset, utc
+from pipeline_helpers import grant_app, multiset, utc
 
 from dropbox_team_log import sync
 from dropbox_team_log.api_client import RetryPolicy, TeamApiClient
 from dropbox_team_log.dataset import EventDataset, RowSpool
 from dropbox_team_log.errors import CursorRestartLimitError
 from dropbox_team_log.event_reader import EventReader
-from dropbox_team_log.hook import REQUIRED_SCOPES
 from dropbox_team_log.transport import build_session
 from dropbox_team_log.windows import DaySlice, SyncPolicy, day_start
 
@@ -56,15 +54,7 @@ def emu():
 
 @pytest.fixture(scope="module")
 def refresh_token(emu) -> str:
-    """The app granted through the emulator's Allow page, as an admin would."""
-    flow = dropbox.DropboxOAuth2FlowNoRedirect(
-        emu.config.app_key,
-        consumer_secret=emu.config.app_secret,
-        token_access_type="offline",
-        scope=list(REQUIRED_SCOPES),
-    )
-    flow.requests_session = build_session(emu.base_url)
-    return flow.finish(emu.approve(flow.start())).refresh_token
+    return grant_app(emu).refresh_token
 
 
 def reader_for(emu, refresh_token: str, *, max_restarts: int = 10) -> EventReader:
@@ -79,15 +69,6 @@ def reader_for(emu, refresh_token: str, *, max_restarts: int = 10) -> EventReade
     )
     api = TeamApiClient(client, conn_id="test", policy=RetryPolicy(), sleep=lambda _: None)
     return EventReader(api, page_limit=PAGE, max_restarts=max_restarts)
-
-
-@pytest.fixture
-def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The system temp dir, for this test: the day's spool must leave nothing in it."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 @pytest.fixture
