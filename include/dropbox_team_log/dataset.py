@@ -50,8 +50,8 @@ COVERAGE_KEY = b"dropbox_team_log.coverage"
 VERSION_KEY = b"dropbox_team_log.version"
 FORMAT_VERSION = b"1"
 #: Rows of a Parquet row group, and so about the most rows a write holds at once (~2 KB a row
-#: in memory: ~33 MB). Bigger groups barely compress better: +6% bytes than 128k (design.md).
-ROW_GROUP_ROWS = 16 * 1024
+#: in memory: ~25 MB). Bigger groups barely compress better: 128k saves 8% (docs/design.md).
+ROW_GROUP_ROWS = 12 * 1024
 #: Old rows are streamed in batches this big: a row group of the new file pins at most two.
 READ_BATCH_ROWS = 4 * 1024
 #: RowSpool's temp file: zstd makes it half lz4's size (~200 B a row: 400 MB for 2M events) for
