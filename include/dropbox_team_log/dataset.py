@@ -146,7 +146,7 @@ def day_bounds(day: date) -> Range:
     return start, start + DAY_SECONDS
 
 
-def _in_ranges(ts: np.ndarray, ranges: Sequence[Range]) -> np.ndarray:
+def in_ranges(ts: np.ndarray, ranges: Sequence[Range]) -> np.ndarray:
     """Boolean mask: which epoch seconds fall in one of the sorted, disjoint ranges."""
     if not ranges:
         return np.zeros(len(ts), dtype=bool)
@@ -255,7 +255,7 @@ class NewRows:
         with self._lock:
             for batch_id, seconds in enumerate(self._seconds):
                 live = seconds[self._live(batch_id)]
-                stray = live[~_in_ranges(live, fetched)]
+                stray = live[~in_ranges(live, fetched)]
                 if len(stray) and not outside:
                     example = int(stray[0])
                 outside += len(stray)
@@ -284,7 +284,7 @@ class NewRows:
             keys = np.empty(total, dtype=np.int64)
             count = 0
             for batch_id, seconds in enumerate(self._seconds):
-                local = np.flatnonzero(self._live(batch_id) & _in_ranges(seconds, taken))
+                local = np.flatnonzero(self._live(batch_id) & in_ranges(seconds, taken))
                 end = count + len(local)
                 first_row = self._offsets[batch_id]
                 keys[count:end] = (seconds[local] - base) * stride + (first_row + local)
@@ -820,7 +820,7 @@ class _OldRows:
             if ts[0] < last or np.any(np.diff(ts) < 0):
                 raise ValueError(f"{self.path} is not sorted by timestamp: refusing to merge")
             last = int(ts[-1])
-            drop = _in_ranges(ts, self.taken)
+            drop = in_ranges(ts, self.taken)
             self.replaced += int(drop.sum())
             kept = batch.filter(pa.array(~drop)) if drop.any() else batch
             if kept.num_rows:

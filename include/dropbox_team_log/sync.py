@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from dropbox_team_log import slicing
 from dropbox_team_log.api_client import CallStats
-from dropbox_team_log.dataset import DAY_SECONDS, EventDataset, NewRows, RowSpool
+from dropbox_team_log.dataset import DAY_SECONDS, EventDataset, NewRows, RowSpool, in_ranges
 from dropbox_team_log.event_reader import EventReader
 from dropbox_team_log.pseudonymise import Pseudonymiser
 from dropbox_team_log.slicing import DensityProfile
@@ -93,22 +93,6 @@ def due_ranges(
         settle=policy.settle_seconds,
         refresh=policy.refresh_seconds,
     )
-
-
-def fetch_range(
-    reader: EventReader,
-    start: int,
-    end: int,
-    spool: NewRows,
-    *,
-    team_id: str,
-    ingested_at: datetime,
-    pseudonymiser: Pseudonymiser | None = None,
-) -> list[int]:
-    """Add every event of `[start, end)` to `spool`, cursor restarts applied; returns the ids of
-    the batches added (their discarded rows are already marked)."""
-    batch_ids, _ = _read(reader, start, end, team_id, ingested_at, pseudonymiser, spool)
-    return batch_ids
 
 
 def _read(
@@ -238,18 +222,11 @@ def expected_density(
         if other is None or any(other[1].uncovered(lo - shift, hi - shift) for lo, hi in need):
             continue
         moved = other[0] + shift
-        parts.append(moved[_in_any(moved, need)])
+        parts.append(moved[in_ranges(moved, need)])
         need = []
     if need:
         return None
     return DensityProfile.from_day(np.concatenate(parts) if parts else np.zeros(0, np.int64))
-
-
-def _in_any(seconds: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
-    mask = np.zeros(len(seconds), dtype=bool)
-    for lo, hi in ranges:
-        mask |= (seconds >= lo) & (seconds < hi)
-    return mask
 
 
 def sync_day(
@@ -274,6 +251,9 @@ def sync_day(
         return report
     ingested_at = datetime.now(UTC)
     calls_before = reader.api.stats.calls
+    concurrency = api_concurrency() if concurrency is None else concurrency
+    # One call at a time never slices: no need to read the neighbours' timestamps.
+    profile = expected_density(dataset, part.day, ranges) if concurrency > 1 else None
     with RowSpool() as spool:  # closed (its temp file deleted) on every path
         fetch_ranges(
             reader,
@@ -281,9 +261,9 @@ def sync_day(
             spool,
             team_id=team_id,
             ingested_at=ingested_at,
-            concurrency=api_concurrency() if concurrency is None else concurrency,
+            concurrency=concurrency,
             pseudonymiser=pseudonymiser,
-            profile=expected_density(dataset, part.day, ranges),
+            profile=profile,
         )
         report.ranges = [[iso(start), iso(end)] for start, end in ranges]
         result = dataset.write_day(part.day, ranges, spool, fetched_at=as_of)
