@@ -19,7 +19,6 @@ import math
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -60,47 +59,22 @@ def free_port() -> int:
 @contextmanager
 def emulator(events_per_day: float, *, latency: float = 0.0, seed: int = 11) -> Iterator:
     """An emulator process with a fixed latency on every team_log call; its control client."""
-    port = free_port()
+    from dropbox_team_log.emulator.process import EmulatorStartError, emulator_process
+
+    args = ["--seed", str(seed), "--clock", CLOCK.isoformat()]
+    args += ["--events-per-day", str(events_per_day), "--access-token-lifetime", "86400"]
     with tempfile.TemporaryFile() as log:
-        yield from _serve(port, log, events_per_day, latency, seed)
-
-
-def _serve(port: int, log, events_per_day: float, latency: float, seed: int) -> Iterator:
-    proc = subprocess.Popen(
-        [
-            str(airflow_env.VENV_BIN / "dropbox-emulator"),
-            *("--port", str(port), "--seed", str(seed), "--clock", CLOCK.isoformat()),
-            *("--events-per-day", str(events_per_day), "--access-token-lifetime", "86400"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    from dropbox_team_log.emulator.client import EmulatorClient
-
-    client = EmulatorClient(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.health()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise SystemExit(f"emulator did not start: {log.read()[-2000:]!r}") from None
-                time.sleep(0.2)
-        client.cpu_seconds = lambda: _cpu_seconds(proc.pid)  # type: ignore[attr-defined]
-        if latency:
-            client.set_faults(
-                [{"kind": "slow", "route": TEAM_LOG_ROUTES, "seconds": latency, "every": 1}]
-            )
-        yield client
-    finally:
-        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            with emulator_process(free_port(), args, log=log) as (proc, client):
+                client.cpu_seconds = lambda: _cpu_seconds(proc.pid)  # type: ignore[attr-defined]
+                if latency:
+                    client.set_faults(
+                        [{"kind": "slow", "route": TEAM_LOG_ROUTES, "seconds": latency, "every": 1}]
+                    )
+                yield client
+        except EmulatorStartError as exc:
+            log.seek(0)
+            raise SystemExit(f"{exc}: {log.read()[-2000:]!r}") from None
 
 
 def _cpu_seconds(pid: int) -> float:

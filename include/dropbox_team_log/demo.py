@@ -13,7 +13,6 @@ import pty
 import re
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import duckdb
 
 from dropbox_team_log import report
 from dropbox_team_log.emulator import DEMO_APP_KEY, DEMO_APP_SECRET, EmulatorClient, approve
+from dropbox_team_log.emulator.process import EmulatorStartError, emulator_process
 
 PROJECT = Path.cwd()
 BIN = Path(sys.executable).parent
@@ -122,47 +122,13 @@ def free_port() -> int:
 
 @contextmanager
 def emulator(port: int, clock: datetime, env: dict[str, str]):
-    log = (LOGS / "emulator.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "dropbox-emulator"),
-            "--port",
-            str(port),
-            "--seed",
-            "7",
-            "--clock",
-            clock.isoformat(),
-            "--events-per-day",
-            "400",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    args = ["--seed", "7", "--clock", clock.isoformat(), "--events-per-day", "400"]
+    with (LOGS / "emulator.log").open("w") as log:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def wait_healthy(base_url: str, proc: subprocess.Popen) -> None:
-    client = EmulatorClient(base_url)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the emulator exited early (log: {LOGS / 'emulator.log'})")
-        try:
-            client.health()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("the emulator did not answer within 30 s")
+            with emulator_process(port, args, log=log, env=env) as (proc, _client):
+                yield proc
+        except EmulatorStartError as exc:
+            raise SystemExit(f"{exc} (log: {LOGS / 'emulator.log'})") from None
 
 
 def connect(base_url: str, env: dict[str, str]) -> None:
