@@ -119,6 +119,14 @@ class RunResult:
     days: int
 
 
+def sync_job(root: str, as_of: int) -> dict:
+    """What the DAG's plan task hands each day's sync task (the day slice aside)."""
+    from dropbox_team_log.windows import SyncPolicy
+
+    job = {"as_of": as_of, "conn_id": CONN_ID, "root": root, "team_id": "dbtid:bench"}
+    return job | {"policy": SyncPolicy().to_xcom()}
+
+
 def run_sync(
     kind: str, root: str, as_of: int, *, days: int = 60, parallel_days: int = 1
 ) -> RunResult:
@@ -144,17 +152,7 @@ def run_sync(
     else:
         lo, hi = incremental_range(connected_at=connected_at, as_of=as_of, policy=policy)
     dataset = EventDataset(root)
-    job = {
-        "as_of": as_of,
-        "conn_id": CONN_ID,
-        "root": root,
-        "team_id": "dbtid:bench",
-        "policy": {
-            "settle_seconds": policy.settle_seconds,
-            "refresh_seconds": policy.refresh_seconds,
-            "catchup_seconds": policy.catchup_seconds,
-        },
-    }
+    job = sync_job(root, as_of)
     result = RunResult(0.0, 0, 0, 0, 0)
     due = [p for p in split_days(lo, hi) if due_ranges(dataset, p, as_of=as_of, policy=policy)]
     with ThreadPoolExecutor(parallel_days) as pool:
@@ -533,20 +531,7 @@ def memory_child(root: str, day: str) -> None:
     lo = day_start(datetime.fromisoformat(day).date())
     part = DaySlice(datetime.fromisoformat(day).date(), lo, lo + DAY)
     started = time.perf_counter()
-    report = dag_tasks.sync(
-        {
-            "as_of": int(CLOCK.timestamp()),
-            "conn_id": CONN_ID,
-            "root": root,
-            "team_id": "dbtid:bench",
-            "policy": {
-                "settle_seconds": 25 * 3600,
-                "refresh_seconds": 6 * 3600,
-                "catchup_seconds": 7 * DAY,
-            },
-            **part.to_xcom(),
-        }
-    )
+    report = dag_tasks.sync({**sync_job(root, int(CLOCK.timestamp())), **part.to_xcom()})
     wall = time.perf_counter() - started
     peak = peak_rss_mb()
     print(

@@ -134,11 +134,7 @@ def plan(kind: str, params: dict[str, Any], context: dict[str, Any]) -> list[dic
         "root": root,
         "team_id": settings.team_id,
         "pseudonymised": pseudonymised,
-        "policy": {
-            "settle_seconds": policy.settle_seconds,
-            "refresh_seconds": policy.refresh_seconds,
-            "catchup_seconds": policy.catchup_seconds,
-        },
+        "policy": policy.to_xcom(),
     }
     return [{**job, **part.to_xcom()} for part in due]
 

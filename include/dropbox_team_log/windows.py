@@ -7,7 +7,7 @@ planning rules are tested directly. Instants are epoch seconds, ranges half-open
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -43,6 +43,10 @@ class SyncPolicy:
     settle_seconds: int = 25 * HOUR  # Dropbox: events land within 24 h; plus a 1 h margin
     refresh_seconds: int | None = 6 * HOUR  # re-read unsettled data this often (None: never)
     catchup_seconds: int = 7 * DAY  # how far back the incremental DAG fills gaps
+
+    def to_xcom(self) -> dict[str, Any]:
+        """The policy as plan hands it to each sync task (`SyncPolicy(**value)` reads it back)."""
+        return asdict(self)
 
 
 def day_start(day: date) -> int:
