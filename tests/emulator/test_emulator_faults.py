@@ -105,6 +105,27 @@ def test_slow(emulator, raw):
     assert resp.status_code == 500  # slow stacks with another fault
 
 
+def test_latency_is_a_response_time_not_a_delay_on_top(emulator, raw):
+    """`latency` answers `seconds` after arrival: the time to build the page is inside it, so
+    a call takes about the latency (a `slow` fault adds its sleep to the build time)."""
+    body = b'{"limit": 1000, "time": {"start_time": "2026-02-01T00:00:00Z"}}'
+    emulator.set_faults([{"kind": "latency", "route": GET, "seconds": 0.4, "every": 1}])
+    t0 = time.monotonic()
+    resp = raw(GET, body)
+    elapsed = time.monotonic() - t0
+    assert resp.status_code == 200
+    assert resp.json()["events"]
+    assert elapsed >= 0.4
+    emulator.set_faults(
+        [{"kind": "latency", "route": GET, "seconds": 0.3}, {"kind": "server_error", "route": GET}]
+    )
+    t0 = time.monotonic()
+    resp = raw(GET)
+    assert time.monotonic() - t0 >= 0.3  # a faulted answer keeps the response time too
+    assert resp.status_code == 500
+    assert emulator.faults()["injected"]["latency"] == 2
+
+
 def test_expire_access_token_makes_the_sdk_refresh(emulator, team_client):
     team_client.team_get_info()
     before = emulator.stats()["calls"]["oauth2/token"]

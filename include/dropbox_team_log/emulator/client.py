@@ -125,13 +125,14 @@ def _iso(value: datetime | str | int) -> str:
 class EmulatorClient:
     """The control API over HTTP, for an emulator in this process or another one."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout  # seconds per control call: a first look at a huge day is slow
 
     def _call(self, method: str, name: str, payload: Any = None, query: str = "") -> Any:
         body = None if payload is None else json.dumps(payload).encode()
         url = f"{self.base_url}/__emulator/{name}" + (f"?{query}" if query else "")
-        status, _, data = _http(method, url, body)
+        status, _, data = _http(method, url, body, timeout=self.timeout)
         if status != 200:
             raise RuntimeError(f"emulator {method} {name} -> {status}: {data[:500]!r}")
         return json.loads(data) if data else None
@@ -161,7 +162,8 @@ class EmulatorClient:
             for k, v in (("start", start), ("end", end), ("as_of", as_of))
             if v is not None
         }
-        status, _, data = _http("GET", f"{self.base_url}/__emulator/truth?{urlencode(params)}")
+        url = f"{self.base_url}/__emulator/truth?{urlencode(params)}"
+        status, _, data = _http("GET", url, timeout=self.timeout)
         if status != 200:
             raise RuntimeError(f"truth -> {status}: {data[:300]!r}")
         return data.splitlines()

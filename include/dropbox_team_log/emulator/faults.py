@@ -25,6 +25,9 @@ KINDS: dict[str, str] = {
     "truncated_body": "200 whose JSON body is cut short (Content-Length matches the cut)",
     "non_json": "200 application/json whose body is an HTML page",
     "slow": "sleep `seconds` before answering normally (stacks with other faults)",
+    "latency": "answer `seconds` after the request arrived, however long the answer took to "
+    "build (a `slow` sleep included): a fixed response time, as a remote API has (stacks "
+    "with other faults)",
     "expire_access_token": "401 expired_access_token (API routes)",
     "cursor_reset": "409 reset with the cursor's latest timestamp (get_events/continue)",
     "bad_cursor": "409 bad_cursor (get_events/continue)",
@@ -63,7 +66,7 @@ class Fault:
     every: int | None = None
     status: int | None = None  # server_error
     retry_after: int = 1  # rate_limit (seconds)
-    seconds: float = 1.0  # slow
+    seconds: float = 1.0  # slow, latency
     fraction: float = 0.5  # truncated_body / drop_mid_body: share of the body sent
     matched: int = 0
     injected: int = 0
@@ -143,6 +146,7 @@ class Fault:
 @dataclass
 class Decision:
     slow_seconds: float = 0.0
+    latency_seconds: float = 0.0  # the earliest the answer may leave, from the request's arrival
     fault: Fault | None = None
 
 
@@ -175,17 +179,20 @@ class FaultBook:
             return [f.to_json() for f in self._faults]
 
     def decide(self, call: CallInfo) -> Decision:
-        """Slow faults stack; of the others, the first that fires wins."""
+        """Slow and latency faults stack; of the others, the first that fires wins."""
         out = Decision()
         with self._lock:
             for fault in self._faults:
                 if not fault.applies_to(call):
                     continue
-                if fault.kind == "slow":
+                if fault.kind in ("slow", "latency"):
                     if fault.fires():
                         fault.injected += 1
-                        out.slow_seconds += fault.seconds
-                        self.injected_by_kind["slow"] += 1
+                        if fault.kind == "slow":
+                            out.slow_seconds += fault.seconds
+                        else:
+                            out.latency_seconds += fault.seconds
+                        self.injected_by_kind[fault.kind] += 1
                     continue
                 if out.fault is None and fault.fires():
                     fault.injected += 1

@@ -96,6 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Dispatch -----------------------------------------------------------------------------
 
     def _handle(self, method: str) -> None:
+        arrived = time.monotonic()
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -106,14 +107,14 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith(PREFIX):
                 self._send(self.server.control.handle(method, path, query, body))
                 return
-            self._api_call(method, path, query, body)
+            self._api_call(method, path, query, body, arrived)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception:  # a bug in the emulator: answer 500 and keep serving
             log.exception("emulator error on %s %s", method, self.path)
             self._send(text_response("emulator internal error (see its log)", 500))
 
-    def _api_call(self, method: str, path: str, query: str, body: bytes) -> None:
+    def _api_call(self, method: str, path: str, query: str, body: bytes, arrived: float) -> None:
         state = self.server.state
         route = path.strip("/")
         state.stats.call(route)
@@ -127,6 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind in PRE_KINDS:
             resp = self._fault_response(fault, route, body)
             if resp is None:
+                _wait_until(arrived + decision.latency_seconds)
                 state.stats.status(route, "dropped")
                 self._drop()
                 return
@@ -134,6 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "revoke_refresh_token":
                 self._revoke_behind(route, body)
             resp = self._route(method, route, query, body)
+        _wait_until(arrived + decision.latency_seconds)
         state.stats.status(route, resp.status)
         if fault is not None and fault.kind in POST_KINDS:
             self._send_mangled(resp, fault)
@@ -291,3 +294,10 @@ class EmulatorServer:
         self.httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _wait_until(deadline: float) -> None:
+    """Sleep until `deadline` (time.monotonic()); at once if it has passed."""
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
