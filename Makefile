@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+# As in the Dockerfile: Arrow on the system allocator (see dropbox_team_log/task_memory.py).
+export ARROW_DEFAULT_MEMORY_POOL ?= system
 
 .PHONY: help venv test test-fast lint demo emulator lock clean bench
 

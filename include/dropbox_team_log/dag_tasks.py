@@ -28,6 +28,7 @@ from dropbox_team_log.pseudonymise import (
     key_from_setting,
 )
 from dropbox_team_log.sync import due_ranges, sync_day
+from dropbox_team_log.task_memory import use_lean_allocators
 from dropbox_team_log.windows import (
     DaySlice,
     ParamError,
@@ -140,7 +141,8 @@ def plan(kind: str, params: dict[str, Any], context: dict[str, Any]) -> list[dic
 
 
 def sync(job: dict[str, Any]) -> dict[str, Any]:
-    """One mapped task: sync one day slice."""
+    """One mapped task: sync one day slice (in a process of its own: see task_memory)."""
+    use_lean_allocators()
     hook = DropboxTeamHook(dropbox_team_conn_id=job["conn_id"])
     pseudonymiser = load_pseudonymiser()
     if bool(pseudonymiser) != bool(job.get("pseudonymised")):

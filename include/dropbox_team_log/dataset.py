@@ -50,8 +50,9 @@ COVERAGE_KEY = b"dropbox_team_log.coverage"
 VERSION_KEY = b"dropbox_team_log.version"
 FORMAT_VERSION = b"1"
 #: Rows of a Parquet row group, and so about the most rows a write holds at once (~2 KB a row
-#: in memory: ~25 MB). Bigger groups barely compress better: 128k saves 8% (docs/design.md).
-ROW_GROUP_ROWS = 12 * 1024
+#: in memory: ~17 MB). Bigger groups barely compress better: 128k saves 10%, 12k 3%, and 12k
+#: costs ~8 MB more peak, which a 2M-event day in 300 MB cannot spare (docs/design.md).
+ROW_GROUP_ROWS = 8 * 1024
 #: Old rows are streamed in batches this big: a row group of the new file pins at most two.
 READ_BATCH_ROWS = 4 * 1024
 #: RowSpool's temp file: zstd makes it half lz4's size (~200 B a row: 400 MB for 2M events) for
@@ -157,8 +158,27 @@ def in_ranges(ts: np.ndarray, ranges: Sequence[Range]) -> np.ndarray:
 
 
 def _seconds(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """The timestamp column as int64 epoch seconds."""
-    return np.asarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
+    """The timestamp column (never null) as int64 epoch seconds: a view of Arrow's buffer.
+
+    Read from the buffers rather than `to_numpy()`, whose conversion imports pandas (see
+    `task_memory`). The view pins the column's buffer: copy it to keep it past the batch.
+    """
+    values = column.cast(pa.int64())
+    if values.null_count:
+        raise ValueError("a timestamp column holds nulls")
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    views = [np.frombuffer(c.buffers()[1], np.int64, len(c), c.offset * 8) for c in chunks]
+    if len(views) == 1:
+        return views[0]
+    return np.concatenate(views) if views else np.zeros(0, np.int64)
+
+
+def _narrow(offsets: np.ndarray) -> np.ndarray:
+    """int64 seconds as int32 when they fit (a day's rows always do): half the memory."""
+    info = np.iinfo(np.int32)
+    if len(offsets) and (offsets.min() < info.min or offsets.max() > info.max):
+        return offsets
+    return offsets.astype(np.int32)
 
 
 # Parquet has no seconds unit: `timestamp` is stored (and read back) as milliseconds.
@@ -186,7 +206,8 @@ def _conform(data: _Data, what: str) -> _Data:
 class NewRows:
     """The new rows of one write: added a batch at a time, partly discarded, read back sorted.
 
-    Only each row's timestamp (8 bytes) stays in this object; where the batches live is up to a
+    Only each row's timestamp stays in this object (4 bytes: seconds from the first row added,
+    8 where that does not fit); where the batches live is up to a
     subclass: `RowSpool` spills them to a temp file (a big day), `_BatchList` keeps them in
     memory (small writes, callers that already hold the batches). `add` and `discard_from` are
     thread-safe, so fetch threads add pages as they arrive. A batch's id is its position in add
@@ -195,7 +216,8 @@ class NewRows:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seconds: list[np.ndarray] = []  # per batch: its rows' epoch seconds
+        self._seconds: list[np.ndarray] = []  # per batch: its rows' seconds from _epoch
+        self._epoch = 0  # the first row's epoch second (set by the first add)
         self._cutoffs: list[int | None] = []  # per batch: its rows at/after this are discarded
         self._offsets: list[int] = [0]  # global number of each batch's first row
         self._sealed = False  # read back: no more batches
@@ -222,7 +244,9 @@ class NewRows:
             if self._sealed:
                 raise ValueError("rows were already read back: add every batch before write_day")
             self._store(batch)
-            self._seconds.append(seconds)
+            if not self._seconds and len(seconds):
+                self._epoch = int(seconds[0])
+            self._seconds.append(_narrow(seconds - self._epoch))
             self._cutoffs.append(None)
             self._offsets.append(self._offsets[-1] + len(seconds))
             return len(self._seconds) - 1
@@ -244,17 +268,24 @@ class NewRows:
             ids = range(len(self._seconds)) if batch_ids is None else batch_ids
             return sum(int(np.count_nonzero(self._live(batch_id))) for batch_id in ids)
 
-    def _live(self, batch_id: int) -> np.ndarray:
+    def _batch_seconds(self, batch_id: int) -> np.ndarray:
+        """A batch's rows' epoch seconds (int64)."""
+        return self._seconds[batch_id] + np.int64(self._epoch)
+
+    def _live(self, batch_id: int, seconds: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask of a batch's rows that were not discarded."""
-        seconds, cutoff = self._seconds[batch_id], self._cutoffs[batch_id]
-        return np.ones(len(seconds), dtype=bool) if cutoff is None else seconds < cutoff
+        cutoff = self._cutoffs[batch_id]
+        if cutoff is None:
+            return np.ones(len(self._seconds[batch_id]), dtype=bool)
+        return (self._batch_seconds(batch_id) if seconds is None else seconds) < cutoff
 
     def check_inside(self, fetched: Sequence[Range]) -> None:
         """Raise ValueError if a live row lies outside every fetched range (the caller erred)."""
         outside, example = 0, 0
         with self._lock:
-            for batch_id, seconds in enumerate(self._seconds):
-                live = seconds[self._live(batch_id)]
+            for batch_id in range(len(self._seconds)):
+                seconds = self._batch_seconds(batch_id)
+                live = seconds[self._live(batch_id, seconds)]
                 stray = live[~in_ranges(live, fetched)]
                 if len(stray) and not outside:
                     example = int(stray[0])
@@ -283,8 +314,9 @@ class NewRows:
             base = taken[0][0] if taken else 0
             keys = np.empty(total, dtype=np.int64)
             count = 0
-            for batch_id, seconds in enumerate(self._seconds):
-                local = np.flatnonzero(self._live(batch_id) & in_ranges(seconds, taken))
+            for batch_id in range(len(self._seconds)):
+                seconds = self._batch_seconds(batch_id)
+                local = np.flatnonzero(self._live(batch_id, seconds) & in_ranges(seconds, taken))
                 end = count + len(local)
                 first_row = self._offsets[batch_id]
                 keys[count:end] = (seconds[local] - base) * stride + (first_row + local)
@@ -712,7 +744,7 @@ class EventDataset:
                     sink.seek(0)
                     object_store.put_if(self.fs, path, sink.read(), etag)
                     return result
-            except (object_store.WriteConflict, object_store.FileExpired) as exc:
+            except object_store.lost_race_errors() as exc:
                 log.info("%s: another writer committed first (%s); merging again", day, exc)
                 self.fs.invalidate_cache(path)
         raise ConcurrentWriteError(

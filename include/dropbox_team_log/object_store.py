@@ -12,17 +12,10 @@ role; AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for an S3-compatible server).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import fsspec
-
-try:  # s3fs reads with If-Match on the ETag it opened: a replaced object raises FileExpired
-    from s3fs.utils import FileExpired
-except ImportError:  # pragma: no cover - without s3fs there is no S3 root to race on
-
-    class FileExpired(OSError):  # type: ignore[no-redef]
-        """Stand-in so `except` clauses work without s3fs."""
-
 
 PROTOCOLS = frozenset({"s3", "s3a"})
 #: One PUT holds at most 5 GiB: a day file beyond that would need a multipart upload.
@@ -33,6 +26,18 @@ _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict",
 
 class WriteConflict(Exception):
     """The object changed (or appeared) since it was read: merge again from the new state."""
+
+
+def lost_race_errors() -> tuple[type[BaseException], ...]:
+    """What a write that lost the race to another writer raises: `WriteConflict`, and s3fs's
+    `FileExpired` (it reads with If-Match on the ETag it opened, so a replaced object fails).
+
+    Looked up when an error is being matched, not imported up front: s3fs pulls in botocore
+    (~15 MB per task process), and if it was never imported no S3 read can have raised it.
+    """
+    s3fs_utils = sys.modules.get("s3fs.utils")
+    expired = getattr(s3fs_utils, "FileExpired", None)
+    return (WriteConflict, expired) if expired else (WriteConflict,)
 
 
 def is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
