@@ -5,11 +5,11 @@ ranges in the day's file. Both DAGs run this; it is idempotent because what is d
 the dataset's coverage and the run's own time, and a write never lets older data replace newer.
 
 A page costs a network round trip that dwarfs its transform, so a day's due ranges are cut into
-time slices read by a few threads at once (`api_concurrency()`): while one thread transforms its
-page, the others wait on the API. Each slice has its own cursor and applies its own restart
-discards, so the result is the same multiset as one sequential read.
+time slices read by a few threads at once (`api_concurrency()`), which only wait on the API: one
+worker thread transforms the pages they hand over. Each slice has its own cursor and applies its
+own restart discards, so the result is the same multiset as one sequential read.
 
-Memory stays bounded however big the day: each thread adds its page's batch to the day's
+Memory stays bounded however big the day: the worker adds each page's batch to the day's
 `RowSpool` (a temp file) as soon as it is transformed, and a restart discards through the spool,
 so only the rows' timestamps stay in memory until `write_day` streams them into the file.
 """
@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -32,7 +34,7 @@ import pyarrow.compute as pc
 from dropbox_team_log import slicing
 from dropbox_team_log.api_client import CallStats
 from dropbox_team_log.dataset import DAY_SECONDS, EventDataset, NewRows, RowSpool, in_ranges
-from dropbox_team_log.event_reader import EventReader
+from dropbox_team_log.event_reader import EventPage, EventReader
 from dropbox_team_log.pseudonymise import Pseudonymiser
 from dropbox_team_log.slicing import DensityProfile
 from dropbox_team_log.transform import events_to_batch
@@ -95,19 +97,84 @@ def due_ranges(
     )
 
 
+@dataclass
+class _PageStore:
+    """What a page becomes: its rows in the day's spool, after any restart discard."""
+
+    spool: NewRows
+    team_id: str
+    ingested_at: datetime
+    pseudonymiser: Pseudonymiser | None = None
+
+    def store(self, batch_ids: list[int], page: EventPage) -> pa.RecordBatch | None:
+        """Apply the page's discard to the batches its read added (`batch_ids`), then add its
+        rows and their batch id; returns the batch (None for an empty page)."""
+        if page.discard_from is not None:
+            self.spool.discard_from(batch_ids, page.discard_from)
+        if not page.events:
+            return None
+        batch = events_to_batch(page.events, team_id=self.team_id, ingested_at=self.ingested_at)
+        if self.pseudonymiser is not None:
+            batch = self.pseudonymiser(batch)
+        batch_ids.append(self.spool.add(batch))
+        return batch
+
+
+class _PageWorker:
+    """Stores pages on one thread of its own, in the order they are handed over.
+
+    The slice threads then only wait on the API: a thread hands its page over and sends its
+    next call at once, instead of transforming and spooling first while the API idles. One
+    worker keeps up (it stores ~60k events/s; 8 calls in flight bring ~40k) and keeps each
+    slice's pages in order, so a restart discard still follows the pages it applies to. The
+    queue is short: a page waiting holds its body (~1 MB), and a full queue makes the slice
+    threads wait rather than the memory grow. The first error stops the storing; the rest of
+    the queue is drained unread so no slice thread blocks, and `finish` raises it.
+    """
+
+    def __init__(self, store: _PageStore, depth: int) -> None:
+        self._store = store
+        self._queue: queue.Queue[tuple[list[int], EventPage] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="dropbox-pages", daemon=True)
+        self._thread.start()
+
+    def put(self, batch_ids: list[int], page: EventPage) -> None:
+        if self._error is not None:
+            raise _WorkerFailed
+        self._queue.put((batch_ids, page))
+
+    def finish(self) -> None:
+        """Wait for every page handed over to be stored; raise the worker's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._store.store(*item)
+                except BaseException as exc:  # handed to finish(), on the caller's thread
+                    self._error = exc
+            del item  # a stored page's body can go before the next one arrives
+
+
+class _WorkerFailed(Exception):
+    """The page worker failed: stop reading (finish() raises its error)."""
+
+
 def _read(
     reader: EventReader,
     start: int,
     end: int,
-    team_id: str,
-    ingested_at: datetime,
-    pseudonymiser: Pseudonymiser | None,
-    spool: NewRows,
+    store: _PageStore,
     *,
     probe: Callable[[int, int], list[Planned]] | None = None,
 ) -> tuple[list[int], list[Planned]]:
-    """Add the rows of `[start, end)` to `spool`; returns the ids of the batches added, and the
-    slices still to read.
+    """Add the rows of `[start, end)` to the spool; returns the ids of the batches added, and
+    the slices still to read.
 
     With `probe`, the first page that has more after it is a probe: `probe(rows, t)` plans
     `[t, end)` from the rows seen before t (t is the page's newest second, so rows of that
@@ -120,17 +187,12 @@ def _read(
     pages = reader.iter_pages(start, end)
     try:
         for page in pages:
-            if page.discard_from is not None:
-                spool.discard_from(batch_ids, page.discard_from)
-            if not page.events:
-                continue
-            batch = events_to_batch(page.events, team_id=team_id, ingested_at=ingested_at)
-            batch_ids.append(spool.add(pseudonymiser(batch) if pseudonymiser else batch))
-            if probe is not None and page.has_more:
+            batch = store.store(batch_ids, page)
+            if batch is not None and probe is not None and page.has_more:
                 cut = _newest_second(batch)
-                planned = probe(spool.live_rows(batch_ids), cut) if cut > start else []
+                planned = probe(store.spool.live_rows(batch_ids), cut) if cut > start else []
                 if len(planned) > 1:
-                    spool.discard_from(batch_ids, cut)
+                    store.spool.discard_from(batch_ids, cut)
                     return batch_ids, planned
                 probe = None
     finally:
@@ -156,15 +218,12 @@ def fetch_ranges(
     the start (`slicing.plan`). Without one (or when it foresees a single slice), each range's
     first page is a probe: the rest is cut by the density it saw, or, when one slice would do,
     read on with the same cursor, so a small range costs no more calls than a plain read.
-    Slices are read by a thread pool, largest first. Each slice has its own reader
-    and a copy of the API client (same HTTP session and token), so stats are merged once at the
-    end instead of raced over by threads; each thread adds its pages to the spool as it reads
-    them and discards only what its own slice delivered.
+    Slices are read by a thread pool, largest first, while one worker thread transforms and
+    spools their pages (`_PageWorker`); a restart discards only what its own slice delivered.
     """
-    args = (team_id, ingested_at, pseudonymiser, spool)
-    if concurrency <= 1:
-        for lo, hi in ranges:
-            _read(reader, lo, hi, *args)
+    store = _PageStore(spool, team_id, ingested_at, pseudonymiser)
+    if concurrency <= 1:  # one call at a time, the next sent while the worker stores a page
+        _read_side_by_side(reader, list(ranges), store, 1)
         return
     plan_slices = partial(slicing.plan, page_limit=reader.page_limit, concurrency=concurrency)
     planned = plan_slices(ranges, profile) if profile is not None else []
@@ -176,30 +235,52 @@ def fetch_ranges(
                 expected = max(rows, 1) * (hi - cut) / (cut - lo)  # the probe's density
                 return plan_slices([(cut, hi)], DensityProfile.uniform(cut, hi, expected))
 
-            planned += _read(reader, lo, hi, *args, probe=rest)[1]
+            planned += _read(reader, lo, hi, store, probe=rest)[1]
         planned.sort(key=lambda item: -item[1])
     slices = [piece for piece, _rows in planned]
-    if not slices:
-        return
+    if slices:
+        _read_side_by_side(reader, slices, store, concurrency)
+
+
+def _read_side_by_side(
+    reader: EventReader, slices: list[tuple[int, int]], store: _PageStore, concurrency: int
+) -> None:
+    """Read slices with up to `concurrency` calls in flight; one worker stores the pages.
+
+    Each slice has its own reader and a copy of the API client (same HTTP session and token),
+    so stats are merged once at the end instead of raced over by threads.
+    """
+    worker = _PageWorker(store, depth=concurrency)
 
     def read(piece: tuple[int, int]) -> EventReader:
         api = copy.copy(reader.api)
         api.stats = CallStats()
         own = EventReader(api, page_limit=reader.page_limit, max_restarts=reader.max_restarts)
-        _read(own, *piece, *args)
+        batch_ids: list[int] = []
+        pages = own.iter_pages(*piece)
+        try:
+            for page in pages:
+                worker.put(batch_ids, page)
+        finally:
+            pages.close()
         return own
 
-    with ThreadPoolExecutor(min(concurrency, len(slices)), "dropbox-slice") as pool:
-        futures = [pool.submit(read, piece) for piece in slices]
-        try:
-            for future in futures:
-                own = future.result()
-                reader.stats.merge(own.stats)
-                reader.api.stats.merge(own.api.stats)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    try:
+        with ThreadPoolExecutor(min(concurrency, len(slices)), "dropbox-slice") as pool:
+            futures = [pool.submit(read, piece) for piece in slices]
+            try:
+                for future in futures:
+                    own = future.result()
+                    reader.stats.merge(own.stats)
+                    reader.api.stats.merge(own.api.stats)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    except _WorkerFailed:
+        pass  # finish() raises the worker's own error
+    finally:
+        worker.finish()
 
 
 def expected_density(
