@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dropbox
+import orjson
 import pyarrow.compute as pc
 import pytest
 from pipeline_helpers import grant_app, multiset, utc
@@ -22,6 +23,7 @@ from dropbox_team_log.api_client import RetryPolicy, TeamApiClient
 from dropbox_team_log.dataset import EventDataset, RowSpool
 from dropbox_team_log.errors import CursorRestartLimitError
 from dropbox_team_log.event_reader import EventReader
+from dropbox_team_log.transform import MalformedEventError
 from dropbox_team_log.transport import build_session
 from dropbox_team_log.windows import DaySlice, SyncPolicy, day_start
 
@@ -148,6 +150,24 @@ def test_a_sync_that_fails_mid_fetch_closes_its_spool(
             sync_the_day(emu, refresh_token, tmp_path / "dataset", 4, max_restarts=1)
     finally:
         emu.clear_faults()
+    assert len(spools) == 1 and spools[0].closed
+    assert files_open_in(spool_dir) == []
+    assert EventDataset(str(tmp_path / "dataset")).days() == []
+
+
+@pytest.mark.parametrize("concurrency", [1, 4], ids=["one-call", "slices"])
+def test_a_malformed_event_fails_the_day_with_its_reason_and_writes_nothing(
+    emu, refresh_token, tmp_path, spool_dir, spools, concurrency
+):
+    """The page worker's error reaches the task: slice threads stop, nothing is written."""
+    day = DAY - timedelta(days=5 + concurrency)  # a day of its own: the emulator is shared
+    lo = day_start(day)
+    good = orjson.loads(emu.truth(lo, lo + 86_400, as_of=T)[0])
+    broken = {key: value for key, value in good.items() if key != "event_type"}
+    broken["timestamp"] = utc(day.year, day.month, day.day, 13).strftime("%Y-%m-%dT%H:%M:%SZ")
+    emu.add_events([broken], visible_at=lo + 14 * 3600)
+    with pytest.raises(MalformedEventError, match="event_type"):
+        sync_the_day(emu, refresh_token, tmp_path / "dataset", concurrency, day=day)
     assert len(spools) == 1 and spools[0].closed
     assert files_open_in(spool_dir) == []
     assert EventDataset(str(tmp_path / "dataset")).days() == []
