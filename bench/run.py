@@ -60,15 +60,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def emulator(events_per_day: float, *, latency: float = 0.0, seed: int = 11) -> Iterator:
+def emulator(
+    events_per_day: float, *, latency: float = 0.0, seed: int = 11, days: int = 60
+) -> Iterator:
     """An emulator process with a fixed latency on every team_log call; its control client."""
     from dropbox_team_log.emulator.process import EmulatorStartError, emulator_process
 
     args = ["--seed", str(seed), "--clock", CLOCK.isoformat()]
     args += ["--events-per-day", str(events_per_day), "--access-token-lifetime", "86400"]
+    # Every day stays made: a day made again inside a timed call would be charged to the pipeline.
+    args += ["--cache-events", str(int(max(200_000, 1.5 * events_per_day * (days + 10))))]
     with tempfile.TemporaryFile() as log:
         try:
             with emulator_process(free_port(), args, log=log) as (proc, client):
+                client.timeout = 900  # making a 2M-event day, or 60 days of 1M, takes minutes
                 client.cpu_seconds = lambda: _cpu_seconds(proc.pid)  # type: ignore[attr-defined]
                 if latency:
                     client.set_faults(
@@ -309,7 +314,8 @@ def bench_transform(client: EmulatorClient, events: int, baseline_events: int, w
     pa.set_cpu_count(1)  # "events/s on one core": no Arrow thread pool helping
     pa.set_io_thread_count(1)
     raw_bytes = sum(len(r) for r in raws)
-    ours = min(transform_ours(pages, tempfile.mkdtemp(dir=work)) for _ in range(2))
+    # best of 3: the first run also pays first-use costs (imports, allocator, page cache)
+    ours = min(transform_ours(pages, tempfile.mkdtemp(dir=work)) for _ in range(3))
     sample = pages_of(raws[:baseline_events])
     base = transform_baseline(sample, os.path.join(work, "baseline.parquet"))
     ours_rate = len(raws) / ours
@@ -524,7 +530,6 @@ def bench_memory(events: int, work: str) -> dict:
     from dropbox_team_log.task_memory import WORKER_ENV
 
     with emulator(events / WEEKDAY_FACTOR, seed=12) as client:
-        client.timeout = 900  # the emulator makes a 2M-event day in ~2 minutes on first use
         connect(client)
         day = CLOCK - timedelta(days=3)
         expected = client.truth_count(day, day + timedelta(days=1))
@@ -631,7 +636,7 @@ def main() -> int:
     figures: dict = {"scale": args.scale, "cores": os.cpu_count()}
     started = time.perf_counter()
     try:
-        with emulator(epd, latency=args.latency) as client:
+        with emulator(epd, latency=args.latency, days=args.days) as client:
             connect(client)
             step("transform", "page bytes -> rows -> Parquet, and the SDK-typed baseline")
             figures |= bench_transform(client, int(50_000 * min(1, args.scale * 2)), 5_000, work)

@@ -202,3 +202,11 @@ def test_evicted_days_come_back_identical(make_config):
     assert len(state.store._days) < 6  # the LRU evicted some days
     after = [list(state.store.day(d).body) for d in range(first, first + 6)]
     assert before == after
+
+
+def test_the_cli_sets_how_many_events_stay_made():
+    from dropbox_team_log.emulator.__main__ import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["--cache-events", "5000"])).cache_events == 5000
+    assert config_from_args(parser.parse_args([])).cache_events == 200_000

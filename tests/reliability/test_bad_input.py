@@ -38,6 +38,7 @@ ANY_INTERFACE = ".".join(["0"] * 4)  # what must be refused
         (["--max-delay", "0"], "argument --max-delay: 0 is out of range"),
         (["--cursor-ttl", "-1"], "argument --cursor-ttl"),
         (["--access-token-lifetime", "0"], "argument --access-token-lifetime"),
+        (["--cache-events", "0"], "argument --cache-events: 0 is out of range"),
         (["--num-licensed-users", "0"], "argument --num-licensed-users"),
         (["--clock-rate", "-2"], "argument --clock-rate"),
         (["--clock", "yesterday"], "argument --clock: 'yesterday' is not an ISO 8601 time"),

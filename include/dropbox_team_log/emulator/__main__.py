@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d["access_token_lifetime"].default,
         help="seconds (default 14400)",
     )
+    p.add_argument(
+        "--cache-events",
+        type=_number(int, 1),
+        default=d["cache_events"].default,
+        help="generated events kept in memory (~3 KB each); older days are made again on use "
+        "(default 200000)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return p
 
@@ -172,6 +179,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         unknown_type_rate=args.unknown_type_rate,
         cursor_ttl=args.cursor_ttl or None,
         access_token_lifetime=args.access_token_lifetime,
+        cache_events=args.cache_events,
     )
 
 
