@@ -5,8 +5,8 @@ key `dropbox_team_log.coverage` says which ranges those rows answer exactly (see
 write takes the day's lock, replaces the rows of the ranges it may take, keeps the rest, and swaps
 the file in with one rename, so a reader globbing `event_date=*/*.parquet` sees the old day or the
 new one: never a partial file, never a row twice. The old file is streamed row group by row group,
-and the new rows come from a `RowSpool` (a temp file the fetch threads append to) a row group at
-a time in timestamp order, so memory is bounded by a few row groups, not by the day's size.
+and the new rows come from a `RowSpool` (a temp file the sync's page worker appends to) a row
+group at a time in timestamp order, so memory is bounded by a few row groups, not the day's size.
 
 On S3 (`s3://bucket/prefix`) there is no rename and no lock: the merged file is built in a local
 unnamed temp file and PUT straight to its final key, conditionally on the ETag it was merged
@@ -56,7 +56,7 @@ ROW_GROUP_ROWS = 8 * 1024
 #: Old rows are streamed in batches this big: a row group of the new file pins at most two.
 READ_BATCH_ROWS = 4 * 1024
 #: RowSpool's temp file: zstd makes it half lz4's size (~200 B a row: 400 MB for 2M events) for
-#: ~1 ms more per 1000-row page, added by the fetch threads while others wait on the API.
+#: ~1 ms more per 1000-row page, added by the page worker while slice threads wait on the API.
 SPOOL_COMPRESSION = "zstd"
 #: Decoded spool batches kept for the next sorted piece (one API page each, ~2 MB).
 SPOOL_CACHE_BATCHES = 4
@@ -210,8 +210,8 @@ class NewRows:
     8 where that does not fit); where the batches live is up to a
     subclass: `RowSpool` spills them to a temp file (a big day), `_BatchList` keeps them in
     memory (small writes, callers that already hold the batches). `add` and `discard_from` are
-    thread-safe, so fetch threads add pages as they arrive. A batch's id is its position in add
-    order, and rows of one second keep that order in the file.
+    thread-safe, so pages can be added from any thread as they arrive. A batch's id is its
+    position in add order, and rows of one second keep that order in the file.
     """
 
     def __init__(self) -> None:
@@ -435,7 +435,7 @@ class RowSpool(NewRows):
     def _arrange(
         self, batch: pa.RecordBatch, seconds: np.ndarray
     ) -> tuple[pa.RecordBatch, np.ndarray]:
-        """Sorted by timestamp (stable: a second's rows keep their order) by the fetch thread.
+        """Sorted by timestamp (stable: a second's rows keep their order) by the adding thread.
 
         Rows of one batch then come back as runs of consecutive rows, which are zero-copy
         slices of the decoded batch rather than copies gathered row by row.

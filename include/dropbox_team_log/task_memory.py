@@ -1,7 +1,7 @@
 """Allocator settings for a process that streams a day of events: memory handed back when freed.
 
 A day's sync allocates and frees the same few shapes for hours: a page body of about 1 MB per
-fetch thread, the Arrow buffers of its batch, a row group being written. With the defaults,
+call in flight, the Arrow buffers of its batch, a row group being written. With the defaults,
 freed memory stays with the process, so peak RSS grows with the day even though the code holds
 a bounded amount (measured on a 713k-event day in a task-shaped process: 429 MB peak with the
 defaults, 290 MB with the settings below; see docs/performance.md):
@@ -24,7 +24,6 @@ process runs that one task, never on import.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import importlib.abc
 import logging
 import os
@@ -59,9 +58,8 @@ def use_lean_allocators() -> None:
 def _fix_glibc_mmap_threshold() -> None:
     if not sys.platform.startswith("linux"):
         return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+    try:  # the process's own symbols: libc is loaded, no library search needed
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # musl and others: no mallopt, nothing to tune
         return
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
