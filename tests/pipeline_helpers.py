@@ -16,6 +16,8 @@ import dropbox
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from dropbox_team_log.api_client import RetryPolicy, TeamApiClient
+from dropbox_team_log.event_reader import EventReader
 from dropbox_team_log.hook import REQUIRED_SCOPES
 from dropbox_team_log.transport import build_session
 
@@ -40,6 +42,33 @@ def grant_app(emu):
     )
     flow.requests_session = build_session(emu.base_url)
     return flow.finish(emu.approve(flow.start()))
+
+
+def reader_at(
+    base_url: str,
+    *,
+    policy: RetryPolicy | None = None,
+    timeout: float = 10,
+    page_limit: int = 1000,
+    max_restarts: int = 10,
+    **credentials: str,
+) -> EventReader:
+    """An EventReader on the real SDK and transport against `base_url`, without the hook.
+
+    The SDK's own retries are off and backoff does not sleep: only `TeamApiClient` retries.
+    `credentials` go to `dropbox.DropboxTeam` (an access token, or refresh token + app key).
+    """
+    client = dropbox.DropboxTeam(
+        session=build_session(base_url),
+        max_retries_on_error=0,
+        max_retries_on_rate_limit=0,
+        timeout=timeout,
+        **credentials,
+    )
+    api = TeamApiClient(
+        client, conn_id="test", policy=policy or RetryPolicy(), sleep=lambda _: None
+    )
+    return EventReader(api, page_limit=page_limit, max_restarts=max_restarts)
 
 
 def connection_json(emu, *, connected_at: datetime, backoff_base: float = 0.01) -> str:

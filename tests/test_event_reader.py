@@ -14,21 +14,19 @@ from collections import Counter
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import dropbox
 import dropbox.team_log
 import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from pipeline_helpers import connection_json, multiset, utc
+from pipeline_helpers import connection_json, multiset, reader_at, utc
 
-from dropbox_team_log.api_client import RetryPolicy, TeamApiClient
+from dropbox_team_log.api_client import RetryPolicy
 from dropbox_team_log.errors import RefreshTokenRevokedError, RouteError, TransientApiError
 from dropbox_team_log.event_reader import EventReader
 from dropbox_team_log.hook import DropboxTeamHook
 from dropbox_team_log.transform import UTC_TS_S, events_to_batch
-from dropbox_team_log.transport import build_session
 
 T = utc(2026, 11, 20, 12, 0, 0)
 START, END = T - timedelta(days=60), T
@@ -223,17 +221,13 @@ def scripted():
         server = _ScriptedApi(list(bodies))
         servers.append(server)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        client = dropbox.DropboxTeam(
-            oauth2_access_token="test-access-token",
-            session=build_session(f"http://127.0.0.1:{server.server_address[1]}"),
-            max_retries_on_error=0,
-            max_retries_on_rate_limit=0,
+        reader = reader_at(
+            f"http://127.0.0.1:{server.server_address[1]}",
+            policy=RetryPolicy(max_attempts=3),
             timeout=5,
+            oauth2_access_token="test-access-token",
         )
-        api = TeamApiClient(
-            client, conn_id="scripted", policy=RetryPolicy(max_attempts=3), sleep=lambda _: None
-        )
-        return EventReader(api), server
+        return reader, server
 
     yield serve
     for server in servers:

@@ -12,19 +12,16 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import dropbox
 import orjson
 import pyarrow.compute as pc
 import pytest
-from pipeline_helpers import grant_app, multiset, utc
+from pipeline_helpers import grant_app, multiset, reader_at, utc
 
 from dropbox_team_log import sync
-from dropbox_team_log.api_client import RetryPolicy, TeamApiClient
 from dropbox_team_log.dataset import EventDataset, RowSpool
 from dropbox_team_log.errors import CursorRestartLimitError
 from dropbox_team_log.event_reader import EventReader
 from dropbox_team_log.transform import MalformedEventError
-from dropbox_team_log.transport import build_session
 from dropbox_team_log.windows import DaySlice, SyncPolicy, day_start
 
 T = utc(2026, 11, 20, 12, 0, 0)
@@ -60,17 +57,14 @@ def refresh_token(emu) -> str:
 
 
 def reader_for(emu, refresh_token: str, *, max_restarts: int = 10) -> EventReader:
-    client = dropbox.DropboxTeam(
+    return reader_at(
+        emu.base_url,
+        page_limit=PAGE,
+        max_restarts=max_restarts,
         oauth2_refresh_token=refresh_token,
         app_key=emu.config.app_key,
         app_secret=emu.config.app_secret,
-        session=build_session(emu.base_url),
-        max_retries_on_error=0,
-        max_retries_on_rate_limit=0,
-        timeout=10,
     )
-    api = TeamApiClient(client, conn_id="test", policy=RetryPolicy(), sleep=lambda _: None)
-    return EventReader(api, page_limit=PAGE, max_restarts=max_restarts)
 
 
 @pytest.fixture
