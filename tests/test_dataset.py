@@ -512,8 +512,8 @@ def api_pages(seconds: list[int], tag: str, page_rows: int, seed: int) -> list[p
     return pages
 
 
-def spool_of(batches: list[pa.RecordBatch]) -> RowSpool:
-    spool = RowSpool()
+def spool_of(batches: list[pa.RecordBatch], memory_bytes: int = 0) -> RowSpool:
+    spool = RowSpool(memory_bytes=memory_bytes)
     for batch in batches:
         spool.add(batch)
     return spool
@@ -523,14 +523,23 @@ def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
-def test_spool_round_trip_writes_what_the_batches_would(tmp_path: Path, spool_dir: Path):
+@pytest.mark.parametrize(
+    ("memory_pages", "spilled"),
+    [(0, True), (5, True), (None, False)],
+    ids=["file", "memory-then-file", "memory"],
+)
+def test_spool_round_trip_writes_what_the_batches_would(
+    tmp_path: Path, spool_dir: Path, memory_pages: int | None, spilled: bool
+):
     rng = random.Random(3)
     seconds = [LO + rng.randrange(2 * H) for _ in range(500)]
     pages = api_pages(seconds, "p", page_rows=40, seed=1)
     rng.shuffle(pages)  # several slices: pages arrive in no global order
     from_batches = EventDataset(str(tmp_path / "batches"))
     from_spool = EventDataset(str(tmp_path / "spool"))
-    with spool_of(pages) as spool:
+    budget = None if memory_pages is None else memory_pages * pages[0].nbytes
+    with spool_of(pages, memory_bytes=budget) as spool:
+        assert spool.spilled is spilled
         assert spool.live_rows() == 500
         assert list(spool_dir.iterdir()) == []  # unnamed: nothing to leave behind
         a = from_spool.write_day(DAY, [(LO, LO + 2 * H)], spool, fetched_at=HI)
@@ -619,12 +628,12 @@ def test_spool_temp_file_is_gone_after_success_and_after_an_error(
     ds: EventDataset, spool_dir: Path
 ):
     before = open_fds()
-    with RowSpool() as spool:
+    with RowSpool(memory_bytes=0) as spool:
         spool.add(make_batch([LO + 1], "a"))
         assert len(open_fds() - before) == 1  # the temp file, open but nameless
         ds.write_day(DAY, [(LO, LO + 10)], spool, fetched_at=HI)
     assert spool.closed and open_fds() == before
-    with pytest.raises(RuntimeError, match="fetch failed"), RowSpool() as spool:
+    with pytest.raises(RuntimeError, match="fetch failed"), RowSpool(memory_bytes=0) as spool:
         spool.add(make_batch([LO + 2], "b"))
         raise RuntimeError("fetch failed")
     assert spool.closed and open_fds() == before
@@ -636,6 +645,30 @@ def test_spool_temp_file_is_gone_after_success_and_after_an_error(
         spool.add(make_batch([LO + 3], "d"))
     assert list(spool_dir.iterdir()) == []
     assert ids(ds.read_day(DAY)) == ["a#0"]
+
+
+def test_a_small_spool_opens_no_file_and_a_big_one_spills_in_add_order(
+    ds: EventDataset, spool_dir: Path
+):
+    """Below its memory budget a spool holds its batches (no temp file at all); the batch that
+    passes the budget moves every held batch to the file, so ids, discards made before the
+    spill and the rows' order in the day file are the same as if they had never moved."""
+    first = make_batch([LO + 5, LO + 1, LO + 9], "a")
+    before = open_fds()
+    with RowSpool(memory_bytes=2 * first.nbytes) as spool:
+        a = spool.add(first)
+        b = spool.add(make_batch([LO + 5, LO + 2], "b"))
+        spool.discard_from([a], LO + 8)  # a restart before the spill
+        assert not spool.spilled and open_fds() == before
+        c = spool.add(make_batch([LO + 5, LO + 7, LO + 3], "c"))  # past the budget
+        assert spool.spilled and len(open_fds() - before) == 1
+        d = spool.add(make_batch([LO + 4], "d"))
+        spool.discard_from([c], LO + 6)  # and one after
+        assert (a, b, c, d) == (0, 1, 2, 3)
+        assert spool.live_rows() == 7
+        ds.write_day(DAY, [(LO, LO + H)], spool, fetched_at=HI)
+    assert open_fds() == before and list(spool_dir.iterdir()) == []
+    assert ids(ds.read_day(DAY)) == ["a#1", "b#1", "c#2", "d#0", "a#0", "b#0", "c#0"]
 
 
 def test_a_spool_is_read_only_once_write_day_has_read_it(ds: EventDataset):
@@ -731,7 +764,7 @@ def test_a_write_holds_about_one_row_group_however_many_rows(
         ds.write_day(DAY, [(LO, HI)], old, fetched_at=HI)  # the new rows merge with these
         pages = api_pages([LO + rows + 2 * i for i in range(rows)], "new", 25, seed=6)
         random.Random(7).shuffle(pages)
-        with RowSpool() as spool:
+        with RowSpool(memory_bytes=0) as spool:  # the file, as a big day's rows
             for page in pages:
                 spool.add(page)
             del pages, page, old

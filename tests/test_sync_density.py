@@ -66,3 +66,18 @@ def test_a_refetch_expects_what_the_day_holds_and_neighbours_fill_the_rest(
     assert profile is not None
     assert profile.expected(lo, lo + 12 * 3600) == 1200  # own rows, not yesterday's 9
     assert profile.expected(lo + 12 * 3600, hi) == 700
+
+
+def test_the_same_weekday_a_week_before_beats_yesterday(dataset: EventDataset) -> None:
+    """A Monday is planned from last Monday's rows, not from Sunday's quiet ones."""
+    assert DAY.weekday() == 0
+    sunday, last_monday = DAY - timedelta(days=1), DAY - timedelta(days=7)
+    slo, shi = day_bounds(sunday)
+    write_day(dataset, sunday, [slo + 10 * 3600 + i for i in range(40)], (slo, shi))
+    mlo, mhi = day_bounds(last_monday)
+    write_day(dataset, last_monday, [mlo + 9 * 3600 + i for i in range(900)], (mlo, mhi))
+    lo, hi = day_bounds(DAY)
+    profile = expected_density(dataset, DAY, [(lo, hi)])
+    assert profile is not None
+    assert profile.expected(lo, hi) == 900
+    assert profile.expected(lo + 9 * 3600, lo + 10 * 3600) == 900

@@ -58,6 +58,10 @@ READ_BATCH_ROWS = 4 * 1024
 #: RowSpool's temp file: zstd makes it half lz4's size (~200 B a row: 400 MB for 2M events) for
 #: ~1 ms more per 1000-row page, added by the page worker while slice threads wait on the API.
 SPOOL_COMPRESSION = "zstd"
+#: A RowSpool holds its batches in memory up to this many bytes (~16k events), then spills them
+#: all to its temp file. The 2M-event day spills at its first pages, when little else is held,
+#: so its peak (the write phase) does not move.
+SPOOL_MEMORY_BYTES = 32 * 1024 * 1024
 #: Decoded spool batches kept for the next sorted piece (one API page each, ~2 MB).
 SPOOL_CACHE_BATCHES = 4
 #: A sorted piece is read run by run while it has at most this many runs per batch it touches.
@@ -392,40 +396,47 @@ class _BatchList(NewRows):
 
 
 class RowSpool(NewRows):
-    """New rows spilled to an unnamed temp file as they arrive: a day's write in bounded memory.
+    """New rows kept in memory while they are few, else spilled to an unnamed temp file.
 
-    Each batch is appended to a compressed Arrow IPC file in `tempfile.TemporaryFile()` (the
-    system temp dir, TMPDIR): it has no name, so the kernel frees it when the spool is closed or
-    the process dies. Reading back uses ordinary reads of one batch at a time, never a memory map
-    (mapped pages count as the process's memory), with a small cache: a sorted piece usually
-    ends inside the batch the next piece starts with. Use it as a context manager.
+    A day's write stays in bounded memory: once the batches held pass `memory_bytes`, they and
+    every later batch go to a compressed Arrow IPC file in `tempfile.TemporaryFile()` (the
+    system temp dir, TMPDIR), in add order, so a batch's id stays its position. The file has no
+    name: the kernel frees it when the spool is closed or the process dies. Reading back uses
+    ordinary reads of one batch at a time, never a memory map (mapped pages count as the
+    process's memory), with a small cache: a sorted piece usually ends inside the batch the
+    next piece starts with. A small day never touches the file: compressing its pages while the
+    API answers and reading them back before the write cost ~15 ms a day for nothing.
+    Use it as a context manager.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, memory_bytes: int | None = None) -> None:
         super().__init__()
-        # it lives until close(), not for one block:
-        self._file = tempfile.TemporaryFile()  # ruff: ignore[open-file-with-context-handler]
-        try:
-            options = pa.ipc.IpcWriteOptions(compression=SPOOL_COMPRESSION, use_threads=False)
-            self._writer: pa.ipc.RecordBatchFileWriter | None = pa.ipc.new_file(
-                self._file, EVENT_SCHEMA, options=options
-            )
-        except BaseException:
-            self._file.close()
-            raise
+        self._memory_bytes = SPOOL_MEMORY_BYTES if memory_bytes is None else memory_bytes
+        self._held: list[pa.RecordBatch] | None = []  # None once spilled
+        self._held_bytes = 0
+        self._file: IO[bytes] | None = None
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
         self._reader: pa.ipc.RecordBatchFileReader | None = None
         self._cache: OrderedDict[int, pa.RecordBatch] = OrderedDict()
 
+    @property
+    def spilled(self) -> bool:
+        """Whether the rows went to the temp file (past `memory_bytes`)."""
+        return self._held is None
+
     def close(self) -> None:
-        """Delete the temp file (idempotent; later adds and reads raise)."""
+        """Delete the temp file, drop held batches (idempotent; later adds and reads raise)."""
         with self._lock:
             super().close()
             self._cache.clear()
+            if self._held is not None:
+                self._held.clear()
             self._reader = None
             try:
                 self._close_writer()  # else its destructor would write to a closed file
             finally:
-                self._file.close()
+                if self._file is not None:
+                    self._file.close()
 
     def _close_writer(self) -> None:
         writer, self._writer = self._writer, None
@@ -446,16 +457,40 @@ class RowSpool(NewRows):
         return batch.take(pa.array(order)), seconds[order]
 
     def _store(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None:  # pragma: no cover - add checks closed and sealed first
-            raise ValueError("the spool is no longer open for adding")
-        self._writer.write_batch(batch)
+        if self._held is None:
+            if self._writer is None:  # pragma: no cover - add checks closed and sealed first
+                raise ValueError("the spool is no longer open for adding")
+            self._writer.write_batch(batch)
+            return
+        self._held.append(batch)
+        self._held_bytes += batch.nbytes
+        if self._held_bytes > self._memory_bytes:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Move the held batches to a new temp file, in id order; later batches follow them."""
+        # it lives until close(), not for one block:
+        self._file = tempfile.TemporaryFile()  # ruff: ignore[open-file-with-context-handler]
+        options = pa.ipc.IpcWriteOptions(compression=SPOOL_COMPRESSION, use_threads=False)
+        self._writer = pa.ipc.new_file(self._file, EVENT_SCHEMA, options=options)
+        held, self._held = self._held or [], None
+        for batch in held:
+            self._writer.write_batch(batch)
+        held.clear()
 
     def _seal(self) -> None:
+        if self._held is not None:
+            return  # read straight from memory
         self._close_writer()  # writes the footer: the batches can now be read by number
-        self._file.flush()
-        self._reader = pa.ipc.open_file(self._file, options=_SPOOL_READ_OPTIONS)
+        if self._file is not None:  # else close() came first: _batch says so
+            self._file.flush()
+            self._reader = pa.ipc.open_file(self._file, options=_SPOOL_READ_OPTIONS)
 
     def _batch(self, batch_id: int) -> pa.RecordBatch:
+        if self._held is not None:
+            if self.closed:
+                raise ValueError("the spool is closed")
+            return self._held[batch_id]
         batch = self._cache.get(batch_id)
         if batch is not None:
             self._cache.move_to_end(batch_id)

@@ -283,19 +283,27 @@ def _read_side_by_side(
         worker.finish()
 
 
+#: Days whose rows predict a day's, best first. A team's activity follows the working week: a
+#: Monday planned from Sunday's rows expects a quarter of its events, so its slices overflow
+#: their page and the day takes a round of calls more; a Saturday planned from Friday's is cut
+#: into twice the slices it needs. The same weekday a week before (or after) comes first, then
+#: yesterday and tomorrow for the first days of a backfill.
+NEIGHBOUR_DAYS = (-7, 7, -1, 1)
+
+
 def expected_density(
     dataset: EventDataset, day: date, ranges: list[tuple[int, int]]
 ) -> DensityProfile | None:
     """Where the due ranges' events are expected, from rows already on disk; None if unknown.
 
     Time the day file covers is predicted by its own rows (a refetch finds about what it held);
-    time it does not cover, by the same hours of yesterday (else tomorrow) when that day's file
+    time it does not cover, by the same hours of the first `NEIGHBOUR_DAYS` day whose file
     covers them. Only the slicing depends on it: a poor guess costs speed, never rows.
     """
     own = dataset.read_seconds(day)
     parts = [own[0]] if own else []
     need = [r for lo, hi in ranges for r in own[1].uncovered(lo, hi)] if own else list(ranges)
-    for step in (-1, 1):
+    for step in NEIGHBOUR_DAYS:
         if not need:
             break
         shift = -step * DAY_SECONDS

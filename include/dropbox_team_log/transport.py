@@ -55,7 +55,24 @@ def is_loopback(hostname: str) -> bool:
         return False
 
 
-class BaseUrlRewritingAdapter(HTTPAdapter):
+class WholeBodyAdapter(HTTPAdapter):
+    """Reads a buffered (not streamed) response body with one read, not requests' 10 KB chunks.
+
+    A team_log page is ~1 MB: read in 10 KB chunks, each of the ~100 reads gives up the GIL and
+    waits to get it back from whichever thread is transforming the previous page, which held
+    every call of a round back by 10-30 ms. One read lets the socket fill the buffer at once.
+    Errors while reading are mapped as requests maps them (its `iter_content` does the reading).
+    """
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, **kwargs):  # type: ignore[override]
+        response = super().send(request, stream=stream, **kwargs)
+        if not stream and response.raw is not None:
+            # requests' own cache of the body: `response.content` returns it as read here
+            response._content = b"".join(response.iter_content(chunk_size=None))
+        return response
+
+
+class BaseUrlRewritingAdapter(WholeBodyAdapter):
     """Send requests aimed at Dropbox's hosts to `base_url` instead, path and query unchanged."""
 
     def __init__(self, base_url: str, **kwargs: object) -> None:
@@ -83,7 +100,7 @@ def build_session(base_url: str | None = None, *, pool_size: int = 8) -> request
     session = requests.Session()
     session.trust_env = False
     if base_url is None:
-        adapter: HTTPAdapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+        adapter: HTTPAdapter = WholeBodyAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
     else:
         adapter = BaseUrlRewritingAdapter(
             base_url, pool_connections=pool_size, pool_maxsize=pool_size
