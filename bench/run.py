@@ -16,10 +16,12 @@ made of.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
+import random
 import resource
 import shutil
 import subprocess
@@ -29,7 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
@@ -202,57 +204,58 @@ def api_concurrency() -> int:
 # --- 1. transform -------------------------------------------------------------------------------
 
 
-def pages_of(raws: list[bytes], size: int = 1000) -> list[bytes]:
-    """API pages as the wire carries them, from the emulator's served event bytes."""
-    return [
-        b'{"events":[' + b",".join(raws[i : i + size]) + b'],"cursor":"AAAA","has_more":true}'
-        for i in range(0, len(raws), size)
-    ]
+def pages_of(raws: list[bytes], size: int = 1000, *, shuffle: bool = False) -> list[bytes]:
+    """API pages as the wire carries them, from the emulator's served event bytes; `shuffle`:
+    the events of each page in no order, as the API serves them."""
+    pages = []
+    for i in range(0, len(raws), size):
+        events = raws[i : i + size]
+        if shuffle:
+            random.Random(i).shuffle(events)
+        pages.append(b'{"events":[' + b",".join(events) + b'],"cursor":"AAAA","has_more":true}')
+    return pages
 
 
-def transform_ours(pages: list[bytes], root: str) -> float:
-    """Page bytes -> record batches -> the day file on local disk, by the pipeline's own code."""
+def transform_ours(day_pages: list[tuple[date, list[bytes]]], root: str) -> float:
+    """Page bytes -> record batches -> the day files on local disk, by the pipeline's own code:
+    each day's pages (its query's answer) become that day's file, as a day's sync writes it."""
     import orjson
 
     from dropbox_team_log.dataset import EventDataset
     from dropbox_team_log.transform import events_to_batch
+    from dropbox_team_log.windows import day_start
 
     page_to_batch = _page_to_batch()
+    dataset = EventDataset(root)
     now = datetime.now(UTC)
     started = time.perf_counter()
-    if page_to_batch is not None:
-        batches = [page_to_batch(page, team_id="dbtid:bench", ingested_at=now) for page in pages]
-    else:
-        batches = [
-            events_to_batch(orjson.loads(page)["events"], team_id="dbtid:bench", ingested_at=now)
-            for page in pages
-        ]
-    _write_days(EventDataset(root), batches)
+    for day, pages in day_pages:
+        with _day_rows() as rows:
+            add = rows.append if isinstance(rows, list) else rows.add
+            for page in pages:
+                if page_to_batch is not None:
+                    batch = page_to_batch(page, team_id="dbtid:bench", ingested_at=now)
+                else:
+                    events = orjson.loads(page)["events"]
+                    batch = events_to_batch(events, team_id="dbtid:bench", ingested_at=now)
+                add(batch)
+            first = day_start(day)
+            dataset.write_day(day, [(first, first + DAY)], rows, fetched_at=first + 2 * DAY)
     return time.perf_counter() - started
+
+
+def _day_rows():
+    """Where a day's sync puts its batches (a RowSpool), or a plain list for older code."""
+    from dropbox_team_log import dataset
+
+    spool = getattr(dataset, "RowSpool", None)
+    return spool() if spool is not None else contextlib.nullcontext([])
 
 
 def _page_to_batch():
     from dropbox_team_log import transform
 
     return getattr(transform, "page_to_batch", None)
-
-
-def _write_days(dataset, batches) -> None:
-    """Each day of the batches written once, the whole day fetched (as a backfill does)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from dropbox_team_log.windows import day_of, day_start
-
-    table = pa.Table.from_batches(batches)
-    ts = pc.cast(table.column("timestamp"), "int64")
-    lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
-    for first in range(day_start(day_of(lo)), hi + 1, DAY):
-        day = day_of(first)
-        mask = pc.and_(pc.greater_equal(ts, first), pc.less(ts, first + DAY))
-        rows = table.filter(mask)
-        fetched_at = first + 2 * DAY
-        dataset.write_day(day, [(first, first + DAY)], rows.to_batches(), fetched_at=fetched_at)
 
 
 def transform_baseline(pages: list[bytes], path: str) -> float:
@@ -302,20 +305,21 @@ def transform_baseline(pages: list[bytes], path: str) -> float:
 
 
 def bench_transform(client: EmulatorClient, events: int, baseline_events: int, work: str) -> dict:
+    day_pages: list[tuple[date, list[bytes]]] = []  # each day's query, as the API pages it
     raws: list[bytes] = []
     day = CLOCK - timedelta(days=10)
     while len(raws) < events:
-        raws += client.truth(day, day + timedelta(days=1))
+        served = client.truth(day, day + timedelta(days=1))[: events - len(raws)]
+        day_pages.append((day.date(), pages_of(served, shuffle=True)))
+        raws += served
         day -= timedelta(days=1)
-    raws = raws[:events]
-    pages = pages_of(raws)
     import pyarrow as pa
 
     pa.set_cpu_count(1)  # "events/s on one core": no Arrow thread pool helping
     pa.set_io_thread_count(1)
     raw_bytes = sum(len(r) for r in raws)
     # best of 3: the first run also pays first-use costs (imports, allocator, page cache)
-    ours = min(transform_ours(pages, tempfile.mkdtemp(dir=work)) for _ in range(3))
+    ours = min(transform_ours(day_pages, tempfile.mkdtemp(dir=work)) for _ in range(3))
     sample = pages_of(raws[:baseline_events])
     base = transform_baseline(sample, os.path.join(work, "baseline.parquet"))
     ours_rate = len(raws) / ours
