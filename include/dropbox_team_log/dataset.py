@@ -77,8 +77,13 @@ log = logging.getLogger(__name__)
 _TEMP_PREFIX = f".{FILE_NAME}."
 _TEMP_SUFFIX = ".tmp"
 _DAY_DIR_RE = re.compile(rf"{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})$")
-# raw_event is unique per row: a dictionary would only be built to be thrown away.
-_DICTIONARY_COLUMNS = [name for name in EVENT_SCHEMA.names if name != "raw_event"]
+# raw_event is unique per row, and a day's sorted timestamps nearly so: a dictionary would only be
+# built to be thrown away (plain timestamps are also smaller: ~1.9 B a row against ~3.3).
+_DICTIONARY_COLUMNS = [n for n in EVENT_SCHEMA.names if n not in ("raw_event", "timestamp")]
+# Min/max of JSON text prune nothing and put two event-sized values per row group in the footer:
+# statistics for the other columns only (-4% bytes, -4% write time).
+_JSON_COLUMNS = ("raw_event", "assets", "participants", "details")
+_STATISTICS_COLUMNS = [n for n in EVENT_SCHEMA.names if n not in _JSON_COLUMNS]
 
 # A page is ~2 MB: (de)compressing its columns on Arrow's thread pool gains little, and every
 # thread that allocates keeps its own mimalloc heap of freed pages (measured: +40 MB RSS a day).
@@ -555,7 +560,7 @@ class _RowGroupWriter:
             schema,
             compression="zstd",
             use_dictionary=_DICTIONARY_COLUMNS,
-            write_statistics=True,
+            write_statistics=_STATISTICS_COLUMNS,
             sorting_columns=[pq.SortingColumn(0)],
         )
         self._pending: list[pa.Table] = []
