@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -141,6 +142,26 @@ def test_a_rate_limit_holds_back_every_thread_of_the_sync(emu, hook):
     assert asked["first"] and asked["first"][0] > 25
     assert asked["second"] and asked["second"][0] > 25
     assert emu.stats()["faults_injected"] == {"rate_limit": 1}
+
+
+def test_threads_of_one_sync_refresh_the_access_token_once(emu, hook):
+    """A day's slice threads start together on a client with no access token yet: one of them
+    refreshes it, the others wait for it and use it (not one refresh per thread)."""
+    import copy
+
+    emu.set_faults([{"kind": "latency", "route": "oauth2/token", "seconds": 0.2}])
+    copies = [copy.copy(hook.api) for _ in range(4)]
+    start = threading.Barrier(len(copies))
+
+    def call(api) -> dict:
+        start.wait()
+        return api.call("team/get_info", None)
+
+    with ThreadPoolExecutor(len(copies)) as pool:
+        infos = list(pool.map(call, copies))
+    assert {info["team_id"] for info in infos} == {infos[0]["team_id"]}
+    assert emu.stats()["calls"]["oauth2/token"] == 1
+    assert emu.stats()["calls"]["2/team/get_info"] == 4
 
 
 # --- the events are the API's bytes ---------------------------------------------------------
