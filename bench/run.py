@@ -1,9 +1,9 @@
 """`make bench`: the pipeline's speed, memory and storage on the emulator, each with a baseline.
 
 Prints a table, then (last line) one JSON object with every figure. Sizes follow the issue at
-`--scale 1` (1M events over 60 days, 100k new events); the default `--scale 0.25` runs in about
-3 minutes, plus ~4 for the memory day, which has the issue's 2M events at any scale
-(`--memory-events`; the emulator takes ~2 minutes to make it). Every timing has a reference
+`--scale 1` (1M events over 60 days, 100k new events); the default `--scale 0.25` runs in 2-3
+minutes, plus 1-3 for the memory day, which has the issue's 2M events at any scale
+(`--memory-events`; the emulator takes 1-2 minutes to make it). Every timing has a reference
 measured in the same run (SDK baseline, network floor, the same code without Airflow), so the ratios
 hold on a noisy, shared machine.
 
@@ -623,7 +623,7 @@ def main() -> int:
         "--memory-events",
         type=float,
         default=2_000_000,
-        help="events of the memory day (the issue's 2M whatever the scale: ~4 minutes)",
+        help="events of the memory day (the issue's 2M whatever the scale: 1-3 minutes)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--memory-child", nargs=2, metavar=("ROOT", "DAY"), help=argparse.SUPPRESS)
