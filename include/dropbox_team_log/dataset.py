@@ -59,8 +59,9 @@ READ_BATCH_ROWS = 4 * 1024
 #: ~1 ms more per 1000-row page, added by the page worker while slice threads wait on the API.
 SPOOL_COMPRESSION = "zstd"
 #: A RowSpool holds its batches in memory up to this many bytes (~16k events), then spills them
-#: all to its temp file. The 2M-event day spills at its first pages, when little else is held,
-#: so its peak (the write phase) does not move.
+#: all to its temp file. A big day spills at its first pages, yet the moment it does holds the
+#: budget on top of the pages in flight: the 2M-event day peaks at 268 MB with 32 MB, 291 MB
+#: with 64 MB (docs/performance.md).
 SPOOL_MEMORY_BYTES = 32 * 1024 * 1024
 #: Decoded spool batches kept for the next sorted piece (one API page each, ~2 MB).
 SPOOL_CACHE_BATCHES = 4
