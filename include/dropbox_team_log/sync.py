@@ -10,8 +10,9 @@ worker thread transforms the pages they hand over. Each slice has its own cursor
 own restart discards, so the result is the same multiset as one sequential read.
 
 Memory stays bounded however big the day: the worker adds each page's batch to the day's
-`RowSpool` (held in memory up to a budget, then a temp file) as soon as it is transformed, and a restart discards through the spool,
-so only the rows' timestamps stay in memory until `write_day` streams them into the file.
+`RowSpool` (held in memory up to a budget, then a temp file) as soon as it is transformed, and a
+restart discards through the spool, so past the budget only the rows' timestamps stay in memory
+until `write_day` streams them into the file.
 """
 
 from __future__ import annotations
