@@ -69,12 +69,14 @@ def reader_for(emu, refresh_token: str, *, max_restarts: int = 10) -> EventReade
 
 @pytest.fixture
 def spools(monkeypatch: pytest.MonkeyPatch) -> list[RowSpool]:
-    """Every RowSpool sync_day opens (to check they were all closed)."""
+    """Every RowSpool sync_day opens (to check they were all closed). They spill from the first
+    batch, as a big day's do: the test days would otherwise stay in memory and never open the
+    temp file whose closing these tests check."""
     opened: list[RowSpool] = []
 
     class RecordedSpool(RowSpool):
         def __init__(self) -> None:
-            super().__init__()
+            super().__init__(memory_bytes=0)
             opened.append(self)
 
     monkeypatch.setattr(sync, "RowSpool", RecordedSpool)
