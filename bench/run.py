@@ -16,7 +16,6 @@ made of.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -221,7 +220,7 @@ def transform_ours(day_pages: list[tuple[date, list[bytes]]], root: str) -> floa
     each day's pages (its query's answer) become that day's file, as a day's sync writes it."""
     import orjson
 
-    from dropbox_team_log.dataset import EventDataset
+    from dropbox_team_log.dataset import EventDataset, RowSpool
     from dropbox_team_log.transform import events_to_batch
     from dropbox_team_log.windows import day_start
 
@@ -230,26 +229,17 @@ def transform_ours(day_pages: list[tuple[date, list[bytes]]], root: str) -> floa
     now = datetime.now(UTC)
     started = time.perf_counter()
     for day, pages in day_pages:
-        with _day_rows() as rows:
-            add = rows.append if isinstance(rows, list) else rows.add
+        with RowSpool() as rows:
             for page in pages:
                 if page_to_batch is not None:
                     batch = page_to_batch(page, team_id="dbtid:bench", ingested_at=now)
                 else:
                     events = orjson.loads(page)["events"]
                     batch = events_to_batch(events, team_id="dbtid:bench", ingested_at=now)
-                add(batch)
+                rows.add(batch)
             first = day_start(day)
             dataset.write_day(day, [(first, first + DAY)], rows, fetched_at=first + 2 * DAY)
     return time.perf_counter() - started
-
-
-def _day_rows():
-    """Where a day's sync puts its batches (a RowSpool), or a plain list for older code."""
-    from dropbox_team_log import dataset
-
-    spool = getattr(dataset, "RowSpool", None)
-    return spool() if spool is not None else contextlib.nullcontext([])
 
 
 def _page_to_batch():

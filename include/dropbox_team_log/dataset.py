@@ -5,8 +5,9 @@ key `dropbox_team_log.coverage` says which ranges those rows answer exactly (see
 write takes the day's lock, replaces the rows of the ranges it may take, keeps the rest, and swaps
 the file in with one rename, so a reader globbing `event_date=*/*.parquet` sees the old day or the
 new one: never a partial file, never a row twice. The old file is streamed row group by row group,
-and the new rows come from a `RowSpool` (a temp file the sync's page worker appends to) a row
-group at a time in timestamp order, so memory is bounded by a few row groups, not the day's size.
+and the new rows come from a `RowSpool` (what the sync's page worker adds to: memory for a small
+day, a temp file past its budget) a row group at a time in timestamp order, so memory is bounded
+by a few row groups and that budget, not by the day's size.
 
 On S3 (`s3://bucket/prefix`) there is no rename and no lock: the merged file is built in a local
 unnamed temp file and PUT straight to its final key, conditionally on the ETag it was merged
@@ -479,10 +480,9 @@ class RowSpool(NewRows):
         self._file = tempfile.TemporaryFile()  # ruff: ignore[open-file-with-context-handler]
         options = pa.ipc.IpcWriteOptions(compression=SPOOL_COMPRESSION, use_threads=False)
         self._writer = pa.ipc.new_file(self._file, EVENT_SCHEMA, options=options)
-        held, self._held = self._held or [], None
-        for batch in held:
+        held, self._held = self._held, None
+        for batch in held or ():
             self._writer.write_batch(batch)
-        held.clear()
 
     def _seal(self) -> None:
         if self._held is not None:
