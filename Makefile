@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
-# As in the Dockerfile: Arrow on the system allocator (see dropbox_team_log/task_memory.py).
+# As in the Dockerfile: Arrow on the system allocator (see dropbox_team_log/tasks/worker_memory.py).
 export ARROW_DEFAULT_MEMORY_POOL ?= system
 
 .PHONY: help venv test test-fast lint demo emulator lock clean bench
@@ -24,10 +24,10 @@ $(BIN)/activate:
 # Bytecode is compiled at install: under PYTHONDONTWRITEBYTECODE (or a read-only venv) every
 # process would otherwise compile Airflow and the dropbox SDK from source on each import, which
 # costs ~2 s and ~140 MB of peak RSS per process (the SDK's team_log.py alone is 4 MB of source).
-$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/activate
+$(VENV)/.installed: requirements.txt pyproject.toml emulator/pyproject.toml | $(BIN)/activate
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e . -e ./emulator
 	touch $@
 
 venv: $(VENV)/.installed
@@ -41,10 +41,10 @@ lint: venv
 
 # Figures against the emulator (table + last line JSON); BENCH_ARGS="--scale 0.25" for a quick run.
 bench: venv
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 demo: venv
-	$(BIN)/python -m dropbox_team_log.demo
+	$(BIN)/python demo/run.py
 
 emulator: venv
 	$(BIN)/dropbox-emulator --port 8765

@@ -35,15 +35,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests/ helpers: Airflow home, connection via the Allow page
+from tests.helpers import airflow_env  # Airflow home, connection via the Allow page
 
-from tests import airflow_env  # ruff: ignore[module-import-not-at-top-of-file]
+REPO = Path(__file__).resolve().parents[1]
 
 airflow_env.configure()  # before anything imports Airflow
 
 if TYPE_CHECKING:
-    from dropbox_team_log.emulator.client import EmulatorClient
+    from dropbox_emulator.client import EmulatorClient
 
 CLOCK = datetime(2026, 3, 1, tzinfo=UTC)  # the emulator's frozen "now" = connected_at
 DAY = 86_400
@@ -55,7 +54,7 @@ TEAM_LOG_ROUTES = "2/team_log/*"
 
 
 def free_port() -> int:
-    from dropbox_team_log.demo import free_port as demo_free_port
+    from demo.run import free_port as demo_free_port
 
     return demo_free_port()
 
@@ -65,7 +64,7 @@ def emulator(
     events_per_day: float, *, latency: float = 0.0, seed: int = 11, days: int = 60
 ) -> Iterator:
     """An emulator process with a fixed latency on every team_log call; its control client."""
-    from dropbox_team_log.emulator.process import EmulatorStartError, emulator_process
+    from dropbox_emulator.process import EmulatorStartError, emulator_process
 
     args = ["--seed", str(seed), "--clock", CLOCK.isoformat()]
     args += ["--events-per-day", str(events_per_day), "--access-token-lifetime", "86400"]
@@ -106,7 +105,7 @@ def _own_cpu() -> float:
 
 def connect(client: EmulatorClient) -> None:
     """Grant the app on the emulator's Allow page; save it as AIRFLOW_CONN_* for every process."""
-    from dropbox_team_log.emulator.config import DEMO_APP_KEY, DEMO_APP_SECRET
+    from dropbox_emulator.config import DEMO_APP_KEY, DEMO_APP_SECRET
     from tests.pipeline_helpers import connection_json
 
     emu = SimpleNamespace(
@@ -137,7 +136,7 @@ class RunResult:
 
 def sync_job(root: str, as_of: int) -> dict:
     """What the DAG's plan task hands each day's sync task (the day slice aside)."""
-    from dropbox_team_log.windows import SyncPolicy
+    from dropbox_team_log.sync.planning import SyncPolicy
 
     job = {"as_of": as_of, "conn_id": CONN_ID, "root": root, "team_id": "dbtid:bench"}
     return job | {"policy": SyncPolicy().to_xcom()}
@@ -152,16 +151,16 @@ def run_sync(
 
     from airflow.sdk._shared.secrets_masker.secrets_masker import reset_secrets_masker
 
-    from dropbox_team_log import dag_tasks
-    from dropbox_team_log.dataset import EventDataset
-    from dropbox_team_log.sync import due_ranges
-    from dropbox_team_log.windows import (
+    from dropbox_team_log.dataset.store import EventDataset
+    from dropbox_team_log.sync.engine import due_ranges
+    from dropbox_team_log.sync.planning import (
         DaySlice,
         SyncPolicy,
         backfill_range,
         incremental_range,
         split_days,
     )
+    from dropbox_team_log.tasks import sync_tasks as dag_tasks
 
     policy = SyncPolicy()
     connected_at = int(CLOCK.timestamp())
@@ -195,7 +194,7 @@ def run_sync(
 
 def api_concurrency() -> int:
     """The per-task API concurrency sync uses (1 where the code has no such setting)."""
-    from dropbox_team_log import sync
+    from dropbox_team_log.sync import engine as sync
 
     return int(getattr(sync, "api_concurrency", lambda: 1)())
 
@@ -220,9 +219,9 @@ def transform_ours(day_pages: list[tuple[date, list[bytes]]], root: str) -> floa
     each day's pages (its query's answer) become that day's file, as a day's sync writes it."""
     import orjson
 
-    from dropbox_team_log.dataset import EventDataset, RowSpool
-    from dropbox_team_log.transform import events_to_batch
-    from dropbox_team_log.windows import day_start
+    from dropbox_team_log.dataset.store import EventDataset, RowSpool
+    from dropbox_team_log.sync.planning import day_start
+    from dropbox_team_log.transform.events import events_to_batch
 
     page_to_batch = _page_to_batch()
     dataset = EventDataset(root)
@@ -243,7 +242,7 @@ def transform_ours(day_pages: list[tuple[date, list[bytes]]], root: str) -> floa
 
 
 def _page_to_batch():
-    from dropbox_team_log import transform
+    from dropbox_team_log.transform import events as transform
 
     return getattr(transform, "page_to_batch", None)
 
@@ -521,7 +520,7 @@ WEEKDAY_FACTOR = 1.2
 def bench_memory(events: int, work: str) -> dict:
     """Peak RSS of a fresh process that syncs one day of about `events` events (no latency),
     with the environment the Dockerfile gives a worker (`task_memory.WORKER_ENV`)."""
-    from dropbox_team_log.task_memory import WORKER_ENV
+    from dropbox_team_log.tasks.worker_memory import WORKER_ENV
 
     with emulator(events / WEEKDAY_FACTOR, seed=12) as client:
         connect(client)
@@ -529,9 +528,10 @@ def bench_memory(events: int, work: str) -> dict:
         expected = client.truth_count(day, day + timedelta(days=1))
         child = subprocess.run(
             [
-                *(sys.executable, __file__, "--memory-child"),
+                *(sys.executable, "-m", "bench.run", "--memory-child"),
                 *(os.path.join(work, "memory"), day.date().isoformat()),
             ],
+            cwd=REPO,
             env={**os.environ, **WORKER_ENV},
             capture_output=True,
             text=True,
@@ -553,8 +553,8 @@ def peak_rss_mb() -> float:
 
 
 def memory_child(root: str, day: str) -> None:
-    from dropbox_team_log import dag_tasks  # import everything first: the RSS floor
-    from dropbox_team_log.windows import DaySlice, day_start
+    from dropbox_team_log.sync.planning import DaySlice, day_start
+    from dropbox_team_log.tasks import sync_tasks as dag_tasks
 
     base = peak_rss_mb()
     lo = day_start(datetime.fromisoformat(day).date())

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag
 
-from dropbox_team_log import dag_config
+from dropbox_team_log.tasks import dag_spec as dag_config
 
 
 @dag(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from dropbox_team_log import dag_config
+from dropbox_team_log.tasks import dag_spec as dag_config
 
 
 @dag(
@@ -38,7 +38,7 @@ from dropbox_team_log import dag_config
 def dropbox_team_log_report():
     @task(task_id="render_report", multiple_outputs=False)
     def render_report(**context) -> dict:
-        from dropbox_team_log import report_tasks  # heavy imports at run time, not parse time
+        from dropbox_team_log.tasks import report_task as report_tasks
 
         return report_tasks.render(context["params"], context)
 

@@ -6,15 +6,12 @@ import time; the metadata DB is migrated lazily by the `airflow_db` fixture.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import airflow_env
+from tests.helpers import airflow_env
 
 airflow_env.configure()
 
@@ -28,7 +25,7 @@ def airflow_db() -> Path:
 @pytest.fixture
 def transcript(capsys):
     """Everything shown to a user or a log reader during the test, for the secret checks."""
-    from dropbox_helpers import Transcript
+    from tests.helpers.connecting import Transcript
 
     return Transcript(capsys)
 
@@ -36,7 +33,7 @@ def transcript(capsys):
 @pytest.fixture
 def spy(monkeypatch):
     """Records every token the SDK obtains, so tests can prove none is ever shown."""
-    from dropbox_helpers import TokenSpy
+    from tests.helpers.connecting import TokenSpy
 
     return TokenSpy(monkeypatch)
 

@@ -11,7 +11,8 @@ import shutil
 from datetime import timedelta
 
 import pytest
-from pipeline_helpers import (
+
+from tests.helpers.pipeline import (
     DAGS_FOLDER,
     connection_json,
     dataset_raws,
@@ -30,7 +31,7 @@ HORIZON = timedelta(days=2)  # truth "as of" T + 2 days: every late event has la
 
 @pytest.fixture(scope="module")
 def emu():
-    from dropbox_team_log.emulator import running_emulator
+    from dropbox_emulator import running_emulator
 
     with running_emulator(
         seed=11,

@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import connection_json
-from rest import AirflowRest
-from stack import AirflowStack
-from webhook import WebhookReceiver
+
+from tests.e2e.rest import AirflowRest
+from tests.e2e.stack import AirflowStack
+from tests.e2e.webhook import WebhookReceiver
+from tests.helpers.pipeline import connection_json
 
 #: The incremental DAG's schedule under test: every minute (production default: 15 minutes).
 SCHEDULE = "* * * * *"
@@ -47,7 +48,7 @@ def connected_at() -> datetime:
 
 @pytest.fixture(scope="module")
 def emu(connected_at):
-    from dropbox_team_log.emulator import running_emulator
+    from dropbox_emulator import running_emulator
 
     # clock_rate=1: the emulator's "now" follows the wall clock, as the scheduler's runs do.
     with running_emulator(

@@ -24,7 +24,8 @@ from typing import IO
 
 import psycopg2
 import redis
-from airflow_env import REPO, VENV_BIN
+
+from tests.helpers.airflow_env import REPO, VENV_BIN
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"

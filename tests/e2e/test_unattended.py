@@ -14,7 +14,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pipeline_helpers import dataset_raws, multiset
+
+from tests.helpers.pipeline import dataset_raws, multiset
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from dropbox_team_log.emulator import EmulatorConfig, EmulatorHandle, running_emulator
+from dropbox_emulator import EmulatorConfig, EmulatorHandle, running_emulator
 
 #: The emulator's frozen "now" in these tests (deterministic bytes, cursors, visibility).
 CLOCK = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -42,7 +42,7 @@ class _Rewrite(HTTPAdapter):
 def make_session(base_url: str) -> requests.Session:
     """The project's session (transport.build_session), or an equivalent if it is missing."""
     try:
-        from dropbox_team_log.transport import build_session
+        from dropbox_team_log.client.transport import build_session
     except ImportError:
         session = requests.Session()
         session.trust_env = False

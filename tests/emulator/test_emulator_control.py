@@ -10,8 +10,8 @@ import orjson
 import pytest
 import requests
 
-from dropbox_team_log.emulator import EmulatorServer, check_loopback
-from dropbox_team_log.emulator.__main__ import main
+from dropbox_emulator import EmulatorServer, check_loopback
+from dropbox_emulator.__main__ import main
 
 
 def _get(url: str) -> requests.Response:
@@ -117,7 +117,7 @@ def test_cli_serves_and_prints_base_url_and_key():
         [
             sys.executable,
             "-m",
-            "dropbox_team_log.emulator",
+            "dropbox_emulator",
             "--port",
             "0",
             "--seed",
@@ -151,7 +151,7 @@ def test_cli_hides_a_real_secret():
         [
             sys.executable,
             "-m",
-            "dropbox_team_log.emulator",
+            "dropbox_emulator",
             "--port",
             "0",
             "--app-secret",

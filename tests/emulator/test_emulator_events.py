@@ -10,9 +10,9 @@ import orjson
 import pytest
 from dropbox import stone_serializers, team_log
 
-from dropbox_team_log.emulator import EmulatorConfig, running_emulator
-from dropbox_team_log.emulator.config import DAY
-from dropbox_team_log.emulator.events import UNKNOWN_TYPES, EventGenerator
+from dropbox_emulator import EmulatorConfig, running_emulator
+from dropbox_emulator.config import DAY
+from dropbox_emulator.events import UNKNOWN_TYPES, EventGenerator
 
 CLOCK = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 UNKNOWN = {t for t, *_ in UNKNOWN_TYPES}
@@ -194,7 +194,7 @@ def test_every_template_decodes_including_patched_ones(make_config):
 
 
 def test_evicted_days_come_back_identical(make_config):
-    from dropbox_team_log.emulator.state import EmulatorState
+    from dropbox_emulator.state import EmulatorState
 
     state = EmulatorState(make_config(events_per_day=500, cache_events=1500))
     first = state.config.timeline[0] // DAY + 1
@@ -205,7 +205,7 @@ def test_evicted_days_come_back_identical(make_config):
 
 
 def test_the_cli_sets_how_many_events_stay_made():
-    from dropbox_team_log.emulator.__main__ import build_parser, config_from_args
+    from dropbox_emulator.__main__ import build_parser, config_from_args
 
     parser = build_parser()
     assert config_from_args(parser.parse_args(["--cache-events", "5000"])).cache_events == 5000

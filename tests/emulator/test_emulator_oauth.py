@@ -12,7 +12,7 @@ import pytest
 import requests
 from dropbox.exceptions import AuthError, BadInputError
 
-from dropbox_team_log.emulator import approve
+from dropbox_emulator import approve
 
 _SAME = object()  # "use the configured app secret"
 
@@ -263,7 +263,7 @@ def test_expired_access_tokens_are_refreshed_by_the_sdk(emulator, session, team_
 
 
 def test_scripted_approve_and_raw_token_exchange(emulator):
-    from dropbox_team_log.emulator import pkce_s256
+    from dropbox_emulator import pkce_s256
 
     verifier = "v" * 50
     code = emulator.approve(scope="events.read", code_challenge=pkce_s256(verifier))

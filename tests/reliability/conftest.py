@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from matrix import EMULATOR, conn_json, write_summary
+
+from tests.reliability.matrix import EMULATOR, conn_json, write_summary
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -17,7 +18,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(scope="module")
 def emu():
-    from dropbox_team_log.emulator import running_emulator
+    from dropbox_emulator import running_emulator
 
     with running_emulator(**EMULATOR) as emu:
         yield emu

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dropbox_helpers import APP_SECRET
-from pipeline_helpers import (  # re-exported for the suite's modules
+from tests.helpers.connecting import APP_SECRET
+from tests.helpers.pipeline import (  # re-exported for the suite's modules
     connection_json,
     dataset_raws,
     multiset,

@@ -10,8 +10,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from matrix import EMULATOR, HORIZON, SETTLE, T0, FaultFigures, compare, conn_json, record
-from pipeline_helpers import event_calls, run_dag
+
+from tests.helpers.pipeline import event_calls, run_dag
+from tests.reliability.matrix import (
+    EMULATOR,
+    HORIZON,
+    SETTLE,
+    T0,
+    FaultFigures,
+    compare,
+    conn_json,
+    record,
+)
 
 HOSTILE = {
     **EMULATOR,
@@ -26,7 +36,7 @@ HOSTILE = {
 
 @pytest.fixture(scope="module")
 def hostile(airflow_db):
-    from dropbox_team_log.emulator import running_emulator
+    from dropbox_emulator import running_emulator
 
     with running_emulator(**HOSTILE) as emu:
         mp = pytest.MonkeyPatch()

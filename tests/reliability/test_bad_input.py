@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from matrix import T0, conn_json
-from pipeline_helpers import event_calls, fresh_dag
 
-from dropbox_team_log.emulator.__main__ import main as emulator_main
+from dropbox_emulator.__main__ import main as emulator_main
 from dropbox_team_log.errors import ConnectionConfigError
-from dropbox_team_log.hook import DropboxTeamConnection
+from dropbox_team_log.hooks.dropbox_team import DropboxTeamConnection
+from tests.helpers.pipeline import event_calls, fresh_dag
+from tests.reliability.matrix import T0, conn_json
 
 ANY_INTERFACE = ".".join(["0"] * 4)  # what must be refused
 

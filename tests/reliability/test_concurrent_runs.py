@@ -8,13 +8,12 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from matrix import SETTLE, T0, FaultFigures, compare, injected, record
-from pipeline_helpers import event_calls
-
-from dropbox_team_log.dataset import EventDataset
-from dropbox_team_log.hook import DropboxTeamHook
-from dropbox_team_log.sync import sync_day
-from dropbox_team_log.windows import SyncPolicy, split_days
+from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
+from dropbox_team_log.sync.engine import sync_day
+from dropbox_team_log.sync.planning import SyncPolicy, split_days
+from tests.helpers.pipeline import event_calls
+from tests.reliability.matrix import SETTLE, T0, FaultFigures, compare, injected, record
 
 
 def _run(root: str, as_of: int, lo: int, barrier: threading.Barrier, errors: list) -> None:

@@ -11,8 +11,17 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from matrix import T0, FaultFigures, compare, conn_json, injected, over_count, record
-from pipeline_helpers import dataset_raws, event_calls, multiset, run_dag
+
+from tests.helpers.pipeline import dataset_raws, event_calls, multiset, run_dag
+from tests.reliability.matrix import (
+    T0,
+    FaultFigures,
+    compare,
+    conn_json,
+    injected,
+    over_count,
+    record,
+)
 
 BACKFILL = "dropbox_team_log_backfill"
 DAYS = 4  # 5 day partitions, ~20 pages: enough paging stages, a few seconds per run
@@ -131,7 +140,7 @@ def _record_waits(monkeypatch) -> list[float]:
     """The waits the hook's retry loop asks for (it still really sleeps them)."""
     import time
 
-    from dropbox_team_log.hook import DropboxTeamHook
+    from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
 
     waits: list[float] = []
 

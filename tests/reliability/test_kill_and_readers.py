@@ -19,8 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from matrix import T0, FaultFigures, compare, injected, over_count, record
-from pipeline_helpers import event_calls, multiset, run_dag
+
+from tests.helpers.pipeline import event_calls, multiset, run_dag
+from tests.reliability.matrix import T0, FaultFigures, compare, injected, over_count, record
 
 DAYS = 8
 LO = T0 - timedelta(days=DAYS)

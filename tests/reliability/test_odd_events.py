@@ -11,8 +11,9 @@ from datetime import timedelta
 
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from matrix import T0, FaultFigures, compare, record
-from pipeline_helpers import event_calls, run_dag
+
+from tests.helpers.pipeline import event_calls, run_dag
+from tests.reliability.matrix import T0, FaultFigures, compare, record
 
 DAY_LO = T0 - timedelta(days=2)
 ODD_NAME = 'Zoë \u202eevil\u202c 名前 😀 tab\there nl\nhere nul\x00 bell\x07 \\ "quoted"'

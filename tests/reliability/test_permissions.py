@@ -7,16 +7,15 @@ from __future__ import annotations
 import os
 import stat
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import orjson
 import pytest
 
-import dropbox_team_log
-from dropbox_team_log.dataset import EventDataset
-from dropbox_team_log.transform import events_to_batch
+from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.transform.events import events_to_batch
+from tests.helpers.paths import SPEC_EVENTS
 
-SPEC = Path(dropbox_team_log.__file__).parent / "emulator" / "dropbox_spec_team_events.ndjson"
+SPEC = SPEC_EVENTS
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o002, 0o022, 0o027, 0o077])

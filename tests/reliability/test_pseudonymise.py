@@ -8,20 +8,23 @@ import ipaddress
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
 import pytest
-from matrix import T0
-from pipeline_helpers import dataset_raws, event_calls, multiset, run_dag
 
-import dropbox_team_log
-from dropbox_team_log.pseudonymise import TOKEN_PREFIX, PseudonymiseKeyError, Pseudonymiser
-from dropbox_team_log.transform import events_to_batch
+from dropbox_team_log.transform.events import events_to_batch
+from dropbox_team_log.transform.pseudonymise import (
+    TOKEN_PREFIX,
+    PseudonymiseKeyError,
+    Pseudonymiser,
+)
+from tests.helpers.paths import SPEC_EVENTS
+from tests.helpers.pipeline import dataset_raws, event_calls, multiset, run_dag
+from tests.reliability.matrix import T0
 
 KEY = "k3y-for-pseudonyms-7c1d0e9f2a"
-SPEC = Path(dropbox_team_log.__file__).parent / "emulator" / "dropbox_spec_team_events.ndjson"
+SPEC = SPEC_EVENTS
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 KEY_VAR = "AIRFLOW_VAR_DROPBOX_TEAM_LOG_PSEUDONYMISE_KEY"
 

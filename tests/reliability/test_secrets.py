@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dropbox_helpers import ACCESS_TOKEN_RE, APP_SECRET, delete_row, row_as_json, run_cli
-from matrix import T0, record_scan
-from pipeline_helpers import run_dag
 
-from dropbox_team_log import connect
+from dropbox_team_log.cli import connect
 from dropbox_team_log.errors import RefreshTokenRevokedError
-from dropbox_team_log.hook import DropboxTeamHook
+from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
+from tests.helpers.connecting import ACCESS_TOKEN_RE, APP_SECRET, delete_row, row_as_json, run_cli
+from tests.helpers.pipeline import run_dag
+from tests.reliability.matrix import T0, record_scan
 
 CONN_ID = "secret_scan"
 

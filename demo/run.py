@@ -1,0 +1,251 @@
+"""`make demo`: the whole job on the embedded default, as a user would run it.
+
+Starts the emulator, connects to it with `dropbox-team-log connect` (the admin's "Allow" click is
+scripted over HTTP, the code typed into the command's prompt through a pseudo-terminal), runs the
+60-day backfill and then incremental runs over simulated hours with `airflow dags test` on
+Airflow's SQLite metadata DB, and prints a summary read back from the Parquet with DuckDB.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from dropbox_emulator import DEMO_APP_KEY, DEMO_APP_SECRET, EmulatorClient, approve
+from dropbox_emulator.process import EmulatorStartError, emulator_process
+from dropbox_team_log.analytics import report
+
+PROJECT = Path.cwd()
+BIN = Path(sys.executable).parent
+DEMO_DIR = PROJECT / "data" / "demo"
+OUTPUT = DEMO_DIR / "dropbox_team_log"
+LOGS = DEMO_DIR / "logs"
+#: Incremental runs after the backfill, as offsets from the connection time.
+INCREMENTAL_AT = [
+    timedelta(minutes=15),
+    timedelta(hours=6),
+    timedelta(hours=12),
+    timedelta(hours=26),
+]
+
+
+def main() -> int:
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(OUTPUT, ignore_errors=True)
+    shutil.rmtree(LOGS, ignore_errors=True)
+    LOGS.mkdir(parents=True)
+    env = demo_environment()
+    connected_at = datetime.now(UTC).replace(microsecond=0)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    step("Airflow metadata DB (SQLite)", env["AIRFLOW_HOME"])
+    run(["airflow", "db", "migrate"], env, "db-migrate")
+    run(
+        ["airflow", "pools", "set", "dropbox_api", "4", "Dropbox team API concurrency"], env, "pool"
+    )
+    with emulator(port, connected_at, env):
+        step("Emulator (local Dropbox API)", base_url)
+        connect(base_url, env)
+        step("Backfill: 60 days before the connection", "dropbox_team_log_backfill")
+        run(
+            ["airflow", "dags", "test", "dropbox_team_log_backfill", connected_at.isoformat()],
+            env,
+            "backfill",
+        )
+        for offset in INCREMENTAL_AT:
+            at = connected_at + offset
+            EmulatorClient(base_url).set_clock(at)
+            step(f"Incremental run at connection + {offset}", at.isoformat())
+            run(
+                ["airflow", "dags", "test", "dropbox_team_log_incremental", at.isoformat()],
+                env,
+                f"incremental-{int(offset.total_seconds())}",
+            )
+    summarize(OUTPUT)
+    print(f"\nHTML report (charts, last 30 days): {report.write_report(str(OUTPUT))}")
+    return 0
+
+
+def demo_environment() -> dict[str, str]:
+    env = os.environ.copy()
+    env.setdefault("AIRFLOW_HOME", str(PROJECT / ".airflow"))
+    env.update(
+        {
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT": str(OUTPUT),
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    env.pop("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT", None)  # the demo saves its own, in the DB
+    return env
+
+
+def step(title: str, detail: str = "") -> None:
+    print(f"==> {title}" + (f": {detail}" if detail else ""), flush=True)
+
+
+def run(argv: Sequence[str], env: dict[str, str], name: str) -> None:
+    """Run a command, its output to a log file; on failure show the log's tail and stop."""
+    log_path = LOGS / f"{name}.log"
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        result = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    took = time.monotonic() - started
+    text = log_path.read_text(errors="replace")
+    failed = result.returncode != 0 or ("DagRun Finished" in text and "state=failed" in text)
+    if failed:
+        print(text[-4000:], file=sys.stderr)
+        raise SystemExit(f"demo step '{name}' failed (full log: {log_path})")
+    print(f"    ok in {took:.1f} s (log: {log_path.relative_to(PROJECT)})", flush=True)
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def emulator(port: int, clock: datetime, env: dict[str, str]):
+    args = ["--seed", "7", "--clock", clock.isoformat(), "--events-per-day", "400"]
+    with (LOGS / "emulator.log").open("w") as log:
+        try:
+            with emulator_process(port, args, log=log, env=env) as (proc, _client):
+                yield proc
+        except EmulatorStartError as exc:
+            raise SystemExit(f"{exc} (log: {LOGS / 'emulator.log'})") from None
+
+
+def connect(base_url: str, env: dict[str, str]) -> None:
+    """`dropbox-team-log connect` at a real prompt: read the link, click Allow, type the code."""
+    step("Connect", "dropbox-team-log connect (the admin's Allow is scripted)")
+    argv = [
+        str(BIN / "dropbox-team-log"),
+        "connect",
+        "--app-key",
+        DEMO_APP_KEY,
+        "--api-base-url",
+        base_url,
+        "--reset-connected-at",
+    ]
+    # The emulator's well-known demo secret, given the way a user should: by env, not argv.
+    child_env = {**env, "DROPBOX_APP_SECRET": DEMO_APP_SECRET}
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        argv, env=child_env, stdin=follower, stdout=follower, stderr=follower, close_fds=True
+    )
+    os.close(follower)
+    transcript = ""
+    answered = False
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(leader, 4096).decode(errors="replace")
+                except OSError:  # the child closed the terminal
+                    break
+                transcript += chunk
+                link = re.search(r"(http://\S+/oauth2/authorize\S+)", transcript)
+                if link and not answered and "code" in transcript.lower().split(link.group(1))[-1]:
+                    code = approve(link.group(1), base_url)
+                    os.write(leader, (code + "\n").encode())
+                    answered = True
+            elif proc.poll() is not None:
+                break
+        returncode = proc.wait(timeout=30)
+    finally:
+        os.close(leader)
+    (LOGS / "connect.log").write_text(transcript)
+    if returncode != 0:
+        print(transcript, file=sys.stderr)
+        raise SystemExit("dropbox-team-log connect failed")
+    for line in transcript.splitlines():
+        if line.startswith(("Connected", "Created", "Updated", "connected_at")):
+            print(f"    {line.strip()}")
+
+
+def summarize(root: Path) -> None:
+    glob = f"{root}/event_date=*/*.parquet"
+    db = duckdb.connect()
+    db.execute(
+        "CREATE TABLE events AS SELECT * FROM read_parquet($glob, hive_partitioning = true)",
+        {"glob": glob},
+    )
+    total, days, first, last = db.execute(
+        "SELECT count(*), count(DISTINCT event_date), min(timestamp), max(timestamp) FROM events"
+    ).fetchone()
+    print()
+    print(f"Dataset: {root}")
+    print(f"  {total} events over {days} days, {first} .. {last}")
+    print("\nEvents per day (last 7 days), by auth_status:")
+    table(
+        db,
+        """
+        SELECT event_date,
+               count(*) AS events,
+               count(*) FILTER (auth_status = 'authenticated') AS authenticated,
+               count(*) FILTER (auth_status = 'unauthenticated') AS unauthenticated,
+               count(*) FILTER (auth_status = 'unknown') AS unknown
+        FROM events GROUP BY event_date ORDER BY event_date DESC LIMIT 7""",
+    )
+    print("\nauth_status split:")
+    table(
+        db,
+        """
+        SELECT auth_status, count(*) AS events,
+               round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS pct
+        FROM events GROUP BY auth_status ORDER BY events DESC""",
+    )
+    print("\nTop shared links opened without signing in:")
+    table(
+        db,
+        """
+        SELECT coalesce(json_extract_string(details, '$.shared_content_link'),
+                        json_extract_string(assets, '$[0].display_name')) AS link_or_file,
+               count(*) AS views, count(DISTINCT ip_address) AS ips,
+               string_agg(DISTINCT country, ',') AS countries
+        FROM events WHERE auth_status = 'unauthenticated'
+        GROUP BY 1 ORDER BY views DESC, link_or_file LIMIT 5""",
+    )
+    print("\nQuery it yourself, with the analyst views (docs/querying.md):")
+    example = (
+        '"SELECT timestamp, shared_link, asset_name, country, ip_address '
+        'FROM unauthenticated_access ORDER BY timestamp DESC LIMIT 10"'
+    )
+    print(f"  .venv/bin/dropbox-team-log query --root {root} " + example)
+    print(f"  or any Parquet reader over {glob} (hive partition event_date)")
+    print("  Columns: docs/data_dictionary.md. Logs of this demo: data/demo/logs/.")
+
+
+def table(db: duckdb.DuckDBPyConnection, sql: str) -> None:
+    result = db.execute(sql)
+    names = [d[0] for d in result.description]
+    rows = [[("" if v is None else str(v)) for v in row] for row in result.fetchall()]
+    widths = [
+        max(len(n), *(len(r[i]) for r in rows)) if rows else len(n) for i, n in enumerate(names)
+    ]
+    widths = [min(w, 90) for w in widths]
+    print("  " + "  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)))
+    for row in rows:
+        print("  " + "  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

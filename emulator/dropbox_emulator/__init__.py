@@ -1,0 +1,31 @@
+"""Local emulator of the Dropbox API subset this project uses (OAuth + team log).
+
+    from dropbox_emulator import EmulatorConfig, running_emulator
+
+    with running_emulator(EmulatorConfig(seed=7)) as emu:
+        emu.base_url, emu.truth(start, end), emu.set_faults([...]), emu.advance(3600)
+
+Run it standalone with `python -m dropbox_emulator` (or `dropbox-emulator`).
+"""
+
+from __future__ import annotations
+
+from .client import EmulatorClient, EmulatorHandle, approve, running_emulator
+from .config import DEMO_APP_KEY, DEMO_APP_SECRET, EmulatorConfig
+from .faults import KINDS as FAULT_KINDS
+from .oauth import pkce_s256
+from .server import EmulatorServer, check_loopback
+
+__all__ = [
+    "DEMO_APP_KEY",
+    "DEMO_APP_SECRET",
+    "FAULT_KINDS",
+    "EmulatorClient",
+    "EmulatorConfig",
+    "EmulatorHandle",
+    "EmulatorServer",
+    "approve",
+    "check_loopback",
+    "pkce_s256",
+    "running_emulator",
+]

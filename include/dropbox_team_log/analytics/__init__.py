@@ -1,0 +1,1 @@
+"""What analysts read: DuckDB views over the dataset, and the HTML report built from them."""

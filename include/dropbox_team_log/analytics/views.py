@@ -1,0 +1,206 @@
+"""DuckDB views over the event dataset: the analyst's questions, without JSON-path SQL.
+
+The dataset keeps `assets`, `participants`, `details` and `raw_event` as JSON text because their
+shapes differ between event types. The fields the usual audit questions need (which file, which
+shared link, whose link, who outside the team, how a sign-in failed, whom an admin acted on) are
+pulled out here, once, in the `events` view; the question views select from it:
+
+| view | rows |
+|---|---|
+| `events` | every row, plus the extracted fields |
+| `unauthenticated_access` | anonymous actors: shared links/files opened without signing in |
+| `external_sharing` | content shared with, or used by, people outside the team (signed in) |
+| `sign_ins` | `login_success` / `login_fail` / `sso_error` / `emm_error`, with outcome |
+| `admin_actions` | actions by an admin actor or through an admin console / sign-in-as |
+
+Field shapes were read from Dropbox's spec examples (`../shared/fixtures/`) and the emulator's
+generated events. Column meanings: docs/querying.md and docs/data_dictionary.md.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import fsspec
+import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
+
+from dropbox_team_log.dataset.store import PARTITION_KEY
+from dropbox_team_log.transform.events import EVENT_SCHEMA
+
+#: The question views, in the order `query --views` lists them (`events` first: the others use it).
+VIEW_NAMES = (
+    "events",
+    "unauthenticated_access",
+    "external_sharing",
+    "sign_ins",
+    "admin_actions",
+)
+#: The dataset's rows as read (no extraction); `events` builds on it.
+SOURCE_VIEW = "dropbox_team_log_rows"
+OUTSIDER_TYPES = ("non_team_member", "trusted_non_team_member")
+SIGN_IN_TYPES = ("login_success", "login_fail", "sso_error", "emm_error")
+ADMIN_ACCESS_METHODS = ("admin_console", "enterprise_console", "sign_in_as")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# One JSON path per field; `coalesce` where Dropbox names the same thing differently by kind
+# (file/folder: display_name, file_id; Paper: doc_title, doc_id; showcase: showcase_title, ...).
+EVENTS_SQL = """
+SELECT
+    r.*,
+    json_extract_string(r.assets, '$[0].".tag"') AS asset_type,
+    coalesce(
+        json_extract_string(r.assets, '$[0].display_name'),
+        json_extract_string(r.assets, '$[0].doc_title'),
+        json_extract_string(r.assets, '$[0].showcase_title'),
+        json_extract_string(r.assets, '$[0].folder_name')
+    ) AS asset_name,
+    coalesce(
+        json_extract_string(r.assets, '$[0].path.contextual'),
+        json_extract_string(r.assets, '$[0].path.namespace_relative.relative_path')
+    ) AS asset_path,
+    coalesce(
+        json_extract_string(r.assets, '$[0].file_id'),
+        json_extract_string(r.assets, '$[0].doc_id'),
+        json_extract_string(r.assets, '$[0].showcase_id'),
+        json_extract_string(r.assets, '$[0].folder_id')
+    ) AS asset_id,
+    json_extract_string(r.details, '$.shared_content_link') AS shared_link,
+    coalesce(
+        json_extract_string(r.details, '$.shared_link_owner.email'),
+        json_extract_string(r.details, '$.shared_content_owner.email')
+    ) AS content_owner_email,
+    json_extract_string(r.details, '$.login_method.".tag"') AS login_method,
+    json_extract_string(r.details, '$.error_details.user_friendly_message') AS error_message,
+    json_extract_string(r.details, '$.error_details.technical_error_message') AS error_detail,
+    json_extract_string(r.raw_event, '$.origin.access_method.end_user.".tag"') AS session_type,
+    json_extract_string(r.raw_event, '$.context.email') AS context_email,
+    json_extract_string(r.raw_event, '$.context.display_name') AS context_display_name,
+    list_sort(list_distinct(list_concat(
+        CASE WHEN r.actor_user_type IN ('non_team_member', 'trusted_non_team_member')
+                  AND r.actor_email IS NOT NULL
+             THEN [r.actor_email] ELSE []::VARCHAR[] END,
+        coalesce(list_transform(
+            list_filter(
+                CAST(json_extract(r.participants, '$[*].user') AS JSON[]),
+                lambda u: (u ->> '.tag') IN ('non_team_member', 'trusted_non_team_member')
+            ),
+            lambda u: u ->> 'email'
+        ), []::VARCHAR[]),
+        coalesce(
+            json_extract_string(r.details, '$.external_users[*].user_identifier'),
+            []::VARCHAR[]
+        )
+    ))) AS external_parties,
+    list_transform(
+        list_filter(
+            CAST(json_extract(r.participants, '$[*]') AS JSON[]),
+            lambda p: (p ->> '.tag') = 'group'
+        ),
+        lambda p: p ->> 'display_name'
+    )[1] AS participant_group
+FROM dropbox_team_log_rows AS r
+"""
+
+UNAUTHENTICATED_ACCESS_SQL = """
+SELECT timestamp, event_date, event_type, shared_link, asset_type, asset_name, asset_path,
+       asset_id, content_owner_email, ip_address, country, region, city, session_type
+FROM events
+WHERE auth_status = 'unauthenticated'
+"""
+
+EXTERNAL_SHARING_SQL = """
+SELECT timestamp, event_date, event_type, event_category,
+       CASE WHEN actor_user_type IN ('non_team_member', 'trusted_non_team_member')
+            THEN 'outsider_access' ELSE 'team_share' END AS direction,
+       actor_type, actor_user_type, actor_email, actor_display_name, external_parties,
+       asset_type, asset_name, asset_path, shared_link, content_owner_email,
+       ip_address, country
+FROM events
+WHERE auth_status <> 'unauthenticated'
+  AND (involve_non_team_member IS TRUE
+       OR actor_user_type IN ('non_team_member', 'trusted_non_team_member')
+       OR len(external_parties) > 0)
+"""
+
+SIGN_INS_SQL = """
+SELECT timestamp, event_date, event_type,
+       CASE WHEN event_type = 'login_success' THEN 'success' ELSE 'failure' END AS outcome,
+       coalesce(actor_email, context_email) AS user_email,
+       coalesce(actor_display_name, context_display_name) AS user_name,
+       actor_type, actor_user_type, login_method, error_message, error_detail,
+       ip_address, country, region, city, access_method, session_type
+FROM events
+WHERE event_type IN ('login_success', 'login_fail', 'sso_error', 'emm_error')
+"""
+
+ADMIN_ACTIONS_SQL = """
+SELECT timestamp, event_date,
+       CASE WHEN actor_type = 'admin' THEN actor_email END AS admin_email,
+       CASE WHEN actor_type = 'admin' THEN actor_display_name END AS admin_name,
+       actor_type, event_type, event_category, event_type_description,
+       context_email AS target_email, participant_group AS target_group,
+       access_method, ip_address, country, details
+FROM events
+WHERE actor_type = 'admin' OR access_method IN ('admin_console', 'enterprise_console', 'sign_in_as')
+"""
+
+VIEWS_SQL = {
+    "events": EVENTS_SQL,
+    "unauthenticated_access": UNAUTHENTICATED_ACCESS_SQL,
+    "external_sharing": EXTERNAL_SHARING_SQL,
+    "sign_ins": SIGN_INS_SQL,
+    "admin_actions": ADMIN_ACTIONS_SQL,
+}
+
+
+def files_glob(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The dataset's filesystem and the glob of its day files (`_reports/` etc. never match)."""
+    fs, path = fsspec.core.url_to_fs(str(root))
+    return fs, f"{path.rstrip('/')}/{PARTITION_KEY}=*/*.parquet"
+
+
+def connect(root: str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection (new, or `con`) with the views defined over the dataset at `root`.
+
+    `root` is a local path or an fsspec URL (`s3://bucket/prefix`, ...): a non-local filesystem
+    is registered with DuckDB, so no DuckDB extension has to be downloaded. Times show in UTC.
+    The file list is read when a query runs; a dataset with no file yet gives empty views.
+    """
+    con = con or duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    fs, pattern = files_glob(root)
+    if not fs.glob(pattern):
+        empty = EVENT_SCHEMA.append(pa.field(PARTITION_KEY, pa.date32())).empty_table()
+        con.register("_dropbox_team_log_arrow", empty)
+        con.execute(
+            "CREATE OR REPLACE TABLE dropbox_team_log_empty AS "
+            "SELECT * FROM _dropbox_team_log_arrow"
+        )
+        con.unregister("_dropbox_team_log_arrow")
+        source = "SELECT * FROM dropbox_team_log_empty"
+    else:
+        if not isinstance(fs, LocalFileSystem):
+            con.register_filesystem(fs)
+            pattern = fs.unstrip_protocol(pattern)
+        source = (
+            "SELECT * FROM read_parquet("  # ruff: ignore[hardcoded-sql-expression] (quoted)
+            + _literal(pattern)
+            + ", hive_partitioning = true, hive_types = {'event_date': DATE})"
+        )
+    con.execute(f"CREATE OR REPLACE VIEW dropbox_team_log_rows AS {source}")
+    for name, sql in VIEWS_SQL.items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    return con
+
+
+def view_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
+    """(column, type) of each question view, for `query --views` and the docs."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for name in VIEW_NAMES:
+        rel = con.sql("SELECT * FROM " + name + " LIMIT 0")  # ruff: ignore[hardcoded-sql-expression]
+        out[name] = [(col, str(typ)) for col, typ in zip(rel.columns, rel.types, strict=True)]
+    return out

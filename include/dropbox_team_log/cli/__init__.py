@@ -1,0 +1,1 @@
+"""`dropbox-team-log`: the commands people run (connect a team, test it, query, report)."""

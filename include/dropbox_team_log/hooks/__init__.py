@@ -1,0 +1,1 @@
+"""Airflow hooks: `DropboxTeamHook` makes a `dropbox_team` connection usable (as the providers do)."""

@@ -1,0 +1,259 @@
+"""`DropboxTeamHook`: an Airflow connection of type `dropbox_team` -> the Dropbox team log.
+
+Modelled on the providers' hooks (HttpHook, SlackHook): class attributes name the connection
+type, the SDK client is built once and cached, and `test_connection()` answers `(ok, message)` for
+the UI's Test button and `airflow connections test`.
+
+Connection contract (docs and the connect command rely on it exactly):
+    login = app key, password = app secret (empty for PKCE apps),
+    extra.refresh_token, extra.connected_at (ISO-8601 UTC), extra.team_id, extra.team_name,
+    host = optional API base URL override (http:// only on loopback).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+import dropbox
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from dropbox_team_log.client.api import RetryPolicy, TeamApiClient
+from dropbox_team_log.client.reader import EventPage, EventReader
+from dropbox_team_log.client.transport import build_session, normalize_base_url
+from dropbox_team_log.errors import ConnectionConfigError, DropboxTeamLogError
+
+#: The least privilege the job needs; nothing more is ever requested.
+REQUIRED_SCOPES = ("events.read", "team_info.read")
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class DropboxTeamConnection:
+    """The validated fields of a `dropbox_team` connection."""
+
+    conn_id: str
+    app_key: str
+    app_secret: str | None
+    refresh_token: str
+    base_url: str | None
+    connected_at: datetime | None
+    team_id: str | None
+    team_name: str | None
+    timeout: float = DEFAULT_TIMEOUT
+    backoff_base: float | None = None  # seconds; tune the retry backoff (tests, strict limits)
+
+    def __repr__(self) -> str:  # never show the secrets, even in a debugger or a traceback
+        return (
+            f"DropboxTeamConnection(conn_id={self.conn_id!r}, app_key={self.app_key!r}, "
+            f"base_url={self.base_url!r}, team_id={self.team_id!r})"
+        )
+
+    @classmethod
+    def from_airflow(cls, conn: Any) -> DropboxTeamConnection:
+        conn_id = conn.conn_id
+        extra = conn.extra_dejson or {}
+        fix = f"run `dropbox-team-log connect --conn-id {conn_id}` or edit the connection"
+        if not conn.login:
+            raise ConnectionConfigError(
+                f"Connection '{conn_id}' has no login (the Dropbox app key): {fix}"
+            )
+        refresh_token = extra.get("refresh_token")
+        if not refresh_token or not isinstance(refresh_token, str):
+            raise ConnectionConfigError(
+                f"Connection '{conn_id}' has no extra.refresh_token "
+                f"(the team admin's OAuth grant): {fix}"
+            )
+        base_url = None
+        if conn.host:
+            host = conn.host if "://" in conn.host else f"{conn.schema or 'https'}://{conn.host}"
+            if conn.port and host.count(":") < 2:
+                host = f"{host}:{conn.port}"
+            try:
+                base_url = normalize_base_url(host)
+            except ValueError as exc:
+                raise ConnectionConfigError(f"Connection '{conn_id}' host: {exc}") from None
+        timeout = _number(extra, "timeout", DEFAULT_TIMEOUT, conn_id, positive=True)
+        backoff_base = _number(extra, "backoff_base", None, conn_id)
+        return cls(
+            conn_id=conn_id,
+            app_key=conn.login,
+            app_secret=conn.password or None,
+            refresh_token=refresh_token,
+            base_url=base_url,
+            connected_at=parse_connected_at(extra.get("connected_at"), conn_id),
+            team_id=extra.get("team_id"),
+            team_name=extra.get("team_name"),
+            timeout=timeout,
+            backoff_base=backoff_base,
+        )
+
+
+def _number(
+    extra: dict, key: str, default: float | None, conn_id: str, *, positive: bool = False
+) -> float | None:
+    value = extra.get(key, default)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not (number > 0 if positive else number >= 0):  # NaN too
+        raise ConnectionConfigError(
+            f"Connection '{conn_id}' extra.{key}={value!r} must be a "
+            f"{'positive' if positive else 'non-negative'} number of seconds"
+        )
+    return number
+
+
+def parse_connected_at(value: Any, conn_id: str) -> datetime | None:
+    """ISO-8601 -> aware UTC datetime, second granularity; None when absent."""
+    if value in (None, ""):
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ConnectionConfigError(
+            f"Connection '{conn_id}' extra.connected_at={value!r} is not an ISO-8601 time "
+            "(e.g. 2026-11-28T09:00:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).replace(microsecond=0)
+
+
+class DropboxTeamHook(BaseHook):
+    """Reads a Dropbox team's activity log with the saved refresh token."""
+
+    conn_name_attr = "dropbox_team_conn_id"
+    default_conn_name = "dropbox_team_default"
+    conn_type = "dropbox_team"
+    hook_name = "Dropbox Team"
+
+    def __init__(
+        self,
+        *,
+        dropbox_team_conn_id: str = default_conn_name,
+        retry_policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dropbox_team_conn_id = dropbox_team_conn_id
+        self._retry_policy = retry_policy
+        self._sleep = sleep
+
+    @cached_property
+    def settings(self) -> DropboxTeamConnection:
+        settings = DropboxTeamConnection.from_airflow(
+            self.get_connection(self.dropbox_team_conn_id)
+        )
+        for secret in (settings.app_secret, settings.refresh_token):
+            if secret:
+                mask_secret(secret)
+        return settings
+
+    def get_conn(self) -> dropbox.DropboxTeam:
+        return self._client
+
+    @cached_property
+    def _client(self) -> dropbox.DropboxTeam:
+        s = self.settings
+        return dropbox.DropboxTeam(
+            oauth2_refresh_token=s.refresh_token,
+            app_key=s.app_key,
+            app_secret=s.app_secret,
+            scope=list(REQUIRED_SCOPES),
+            session=build_session(s.base_url),
+            timeout=s.timeout,
+            # Retries are ours (api_client.RetryPolicy): bounded, Retry-After honoured.
+            max_retries_on_error=0,
+            max_retries_on_rate_limit=0,
+            user_agent="dropbox-team-log",
+        )
+
+    @cached_property
+    def retry_policy(self) -> RetryPolicy:
+        if self._retry_policy is not None:
+            return self._retry_policy
+        if self.settings.backoff_base is not None:
+            return RetryPolicy(backoff_base=self.settings.backoff_base)
+        return RetryPolicy()
+
+    @cached_property
+    def api(self) -> TeamApiClient:
+        return TeamApiClient(
+            self._client,
+            conn_id=self.dropbox_team_conn_id,
+            policy=self.retry_policy,
+            sleep=self._sleep,
+            on_new_access_token=_mask_once(),
+        )
+
+    def get_team_info(self) -> dict:
+        """`/2/team/get_info` as raw JSON (name, team_id, licensed users, ...)."""
+        return self.api.call("team/get_info", None)
+
+    def event_reader(self, *, page_limit: int = 1000) -> EventReader:
+        return EventReader(self.api, page_limit=page_limit)
+
+    def iter_event_pages(
+        self, start: datetime, end: datetime, *, category: str | None = None
+    ) -> Iterator[EventPage]:
+        """Pages of `[start, end)`; see `EventReader` for the discard markers.
+
+        Each page's `events` are the events' exact JSON bytes (`page.parsed()` gives dicts).
+        """
+        return self.event_reader().iter_pages(_epoch(start), _epoch(end), category=category)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Team info plus one events call: both scopes proven, or a precise reason."""
+        probe = DropboxTeamHook(
+            dropbox_team_conn_id=self.dropbox_team_conn_id,
+            retry_policy=RetryPolicy(max_attempts=2, max_rate_limited=1, backoff_base=0.5),
+        )
+        try:
+            info = probe.get_team_info()
+            now = datetime.now(UTC).replace(microsecond=0)
+            probe.event_reader(page_limit=1).api.call(
+                "team_log/get_events",
+                {
+                    "limit": 1,
+                    "time": {"start_time": _wire(now - timedelta(days=1)), "end_time": _wire(now)},
+                },
+            )
+        except DropboxTeamLogError as exc:
+            return False, str(exc)
+        licensed = info.get("num_licensed_users")
+        return True, (
+            f"Connected to Dropbox team '{info.get('name')}' ({info.get('team_id')}): "
+            f"{licensed} licensed users; team_info.read and events.read work"
+        )
+
+
+def _mask_once() -> Callable[[str], None]:
+    """Register each new access token with Airflow's secret masker, once."""
+    seen: set[str] = set()
+
+    def mask(token: str) -> None:
+        if token not in seen:
+            seen.add(token)
+            mask_secret(token)
+
+    return mask
+
+
+def _epoch(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: pass timezone-aware UTC times")
+    return int(value.timestamp())
+
+
+def _wire(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

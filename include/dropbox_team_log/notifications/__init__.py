@@ -1,0 +1,1 @@
+"""What tells people a task failed for good: the alert callback of every DAG task."""

@@ -1,0 +1,83 @@
+"""Every name and default the pipeline is configured by, in one place: constants only.
+
+Airflow connection ids and type, Airflow Variables, environment variables, DAG ids, the pool, the
+events Asset, and the defaults of the DAG params. Nothing here is read at import time and this
+module imports nothing, so the DAG files, the provider metadata and the CLI's `--help` can use it
+for free. Reading a setting (a Variable, with its default) happens where it is used:
+`deployment.py` for the dataset root, report path and connection id.
+"""
+
+# --- Airflow connections ---------------------------------------------------------------------
+
+#: The connection type this package registers (get_provider_info.py, the hook).
+CONN_TYPE = "dropbox_team"
+#: The team's connection when neither the `conn_id` param nor `CONN_ID_VARIABLE` names one.
+DEFAULT_CONN_ID = "dropbox_team_default"
+#: Optional connection whose host is the failure-alert webhook URL (notifications/alerts.py).
+ALERT_CONN_ID = "dropbox_team_log_alerts"
+
+# --- Airflow Variables -----------------------------------------------------------------------
+
+#: Dataset root: a local folder or s3://bucket/prefix (default: see deployment.py).
+OUTPUT_VARIABLE = "dropbox_team_log_output"
+#: Connection id of the team, when it is not `DEFAULT_CONN_ID`.
+CONN_ID_VARIABLE = "dropbox_team_log_conn_id"
+#: Where the report DAG writes the HTML report (default: `<root>/_reports/`).
+REPORT_PATH_VARIABLE = "dropbox_team_log_report_path"
+#: Opt-in pseudonymisation key, or `conn:<conn_id>` naming a connection whose password is it.
+PSEUDONYMISE_KEY_VARIABLE = "dropbox_team_log_pseudonymise_key"
+
+# --- environment variables -------------------------------------------------------------------
+
+#: Cron or preset of the incremental DAG (an env var: no DB access at parse time).
+SCHEDULE_ENV = "DROPBOX_TEAM_LOG_SCHEDULE"
+DEFAULT_SCHEDULE = "*/15 * * * *"
+#: Concurrent API calls of one day's sync. A team's rate limit is shared by every running task:
+#: the total is this times the `API_POOL` slots, so size the two together.
+API_CONCURRENCY_ENV = "DROPBOX_TEAM_LOG_API_CONCURRENCY"
+DEFAULT_API_CONCURRENCY = 4
+MAX_API_CONCURRENCY = 8  # the HTTP session's connection pool (client/transport.py)
+#: Where `dropbox-team-log connect` reads the app secret from (never from argv if avoidable).
+APP_SECRET_ENV = "DROPBOX_APP_SECRET"  # ruff: ignore[hardcoded-password-string] (a name)
+#: What the environment of a process that runs sync tasks should hold, set before it starts
+#: (the Dockerfile and the Makefile set it; tasks/worker_memory.py says why).
+WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+# --- DAGs, pool, Asset -----------------------------------------------------------------------
+
+BACKFILL_DAG_ID = "dropbox_team_log_backfill"
+INCREMENTAL_DAG_ID = "dropbox_team_log_incremental"
+REPORT_DAG_ID = "dropbox_team_log_report"
+#: Caps concurrent day tasks of both sync DAGs: size it to the team's rate limit.
+API_POOL = "dropbox_api"
+#: Emitted by every successful day write, so downstream DAGs run on new data. The `x-` scheme
+#: is Airflow's mark of a user-defined URI: not normalised, so defining it loads no provider's
+#: URI handlers (the Amazon one would import boto3 into every task process).
+EVENTS_ASSET_NAME = "dropbox_team_log_events"
+EVENTS_ASSET_URI = "x-dropbox-team-log://events"
+
+# --- defaults of the DAG params --------------------------------------------------------------
+
+#: Backfill: the days before the connection's connected_at, and the most one run may span.
+BACKFILL_DAYS = 60
+MAX_BACKFILL_DAYS = 365
+#: Incremental: age after which data is final. Dropbox delivers events up to 24 h late, so
+#: less than that could lose late events; the default adds a 1 h margin.
+SETTLE_HOURS = 25
+MIN_SETTLE_HOURS = 24
+#: Incremental: re-read unsettled data this often (0: only settle).
+REFRESH_HOURS = 6
+#: Incremental: how far back a run fills gaps after an outage.
+CATCHUP_DAYS = 7
+#: Report: the days it covers (compared with as many days before).
+REPORT_DAYS = 30
+MAX_REPORT_DAYS = 366
+
+# --- Dropbox API -----------------------------------------------------------------------------
+
+#: The least privilege the job needs; nothing more is ever requested.
+REQUIRED_SCOPES = ("events.read", "team_info.read")
+#: Per-request HTTP timeout, seconds (the connection's extra.timeout overrides it).
+DEFAULT_TIMEOUT_SECONDS = 60.0
+#: Events per team_log page: Dropbox's maximum, the fewest calls.
+PAGE_LIMIT = 1000

@@ -1,0 +1,84 @@
+"""The DAG files: import cleanly, carry tags and retries, and touch no DB or API at parse time."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from tests.helpers.paths import DAGS_FOLDER
+
+DAGS = DAGS_FOLDER
+SYNC_DAGS = {"dropbox_team_log_backfill", "dropbox_team_log_incremental"}
+EXPECTED = SYNC_DAGS | {"dropbox_team_log_report"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == EXPECTED
+
+
+@pytest.mark.parametrize("dag_id", sorted(SYNC_DAGS))
+def test_tags_retries_and_single_writer(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert "dropbox" in dag.tags
+    assert dag.max_active_runs == 1
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
+    sync = dag.get_task("sync_day")
+    assert sync.pool == "dropbox_api"
+    assert [outlet.name for outlet in sync.outlets] == ["dropbox_team_log_events"]
+
+
+def test_report_runs_after_every_dataset_update(dagbag):
+    dag = dagbag.dags["dropbox_team_log_report"]
+    assert "dropbox" in dag.tags and dag.max_active_runs == 1 and dag.catchup is False
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert [asset.name for asset in dag.timetable.asset_condition.objects] == [
+        "dropbox_team_log_events"
+    ]
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
+
+
+def test_incremental_schedule_and_backfill_is_manual(dagbag):
+    assert type(dagbag.dags["dropbox_team_log_backfill"].timetable).__name__ == "NullTimetable"
+    assert dagbag.dags["dropbox_team_log_incremental"].catchup is False
+
+
+FORBIDDEN_AT_TOP_LEVEL = {
+    "Variable",
+    "Connection",
+    "DropboxTeamHook",
+    "EventDataset",
+    "requests",
+    "dropbox",
+}
+
+
+@pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
+def test_no_db_or_api_access_at_parse_time(path):
+    """Only declarations at module level: heavy imports and I/O live inside the tasks."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = {alias.name.split(".")[0] for alias in node.names}
+            module = getattr(node, "module", "") or ""
+            assert not names & FORBIDDEN_AT_TOP_LEVEL, f"{path.name}: imports {names}"
+            assert module in (
+                "__future__",
+                "datetime",
+                "airflow.sdk",
+                "dropbox_team_log",
+                "dropbox_team_log.tasks",
+            ), module
+    source = path.read_text()
+    for call in ("Variable.get", "get_connection", ".get_team_info", "read_coverage"):
+        assert call not in source, f"{path.name} calls {call} at parse time"

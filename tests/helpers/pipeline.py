@@ -1,0 +1,133 @@
+"""Shared by the pipeline tests: connect to the emulator, run DAGs for real, compare with truth.
+
+Exactness is checked as multisets of events (parsed JSON, canonical form): two byte-identical
+events are two entries, so a lost or an extra duplicate fails the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import dropbox
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from dropbox_team_log.client.api import RetryPolicy, TeamApiClient
+from dropbox_team_log.client.reader import EventReader
+from dropbox_team_log.client.transport import build_session
+from dropbox_team_log.hooks.dropbox_team import REQUIRED_SCOPES
+from tests.helpers import paths
+
+DAGS_FOLDER = str(paths.DAGS_FOLDER)
+
+
+def canonical(raw: str | bytes) -> str:
+    return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
+
+
+def multiset(raws: Iterable[str | bytes]) -> Counter:
+    return Counter(canonical(raw) for raw in raws)
+
+
+def grant_app(emu):
+    """Grant the app through the emulator's Allow page, as an admin would: the OAuth result."""
+    flow = dropbox.DropboxOAuth2FlowNoRedirect(
+        emu.config.app_key,
+        consumer_secret=emu.config.app_secret,
+        token_access_type="offline",
+        scope=list(REQUIRED_SCOPES),
+    )
+    flow.requests_session = build_session(emu.base_url)
+    return flow.finish(emu.approve(flow.start()))
+
+
+def reader_at(
+    base_url: str,
+    *,
+    policy: RetryPolicy | None = None,
+    timeout: float = 10,
+    page_limit: int = 1000,
+    max_restarts: int = 10,
+    **credentials: str,
+) -> EventReader:
+    """An EventReader on the real SDK and transport against `base_url`, without the hook.
+
+    The SDK's own retries are off and backoff does not sleep: only `TeamApiClient` retries.
+    `credentials` go to `dropbox.DropboxTeam` (an access token, or refresh token + app key).
+    """
+    client = dropbox.DropboxTeam(
+        session=build_session(base_url),
+        max_retries_on_error=0,
+        max_retries_on_rate_limit=0,
+        timeout=timeout,
+        **credentials,
+    )
+    api = TeamApiClient(
+        client, conn_id="test", policy=policy or RetryPolicy(), sleep=lambda _: None
+    )
+    return EventReader(api, page_limit=page_limit, max_restarts=max_restarts)
+
+
+def connection_json(emu, *, connected_at: datetime, backoff_base: float = 0.01) -> str:
+    """The connection the connect command saves after a grant (here as AIRFLOW_CONN_* JSON)."""
+    grant = grant_app(emu)
+    return json.dumps(
+        {
+            "conn_type": "dropbox_team",
+            "login": emu.config.app_key,
+            "password": emu.config.app_secret,
+            "host": emu.base_url,
+            "extra": {
+                "refresh_token": grant.refresh_token,
+                "connected_at": connected_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "team_id": grant.account_id or "",
+                "team_name": "test",
+                "backoff_base": backoff_base,
+            },
+        }
+    )
+
+
+def dataset_raws(root: str, lo: datetime, hi: datetime) -> list[str]:
+    """raw_event of every row with lo <= timestamp < hi, read back with pyarrow (hive layout)."""
+    if not os.path.isdir(root):
+        return []
+    dataset = ds.dataset(root, format="parquet", partitioning="hive")
+    table = dataset.to_table(
+        columns=["timestamp", "raw_event"],
+        filter=(pc.field("timestamp") >= lo) & (pc.field("timestamp") < hi),
+    )
+    return table.column("raw_event").to_pylist()
+
+
+def fresh_dag(dag_id: str):
+    """The DAG parsed anew, without Airflow retries: `dag.test(run_conf=...)` leaves the conf on
+    the DAG object (it would leak into the next run; a deepcopy breaks mapped tasks), and
+    dag.test() would sit out real retry delays (minutes) on a failure."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=DAGS_FOLDER).dags[dag_id]
+    for task in dag.tasks:
+        task.retries = 0
+    return dag
+
+
+def run_dag(emu, dag_id: str, at: datetime, conf: dict | None = None, *, expect: str = "success"):
+    """One real DAG run at logical time `at`, with the emulator's clock at the same instant."""
+    emu.set_clock(at)
+    run = fresh_dag(dag_id).test(logical_date=at, run_conf=conf)
+    assert run.state == expect, f"{dag_id} at {at}: {run.state}"
+    return run
+
+
+def event_calls(emu) -> int:
+    """API calls to the team log (retries included) so far."""
+    return sum(v for k, v in emu.stats()["calls"].items() if "team_log" in k)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)

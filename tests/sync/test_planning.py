@@ -1,0 +1,112 @@
+"""Planning rules: params -> ranges, day slices, the run's clock."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, date, datetime
+from types import SimpleNamespace
+
+import pytest
+
+from dropbox_team_log.sync.planning import (
+    DAY,
+    ParamError,
+    SyncPolicy,
+    as_of_from_context,
+    backfill_range,
+    day_start,
+    incremental_range,
+    parse_instant,
+    policy_from_params,
+    split_days,
+)
+
+CONNECTED = int(datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC).timestamp())
+LATER = CONNECTED + 3 * DAY
+
+
+def test_default_backfill_is_60_days_before_connection():
+    start, end = backfill_range({}, connected_at=CONNECTED, as_of=LATER)
+    assert (start, end) == (CONNECTED - 60 * DAY, CONNECTED)
+
+
+def test_backfill_days_param_and_explicit_range():
+    assert (
+        backfill_range({"days": 3}, connected_at=CONNECTED, as_of=LATER)[0] == CONNECTED - 3 * DAY
+    )
+    start, end = backfill_range(
+        {"start": "2026-10-01", "end": "2026-10-03T12:00:00Z"}, connected_at=None, as_of=LATER
+    )
+    assert end - start == 2 * DAY + 12 * 3600
+
+
+def test_backfill_end_is_clipped_to_the_run_time():
+    _start, end = backfill_range(
+        {"start": "2026-11-20", "end": "2026-12-30"}, connected_at=None, as_of=LATER
+    )
+    assert end == LATER
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"days": 0}, "days must be from 1 to 365"),
+        ({"days": 366}, "days must be from 1 to 365"),
+        ({"days": "ten"}, "whole number"),
+        ({"days": True}, "whole number"),
+        ({"start": "2026-10-05", "end": "2026-10-01"}, "must be after start"),
+        ({"start": "2026-10-05"}, "give both start and end"),
+        ({"start": "yesterday", "end": "2026-10-01"}, "is not a date or time"),
+        ({"start": "2025-01-01", "end": "2026-10-01"}, "more than 365 days"),
+    ],
+)
+def test_bad_backfill_params_say_what_to_fix(params, message):
+    with pytest.raises(ParamError, match=message):
+        backfill_range(params, connected_at=CONNECTED, as_of=LATER)
+
+
+def test_backfill_without_connected_at_needs_an_explicit_range():
+    with pytest.raises(ParamError, match="connected_at"):
+        backfill_range({}, connected_at=None, as_of=LATER)
+
+
+def test_split_days_cuts_at_utc_midnight_without_gap_or_overlap():
+    lo, hi = CONNECTED - 2 * DAY, CONNECTED
+    slices = split_days(lo, hi)
+    assert [s.day for s in slices] == [date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)]
+    assert slices[0].lo == lo and slices[-1].hi == hi
+    assert all(a.hi == b.lo for a, b in itertools.pairwise(slices))
+    assert slices[1].lo == day_start(date(2026, 11, 19)) and slices[1].hi - slices[1].lo == DAY
+
+
+def test_incremental_starts_a_settle_window_before_the_connection():
+    policy = SyncPolicy()
+    lo, hi = incremental_range(connected_at=CONNECTED, as_of=CONNECTED + 3600, policy=policy)
+    assert (lo, hi) == (CONNECTED - policy.settle_seconds, CONNECTED + 3600)
+    lo, _ = incremental_range(connected_at=CONNECTED, as_of=CONNECTED + 30 * DAY, policy=policy)
+    assert lo == CONNECTED + 30 * DAY - policy.catchup_seconds
+
+
+def test_policy_params_are_validated():
+    assert policy_from_params({}).settle_seconds == 25 * 3600
+    assert policy_from_params({"refresh_hours": 0}).refresh_seconds is None
+    with pytest.raises(ParamError, match="settle_hours must be at least 24"):
+        policy_from_params({"settle_hours": 12})
+    with pytest.raises(ParamError, match="number of hours"):
+        policy_from_params({"refresh_hours": "often"})
+
+
+def test_parse_instant_rejects_sub_second_times():
+    assert parse_instant("2026-10-01T00:00:00Z", "start") == day_start(date(2026, 10, 1))
+    with pytest.raises(ParamError, match="second granularity"):
+        parse_instant("2026-10-01T00:00:00.5Z", "start")
+
+
+def test_now_comes_from_the_run_never_the_wall_clock():
+    t = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert as_of_from_context({"data_interval_end": t, "logical_date": None}) == int(t.timestamp())
+    assert as_of_from_context({"logical_date": t}) == int(t.timestamp())
+    run = SimpleNamespace(run_after=t)
+    assert as_of_from_context({"logical_date": None, "dag_run": run}) == int(t.timestamp())
+    with pytest.raises(ParamError):
+        as_of_from_context({})
