@@ -145,7 +145,7 @@ def sync_job(root: str, as_of: int) -> dict:
 def run_sync(
     kind: str, root: str, as_of: int, *, days: int = 60, parallel_days: int = 1
 ) -> RunResult:
-    """Plan like `plan_days`, then `dag_tasks.sync` per due day: one at a time (as `dags test`
+    """Plan like `plan_days`, then `sync_tasks.sync_day` per due day: one at a time (as `dags test`
     runs mapped tasks) or `parallel_days` at once (as a scheduler runs them in the pool)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -154,13 +154,13 @@ def run_sync(
     from dropbox_team_log.dataset.store import EventDataset
     from dropbox_team_log.sync.engine import due_ranges
     from dropbox_team_log.sync.planning import (
-        DaySlice,
+        DaySpan,
         SyncPolicy,
         backfill_range,
         incremental_range,
         split_days,
     )
-    from dropbox_team_log.tasks import sync_tasks as dag_tasks
+    from dropbox_team_log.tasks import sync_tasks
 
     policy = SyncPolicy()
     connected_at = int(CLOCK.timestamp())
@@ -174,12 +174,12 @@ def run_sync(
     result = RunResult(0.0, 0, 0, 0, 0)
     due = [p for p in split_days(lo, hi) if due_ranges(dataset, p, as_of=as_of, policy=policy)]
 
-    def task(part: DaySlice) -> dict:
+    def task(span: DaySpan) -> dict:
         # Airflow runs each task in a process of its own, whose secrets masker starts empty;
         # here every day shares one, and each day's new access token would recompile a regex of
         # all earlier ones (~50 ms a day by day 60). The bench's logs are off: nothing is shown.
         reset_secrets_masker()
-        return dag_tasks.sync({**job, **part.to_xcom()})
+        return sync_tasks.sync_day({**job, **span.to_xcom()})
 
     with ThreadPoolExecutor(parallel_days) as pool:
         reports = list(pool.map(task, due))
@@ -194,9 +194,9 @@ def run_sync(
 
 def api_concurrency() -> int:
     """The per-task API concurrency sync uses (1 where the code has no such setting)."""
-    from dropbox_team_log.sync import engine as sync
+    from dropbox_team_log.sync import engine
 
-    return int(getattr(sync, "api_concurrency", lambda: 1)())
+    return engine.api_concurrency()
 
 
 # --- 1. transform -------------------------------------------------------------------------------
@@ -217,34 +217,22 @@ def pages_of(raws: list[bytes], size: int = 1000, *, shuffle: bool = False) -> l
 def transform_ours(day_pages: list[tuple[date, list[bytes]]], root: str) -> float:
     """Page bytes -> record batches -> the day files on local disk, by the pipeline's own code:
     each day's pages (its query's answer) become that day's file, as a day's sync writes it."""
-    import orjson
-
+    from dropbox_team_log.client.wire import decode_page
     from dropbox_team_log.dataset.store import EventDataset, RowSpool
-    from dropbox_team_log.sync.planning import day_start
+    from dropbox_team_log.timeutil import day_start
     from dropbox_team_log.transform.events import events_to_batch
 
-    page_to_batch = _page_to_batch()
     dataset = EventDataset(root)
     now = datetime.now(UTC)
     started = time.perf_counter()
     for day, pages in day_pages:
         with RowSpool() as rows:
             for page in pages:
-                if page_to_batch is not None:
-                    batch = page_to_batch(page, team_id="dbtid:bench", ingested_at=now)
-                else:
-                    events = orjson.loads(page)["events"]
-                    batch = events_to_batch(events, team_id="dbtid:bench", ingested_at=now)
-                rows.add(batch)
+                events = decode_page(page).events  # as the reader decodes a page
+                rows.add(events_to_batch(events, team_id="dbtid:bench", ingested_at=now))
             first = day_start(day)
             dataset.write_day(day, [(first, first + DAY)], rows, fetched_at=first + 2 * DAY)
     return time.perf_counter() - started
-
-
-def _page_to_batch():
-    from dropbox_team_log.transform import events as transform
-
-    return getattr(transform, "page_to_batch", None)
 
 
 def transform_baseline(pages: list[bytes], path: str) -> float:
@@ -320,7 +308,7 @@ def bench_transform(client: EmulatorClient, events: int, baseline_events: int, w
         "transform_baseline_events": baseline_events,
         "transform_baseline_events_per_s": round(base_rate),
         "transform_speedup": round(ours_rate / base_rate, 1),
-        "transform_path": "page_to_batch" if _page_to_batch() else "orjson+events_to_batch",
+        "transform_path": "decode_page+events_to_batch",
     }
 
 
@@ -519,8 +507,8 @@ WEEKDAY_FACTOR = 1.2
 
 def bench_memory(events: int, work: str) -> dict:
     """Peak RSS of a fresh process that syncs one day of about `events` events (no latency),
-    with the environment the Dockerfile gives a worker (`task_memory.WORKER_ENV`)."""
-    from dropbox_team_log.tasks.worker_memory import WORKER_ENV
+    with the environment the Dockerfile gives a worker (`settings.WORKER_ENV`)."""
+    from dropbox_team_log.settings import WORKER_ENV
 
     with emulator(events / WEEKDAY_FACTOR, seed=12) as client:
         connect(client)
@@ -553,14 +541,15 @@ def peak_rss_mb() -> float:
 
 
 def memory_child(root: str, day: str) -> None:
-    from dropbox_team_log.sync.planning import DaySlice, day_start
-    from dropbox_team_log.tasks import sync_tasks as dag_tasks
+    from dropbox_team_log.sync.planning import DaySpan
+    from dropbox_team_log.tasks import sync_tasks
+    from dropbox_team_log.timeutil import day_start
 
     base = peak_rss_mb()
     lo = day_start(datetime.fromisoformat(day).date())
-    part = DaySlice(datetime.fromisoformat(day).date(), lo, lo + DAY)
+    span = DaySpan(datetime.fromisoformat(day).date(), lo, lo + DAY)
     started = time.perf_counter()
-    report = dag_tasks.sync({**sync_job(root, int(CLOCK.timestamp())), **part.to_xcom()})
+    report = sync_tasks.sync_day({**sync_job(root, int(CLOCK.timestamp())), **span.to_xcom()})
     wall = time.perf_counter() - started
     peak = peak_rss_mb()
     print(

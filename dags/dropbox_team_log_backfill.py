@@ -10,24 +10,25 @@ from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag
 
-from dropbox_team_log.tasks import dag_spec as dag_config
+from dropbox_team_log import settings
+from dropbox_team_log.tasks import dag_spec
 
 
 @dag(
-    dag_id="dropbox_team_log_backfill",
+    dag_id=settings.BACKFILL_DAG_ID,
     schedule=None,
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=dag_config.BACKFILL_DEFAULT_ARGS,
+    default_args=dag_spec.BACKFILL_DEFAULT_ARGS,
     tags=["dropbox", "audit-log", "backfill"],
     doc_md=__doc__,
     params={
         "days": Param(
-            60,
+            settings.BACKFILL_DAYS,
             type="integer",
             minimum=1,
-            maximum=365,
+            maximum=settings.MAX_BACKFILL_DAYS,
             description="Days before the connection's connected_at to load",
         ),
         "start": Param(
@@ -38,11 +39,11 @@ from dropbox_team_log.tasks import dag_spec as dag_config
         "end": Param(
             None, type=["null", "string"], description="Explicit range end, exclusive; with start"
         ),
-        "conn_id": dag_config.conn_id_param(),
+        "conn_id": dag_spec.conn_id_param(),
     },
 )
 def dropbox_team_log_backfill():
-    dag_config.plan_and_sync("backfill")
+    dag_spec.plan_and_sync("backfill")
 
 
 dropbox_team_log_backfill()

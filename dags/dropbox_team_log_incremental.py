@@ -12,39 +12,43 @@ from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag
 
-from dropbox_team_log.tasks import dag_spec as dag_config
+from dropbox_team_log import settings
+from dropbox_team_log.tasks import dag_spec
 
 
 @dag(
-    dag_id="dropbox_team_log_incremental",
-    schedule=dag_config.INCREMENTAL_SCHEDULE,
+    dag_id=settings.INCREMENTAL_DAG_ID,
+    schedule=dag_spec.INCREMENTAL_SCHEDULE,
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=dag_config.INCREMENTAL_DEFAULT_ARGS,
+    default_args=dag_spec.INCREMENTAL_DEFAULT_ARGS,
     tags=["dropbox", "audit-log", "incremental"],
     doc_md=__doc__,
     params={
         "settle_hours": Param(
-            25,
+            settings.SETTLE_HOURS,
             type="number",
-            minimum=24,
+            minimum=settings.MIN_SETTLE_HOURS,
             description="Age after which data is final (Dropbox: <= 24 h late)",
         ),
         "refresh_hours": Param(
-            6,
+            settings.REFRESH_HOURS,
             type="number",
             minimum=0,
             description="Re-read unsettled data this often; 0 = only settle",
         ),
         "catchup_days": Param(
-            7, type="number", minimum=1, description="How far back a run fills gaps after an outage"
+            settings.CATCHUP_DAYS,
+            type="number",
+            minimum=1,
+            description="How far back a run fills gaps after an outage",
         ),
-        "conn_id": dag_config.conn_id_param(),
+        "conn_id": dag_spec.conn_id_param(),
     },
 )
 def dropbox_team_log_incremental():
-    dag_config.plan_and_sync("incremental")
+    dag_spec.plan_and_sync("incremental")
 
 
 dropbox_team_log_incremental()

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
-from dropbox_team_log.tasks import dag_spec as dag_config
+from dropbox_team_log import settings
+from dropbox_team_log.tasks import dag_spec
 
 
 @dag(
-    dag_id="dropbox_team_log_report",
-    schedule=[dag_config.EVENTS_ASSET],
+    dag_id=settings.REPORT_DAG_ID,
+    schedule=[dag_spec.EVENTS_ASSET],
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -31,18 +32,16 @@ from dropbox_team_log.tasks import dag_spec as dag_config
     doc_md=__doc__,
     params={
         "days": Param(
-            30, type="integer", minimum=1, maximum=366, description="Days the report covers"
+            settings.REPORT_DAYS,
+            type="integer",
+            minimum=1,
+            maximum=settings.MAX_REPORT_DAYS,
+            description="Days the report covers",
         ),
     },
 )
 def dropbox_team_log_report():
-    @task(task_id="render_report", multiple_outputs=False)
-    def render_report(**context) -> dict:
-        from dropbox_team_log.tasks import report_task as report_tasks
-
-        return report_tasks.render(context["params"], context)
-
-    render_report()
+    dag_spec.render_report()
 
 
 dropbox_team_log_report()

@@ -89,8 +89,17 @@ def test_ui_form_metadata_served_by_the_api():
     assert ours.extra_fields["timeout"]["value"] == 60
 
 
-def test_scopes_of_connect_equal_the_hooks():
-    assert tuple(sorted(connect.SCOPES)) == tuple(sorted(hook.REQUIRED_SCOPES))
+def test_connect_asks_for_the_scopes_the_hook_refreshes_with():
+    """The grant an admin allows must cover what the hook's token refresh asks for."""
+    from urllib.parse import parse_qs, urlsplit
+
+    _flow, url = connect.start_flow(connect.ConnectOptions(app_key="k", app_secret="s"))
+    asked = parse_qs(urlsplit(url).query)["scope"][0].split()
+    conn = type("Conn", (), {"conn_id": "c", "login": "k", "password": "s", "host": None})
+    conn.extra_dejson = {"refresh_token": "r"}
+    probe = hook.DropboxTeamHook(dropbox_team_conn_id="c")
+    probe.get_connection = lambda _conn_id: conn  # the hook reads this object, not a backend
+    assert sorted(asked) == sorted(probe.api.scopes)
 
 
 def test_extra_secrets_are_masked_by_airflow():

@@ -12,9 +12,6 @@ from typing import Any
 
 from dropbox_team_log import settings
 
-REPORTS_DIR = "_reports"
-REPORT_FILE = "dropbox_team_log_report.html"
-
 
 def _variable(name: str) -> str | None:
     from airflow.sdk import Variable
@@ -23,7 +20,7 @@ def _variable(name: str) -> str | None:
 
 
 def default_output_root() -> str:
-    """`<project>/data/dropbox_team_log` in a checkout (next to `dags/`), else under AIRFLOW_HOME."""
+    """`<project>/data/dropbox_team_log` in a checkout (beside `dags/`), else in AIRFLOW_HOME."""
     project = Path(__file__).resolve().parents[2]
     if (project / "dags").is_dir():
         return str(project / "data" / "dropbox_team_log")
@@ -38,7 +35,7 @@ def output_root() -> str:
 
 def default_report_path(root: str) -> str:
     """`<root>/_reports/dropbox_team_log_report.html`: beside the data, outside its glob."""
-    return f"{str(root).rstrip('/')}/{REPORTS_DIR}/{REPORT_FILE}"
+    return f"{str(root).rstrip('/')}/{settings.REPORTS_DIR}/{settings.REPORT_FILE}"
 
 
 def report_path(root: str) -> str:
@@ -48,11 +45,7 @@ def report_path(root: str) -> str:
 
 def conn_id(params: dict[str, Any]) -> str:
     """The team's connection: the run's `conn_id` param, the Variable, else the default."""
-    return (
-        params.get("conn_id")
-        or _variable(settings.CONN_ID_VARIABLE)
-        or settings.DEFAULT_CONN_ID
-    )
+    return params.get("conn_id") or _variable(settings.CONN_ID_VARIABLE) or settings.DEFAULT_CONN_ID
 
 
 def pseudonymise_key_setting() -> str | None:

@@ -3,16 +3,18 @@
 Airflow finds this through the `apache_airflow_provider` entry point in pyproject.toml. The form
 is declared here (Airflow 3.2+ `conn-fields` / `ui-field-behaviour`), not through the deprecated
 hook methods, so the API server can render the form without importing the hook (and the SDK).
-Only plain literals below: this module is imported by every `airflow` process at start-up.
+Only plain literals (and `settings`, which imports nothing): every `airflow` process imports this
+at start-up.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dropbox_team_log.settings import CONN_TYPE
+
 #: Must equal the distribution name (Airflow compares it to the installed package's metadata).
 PACKAGE_NAME = "dropbox-team-log"
-CONN_TYPE = "dropbox_team"
 HOOK_CLASS_NAME = "dropbox_team_log.hooks.dropbox_team.DropboxTeamHook"
 HOOK_NAME = "Dropbox Team"
 INTEGRATION = "Dropbox Business team activity log"

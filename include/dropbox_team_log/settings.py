@@ -72,6 +72,10 @@ CATCHUP_DAYS = 7
 #: Report: the days it covers (compared with as many days before).
 REPORT_DAYS = 30
 MAX_REPORT_DAYS = 366
+#: The report's default place: `<root>/_reports/<file>`, beside the data and outside its glob
+#: (pyarrow and Spark skip `_`-prefixed folders too).
+REPORTS_DIR = "_reports"
+REPORT_FILE = "dropbox_team_log_report.html"
 
 # --- Dropbox API -----------------------------------------------------------------------------
 

@@ -98,11 +98,11 @@ def emulator_dataset(root: Path) -> Generator[Path, None, None]:
             policy = SyncPolicy(
                 settle_seconds=25 * 3600, refresh_seconds=6 * 3600, catchup_seconds=7 * 86400
             )
-            for part in split_days(int(start.timestamp()), as_of):
+            for span in split_days(int(start.timestamp()), as_of):
                 sync_day(
                     reader=hook.event_reader(),
                     dataset=dataset,
-                    part=part,
+                    span=span,
                     as_of=as_of,
                     policy=policy,
                     team_id=emu.config.resolved_team_id,

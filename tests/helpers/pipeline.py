@@ -13,13 +13,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import dropbox
+import orjson
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from dropbox_team_log.client.api import RetryPolicy, TeamApiClient
-from dropbox_team_log.client.reader import EventReader
-from dropbox_team_log.client.transport import build_session
-from dropbox_team_log.hooks.dropbox_team import REQUIRED_SCOPES
+from dropbox_team_log.client.reader import EventPage, EventReader
+from dropbox_team_log.client.transport import TokenWatch, build_session
+from dropbox_team_log.settings import REQUIRED_SCOPES
+from dropbox_team_log.timeutil import from_wire
 from tests.helpers import paths
 
 DAGS_FOLDER = str(paths.DAGS_FOLDER)
@@ -59,17 +61,38 @@ def reader_at(
     The SDK's own retries are off and backoff does not sleep: only `TeamApiClient` retries.
     `credentials` go to `dropbox.DropboxTeam` (an access token, or refresh token + app key).
     """
+    tokens = TokenWatch()
     client = dropbox.DropboxTeam(
-        session=build_session(base_url),
+        session=build_session(base_url, token_watch=tokens),
         max_retries_on_error=0,
         max_retries_on_rate_limit=0,
         timeout=timeout,
         **credentials,
     )
     api = TeamApiClient(
-        client, conn_id="test", policy=policy or RetryPolicy(), sleep=lambda _: None
+        client,
+        conn_id="test",
+        tokens=tokens,
+        policy=policy or RetryPolicy(),
+        sleep=lambda _: None,
     )
     return EventReader(api, page_limit=page_limit, max_restarts=max_restarts)
+
+
+def parsed(page: EventPage) -> list[dict]:
+    """A page's events as dicts."""
+    return [orjson.loads(memoryview(event)) for event in page.events]
+
+
+def read_events(reader: EventReader, start: int, end: int) -> list[dict]:
+    """Every event of `[start, end)` as dicts, the reader's discards applied: what a consumer
+    of the pages ends up with."""
+    events: list[dict] = []
+    for page in reader.iter_pages(start, end):
+        if page.discard_from is not None:
+            events = [e for e in events if from_wire(e["timestamp"]) < page.discard_from]
+        events.extend(parsed(page))
+    return events
 
 
 def connection_json(emu, *, connected_at: datetime, backoff_base: float = 0.01) -> str:

@@ -21,11 +21,11 @@ def _run(root: str, as_of: int, lo: int, barrier: threading.Barrier, errors: lis
         hook = DropboxTeamHook()
         team_id = str(hook.get_team_info()["team_id"])
         barrier.wait(timeout=60)
-        for part in split_days(lo, as_of):
+        for span in split_days(lo, as_of):
             sync_day(
                 reader=hook.event_reader(),
                 dataset=EventDataset(root),
-                part=part,
+                span=span,
                 as_of=as_of,
                 policy=SyncPolicy(),
                 team_id=team_id,

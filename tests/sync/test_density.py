@@ -6,15 +6,16 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from dropbox_team_log.dataset.store import EventDataset, day_bounds
+from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.sync.engine import expected_density
-from dropbox_team_log.transform.events import events_to_batch, format_timestamp
+from dropbox_team_log.timeutil import day_bounds, to_wire
+from dropbox_team_log.transform.events import events_to_batch
 
 DAY = date(2026, 1, 5)
 
 
 def write_day(dataset: EventDataset, day: date, seconds: list[int], covered: tuple[int, int]):
-    events = [{"timestamp": format_timestamp(s), "event_type": {".tag": "x"}} for s in seconds]
+    events = [{"timestamp": to_wire(s), "event_type": {".tag": "x"}} for s in seconds]
     batch = events_to_batch(events, team_id="dbtid:t", ingested_at=datetime.now(UTC))
     dataset.write_day(day, [covered], [batch], fetched_at=covered[1] + 3 * 86_400)
 

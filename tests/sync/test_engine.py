@@ -19,8 +19,9 @@ import pytest
 from dropbox_team_log.client.reader import EventReader
 from dropbox_team_log.dataset.store import EventDataset, RowSpool
 from dropbox_team_log.errors import CursorRestartLimitError
-from dropbox_team_log.sync import engine as sync
-from dropbox_team_log.sync.planning import DaySlice, SyncPolicy, day_start
+from dropbox_team_log.sync import engine
+from dropbox_team_log.sync.planning import DaySpan, SyncPolicy
+from dropbox_team_log.timeutil import day_start
 from dropbox_team_log.transform.events import MalformedEventError
 from tests.helpers.pipeline import grant_app, multiset, reader_at, utc
 
@@ -79,7 +80,7 @@ def spools(monkeypatch: pytest.MonkeyPatch) -> list[RowSpool]:
             super().__init__(memory_bytes=0)
             opened.append(self)
 
-    monkeypatch.setattr(sync, "RowSpool", RecordedSpool)
+    monkeypatch.setattr(engine, "RowSpool", RecordedSpool)
     return opened
 
 
@@ -98,10 +99,10 @@ def files_open_in(folder: Path) -> list[str]:
 
 def sync_the_day(emu, refresh_token: str, root: Path, concurrency: int, *, day=DAY, **options):
     lo = day_start(day)
-    return sync.sync_day(
+    return engine.sync_day(
         reader=reader_for(emu, refresh_token, **options),
         dataset=EventDataset(str(root)),
-        part=DaySlice(day, lo, lo + 86_400),
+        span=DaySpan(day, lo, lo + 86_400),
         as_of=int(T.timestamp()),
         policy=SyncPolicy(),
         team_id="dbtid:test",

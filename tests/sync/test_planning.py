@@ -1,4 +1,4 @@
-"""Planning rules: params -> ranges, day slices, the run's clock."""
+"""Planning rules: params -> ranges, day spans, the run's clock."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ from types import SimpleNamespace
 import pytest
 
 from dropbox_team_log.sync.planning import (
-    DAY,
     ParamError,
     SyncPolicy,
     as_of_from_context,
     backfill_range,
-    day_start,
     incremental_range,
     parse_instant,
     policy_from_params,
     split_days,
 )
+from dropbox_team_log.timeutil import DAY, day_start
 
 CONNECTED = int(datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC).timestamp())
 LATER = CONNECTED + 3 * DAY
@@ -72,11 +71,11 @@ def test_backfill_without_connected_at_needs_an_explicit_range():
 
 def test_split_days_cuts_at_utc_midnight_without_gap_or_overlap():
     lo, hi = CONNECTED - 2 * DAY, CONNECTED
-    slices = split_days(lo, hi)
-    assert [s.day for s in slices] == [date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)]
-    assert slices[0].lo == lo and slices[-1].hi == hi
-    assert all(a.hi == b.lo for a, b in itertools.pairwise(slices))
-    assert slices[1].lo == day_start(date(2026, 11, 19)) and slices[1].hi - slices[1].lo == DAY
+    spans = split_days(lo, hi)
+    assert [s.day for s in spans] == [date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)]
+    assert spans[0].lo == lo and spans[-1].hi == hi
+    assert all(a.hi == b.lo for a, b in itertools.pairwise(spans))
+    assert spans[1].lo == day_start(date(2026, 11, 19)) and spans[1].hi - spans[1].lo == DAY
 
 
 def test_incremental_starts_a_settle_window_before_the_connection():

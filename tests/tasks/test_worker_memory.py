@@ -1,7 +1,7 @@
 """The sync task's allocator settings, in a fresh process as Airflow runs a task.
 
-A day is synced by `dag_tasks.sync` in a child process (real HTTP to the emulator, the real SDK,
-the real dataset). The child reports what it loaded and which pool Arrow used; the parent reads
+A day is synced by `sync_tasks.sync_day` in a child process (real HTTP to the emulator, the real
+SDK, the real dataset). The child reports what it loaded and which pool Arrow used; the parent reads
 the Parquet back and compares it with the emulator's ground truth. How much memory that saves is
 the bench's job (`make bench`: memory_peak_rss_mb), not a test's.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dropbox_team_log.tasks.worker_memory import WORKER_ENV
+from dropbox_team_log.settings import WORKER_ENV
 from tests.helpers import paths
 from tests.helpers.pipeline import connection_json, utc
 
@@ -32,15 +32,16 @@ from tests.helpers import airflow_env
 airflow_env.configure()
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 from datetime import date
-from dropbox_team_log.tasks import sync_tasks as dag_tasks
-from dropbox_team_log.sync.planning import DaySlice, SyncPolicy, day_start
+from dropbox_team_log.tasks import sync_tasks
+from dropbox_team_log.sync.planning import DaySpan, SyncPolicy
+from dropbox_team_log.timeutil import day_start
 import pyarrow as pa
 day = date.fromisoformat({day!r})
 lo = day_start(day)
 job = {{"as_of": {as_of}, "conn_id": "dropbox_team_default", "root": {root!r},
         "team_id": "dbtid:test", "policy": SyncPolicy().to_xcom(),
-        **DaySlice(day, lo, lo + 86_400).to_xcom()}}
-report = dag_tasks.sync(job)
+        **DaySpan(day, lo, lo + 86_400).to_xcom()}}
+report = sync_tasks.sync_day(job)
 after_sync = {{"pandas": "pandas" in sys.modules, "pool": pa.default_memory_pool().backend_name,
                "events": report["events"]}}
 pa.table({{"a": [1]}}).to_pandas()  # pandas still works for code that wants it
@@ -59,9 +60,7 @@ def emu():
 def run_sync_task(emu, root: Path, env: dict[str, str]) -> tuple[dict, str]:
     child_env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
     child_env["AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT"] = connection_json(emu, connected_at=T)
-    source = CHILD.format(
-        repo=str(REPO), day=DAY.isoformat(), as_of=int(T.timestamp()), root=str(root)
-    )
+    source = CHILD.format(day=DAY.isoformat(), as_of=int(T.timestamp()), root=str(root))
     done = subprocess.run(
         [sys.executable, "-c", source],
         cwd=REPO,  # `python -c` imports from its working directory: the tests package

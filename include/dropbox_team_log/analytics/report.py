@@ -28,11 +28,10 @@ from fsspec.implementations.local import LocalFileSystem
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
+from dropbox_team_log import settings
 from dropbox_team_log.analytics import views as query
+from dropbox_team_log.deployment import default_report_path
 
-REPORTS_DIR = "_reports"
-REPORT_FILE = "dropbox_team_log_report.html"
-DEFAULT_DAYS = 30
 AUTH_COLORS = {"authenticated": "#2b6cb0", "unauthenticated": "#e53e3e", "unknown": "#a0aec0"}
 
 
@@ -71,7 +70,7 @@ def resolve_period(
         raise ValueError("give --start and --end, or one of them with --days, not all three")
     if days is not None and days < 1:
         raise ValueError("--days must be at least 1")
-    span = timedelta(days=(days or DEFAULT_DAYS) - 1)
+    span = timedelta(days=(days or settings.REPORT_DAYS) - 1)
     if start is not None and end is None:
         end = start + span if days is not None else (today or datetime.now(UTC).date())
     if end is None:
@@ -79,11 +78,6 @@ def resolve_period(
     if start is None:
         start = end - span
     return Period(start, end)
-
-
-def default_report_path(root: str) -> str:
-    """`<root>/_reports/dropbox_team_log_report.html`: beside the data, outside its glob."""
-    return f"{str(root).rstrip('/')}/{REPORTS_DIR}/{REPORT_FILE}"
 
 
 # --- numbers ----------------------------------------------------------------------------------

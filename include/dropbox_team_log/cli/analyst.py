@@ -74,9 +74,9 @@ def _root_argument(parser: argparse.ArgumentParser) -> None:
 def _root(args: argparse.Namespace) -> str:
     if args.root:
         return args.root
-    from dropbox_team_log.tasks import report_task as report_tasks
+    from dropbox_team_log import deployment  # reads Airflow Variables: only without --root
 
-    return report_tasks.output_root()
+    return deployment.output_root()
 
 
 # --- query -------------------------------------------------------------------------------------
@@ -169,9 +169,9 @@ def report_command(args: argparse.Namespace) -> int:
     root = _root(args)
     out = args.out
     if out is None:
-        from dropbox_team_log.tasks import report_task as report_tasks
+        from dropbox_team_log import deployment
 
-        out = report_tasks.report_path(root)
+        out = deployment.report_path(root)
     path = report.write_report(
         root, out=out, period=period, echo=None if args.quiet else sys.stdout
     )

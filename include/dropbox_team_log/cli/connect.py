@@ -18,28 +18,29 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import requests
 
 from dropbox_team_log.client.transport import build_session, normalize_base_url, rewrite_url
 from dropbox_team_log.errors import DropboxTeamLogError
+from dropbox_team_log.settings import (
+    APP_SECRET_ENV,
+    BACKFILL_DAG_ID,
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    INCREMENTAL_DAG_ID,
+    REQUIRED_SCOPES,
+)
+from dropbox_team_log.timeutil import to_wire
 
 if TYPE_CHECKING:
     from dropbox.oauth import DropboxOAuth2FlowNoRedirect, OAuth2FlowNoRedirectResult
 
-CONN_TYPE = "dropbox_team"
-DEFAULT_CONN_ID = "dropbox_team_default"
-SECRET_ENV = "DROPBOX_APP_SECRET"  # ruff: ignore[hardcoded-password-string] (an env var name)
-BACKFILL_DAG = "dropbox_team_log_backfill"
-INCREMENTAL_DAG = "dropbox_team_log_incremental"
-#: The scopes asked for; kept equal to hook.REQUIRED_SCOPES (a test checks it) without importing
-#: the hook (and Airflow) just to print `--help`.
-SCOPES = ("events.read", "team_info.read")
 TOKEN_TIMEOUT = 30.0
 ACCESS_TYPE = "offline"  # a refresh token: the only grant that runs unattended
 _CONN_ID_RE = re.compile(r"^[\w.-]{1,200}$")
@@ -113,7 +114,7 @@ def add_connect_parser(subparsers: Any) -> None:
     p.add_argument(
         "--app-secret",
         help=(
-            f"the app secret; better left out: it is read from ${SECRET_ENV} or prompted for "
+            f"the app secret; better left out: it is read from ${APP_SECRET_ENV} or prompted for "
             "(a command-line value is visible in the process list and shell history)"
         ),
     )
@@ -198,11 +199,11 @@ def options_from_args(
         raise UsageError("--app-secret and --pkce exclude each other: PKCE uses no app secret")
     secret: str | None = None
     if not args.pkce:
-        secret = args.app_secret if args.app_secret is not None else environ.get(SECRET_ENV)
+        secret = args.app_secret if args.app_secret is not None else environ.get(APP_SECRET_ENV)
         if secret is None:
             if not _isatty(stdin):
                 raise UsageError(
-                    f"no app secret: set ${SECRET_ENV}, pass --app-secret, or use --pkce "
+                    f"no app secret: set ${APP_SECRET_ENV}, pass --app-secret, or use --pkce "
                     "(stdin is not a terminal, so it cannot be prompted for)"
                 )
             secret = (read_secret or getpass.getpass)("App secret (input hidden): ")
@@ -235,7 +236,7 @@ def start_flow(opts: ConnectOptions) -> tuple[DropboxOAuth2FlowNoRedirect, str]:
         consumer_secret=opts.app_secret,
         use_pkce=opts.pkce,
         token_access_type=ACCESS_TYPE,
-        scope=list(SCOPES),
+        scope=list(REQUIRED_SCOPES),
         timeout=TOKEN_TIMEOUT,
     )
     flow.requests_session = build_session(opts.base_url)
@@ -407,7 +408,7 @@ def run_connect(
     info = fetch_team_info(candidate)
     team_id, team_name = str(info.get("team_id", "")), str(info.get("name", ""))
 
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = to_wire(int(time.time()))
     connected_at, kept = now, False
     old_extra: dict[str, Any] = {}
     if existing is not None:
@@ -450,7 +451,7 @@ def _normalized_connected_at(value: Any, fallback: str) -> tuple[str, bool]:
         return fallback, False
     if parsed is None:
         return fallback, False
-    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ"), True
+    return to_wire(int(parsed.timestamp())), True
 
 
 # --- the metadata DB -------------------------------------------------------------------------
@@ -614,7 +615,7 @@ def _instructions(url: str, opts: ConnectOptions) -> str:
             "",
             f"   {url}",
             "",
-            f"2. Click Allow (the app asks for {' and '.join(SCOPES)} only).",
+            f"2. Click Allow (the app asks for {' and '.join(REQUIRED_SCOPES)} only).",
             "3. Copy the authorization code shown and paste it here.",
         ]
     )
@@ -653,10 +654,11 @@ def _success(result: ConnectResult) -> str:
             "",
             "Next steps:",
             f"  dropbox-team-log test-connection --conn-id {result.conn_id}",
-            f"  airflow dags unpause {BACKFILL_DAG} && airflow dags trigger {BACKFILL_DAG}{conf}",
-            f"     (loads the days before connected_at; the incremental DAG {INCREMENTAL_DAG}",
+            f"  airflow dags unpause {BACKFILL_DAG_ID} && "
+            f"airflow dags trigger {BACKFILL_DAG_ID}{conf}",
+            f"     (loads the days before connected_at; the incremental DAG {INCREMENTAL_DAG_ID}",
             "      takes over from connected_at once unpaused: "
-            f"airflow dags unpause {INCREMENTAL_DAG})",
+            f"airflow dags unpause {INCREMENTAL_DAG_ID})",
         ]
     else:
         lines.append(

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -29,6 +29,8 @@ from dropbox.exceptions import (
     RateLimitError,
 )
 
+from dropbox_team_log import settings
+from dropbox_team_log.client.transport import TokenWatch
 from dropbox_team_log.errors import (
     AccessDeniedError,
     AppCredentialsError,
@@ -60,14 +62,21 @@ class RetryPolicy:
 
 @dataclass
 class CallStats:
-    """What the calls cost: for the task log and for tests that bound API usage."""
+    """What the calls cost: for the task log and for tests that bound API usage.
+
+    One client serves a day's slice threads, so counting takes a lock."""
 
     calls: int = 0
     retries: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def merge(self, other: CallStats) -> None:
-        self.calls += other.calls
-        self.retries.update(other.retries)
+    def count_call(self) -> None:
+        with self._lock:
+            self.calls += 1
+
+    def count_retry(self, kind: str) -> None:
+        with self._lock:
+            self.retries[kind] += 1
 
 
 class RouteResponseError(Exception):
@@ -110,29 +119,35 @@ class RateLimitGate:
 
 
 class TeamApiClient:
-    """Calls RPC routes of one team, raw JSON in and out."""
+    """Calls RPC routes of one team, raw JSON in and out; safe to share between threads.
+
+    `client` is the SDK client, built on a session that `tokens` watches (see
+    `transport.TokenWatch`): how many access tokens were issued tells a thread whose token was
+    refused whether another thread has refreshed it meanwhile.
+    """
 
     def __init__(
         self,
         client: dropbox.DropboxTeam,
         *,
         conn_id: str,
+        tokens: TokenWatch,
+        scopes: Sequence[str] = settings.REQUIRED_SCOPES,
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        on_new_access_token: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.conn_id = conn_id
+        self.scopes = tuple(scopes)
         self.policy = policy or RetryPolicy()
         self.stats = CallStats()
+        self._tokens = tokens
         self._sleep = sleep
-        #: Shared by the copies a day's sync makes for its threads (copy.copy keeps the object).
+        #: A 429 pauses every thread that calls through this client.
         self.rate_gate = RateLimitGate()
-        #: So is this: those copies share the SDK client and its token, so one refreshes and the
-        #: others find the new token. Unshared, a day's 4 slice threads started on a fresh client
-        #: refreshed 4 times, each a round trip to the token endpoint before its first call.
+        #: One refresh at a time: the threads share the SDK client and its token, so one thread
+        #: refreshes and the others find the new token (rather than each refreshing its own).
         self._refresh_lock = threading.Lock()
-        self._on_new_access_token = on_new_access_token
 
     def call(
         self, route: str, arg: dict | None, *, decode: Callable[[str], T] | None = None
@@ -150,19 +165,18 @@ class TeamApiClient:
         rate_limited = 0
         while True:
             self.rate_gate.wait(self._sleep)
-            self.stats.calls += 1
+            self.stats.count_call()
             try:
-                token = self._refresh_if_needed()
+                generation = self._refresh_if_needed()
                 result = self.client.request_json_string_with_retry(
                     "api", route, "rpc", body, "team", None
                 )
-                self._report_token()
                 if isinstance(result, RouteErrorResult):
                     raise _decode_route_error(route, result.obj_result)
                 return _decode_body(route, result.obj_result, decode)
             except RateLimitError as exc:
                 rate_limited += 1
-                self.stats.retries["rate_limit"] += 1
+                self.stats.count_retry("rate_limit")
                 if rate_limited > self.policy.max_rate_limited:
                     raise TransientApiError(
                         f"Dropbox kept rate-limiting {route} ({rate_limited} times in a row); "
@@ -184,7 +198,7 @@ class TeamApiClient:
             ) as exc:
                 attempt += 1
                 kind = _transient_kind(exc)
-                self.stats.retries[kind] += 1
+                self.stats.count_retry(kind)
                 if attempt >= self.policy.max_attempts:
                     raise _exhausted(route, kind, attempt, exc) from None
                 wait = self.policy.backoff(attempt)
@@ -204,11 +218,11 @@ class TeamApiClient:
                 # The SDK refreshed once and the new token was refused as expired too (a clock
                 # skew, or another thread's refresh racing this call): refresh again, bounded.
                 attempt += 1
-                self.stats.retries["expired_access_token"] += 1
+                self.stats.count_retry("expired_access_token")
                 if attempt >= self.policy.max_attempts:
                     raise self._auth_error(exc) from None
                 log.warning("Dropbox access token expired on %s: refreshing again", route)
-                self._refresh_refused(token)
+                self._refresh_refused(generation)
             except BadInputError as exc:
                 if "invalid_client" in (exc.message or ""):
                     raise AppCredentialsError(self.conn_id) from None
@@ -216,22 +230,24 @@ class TeamApiClient:
             except HttpError as exc:
                 raise RouteError(route, f"http_{exc.status_code}", _first_line(exc.body)) from None
 
-    def _refresh_if_needed(self) -> str | None:
-        """Refresh a missing or expiring access token; returns the token the call will send."""
+    def _refresh_if_needed(self) -> int:
+        """Refresh a missing or expiring access token; returns the token generation the call
+        will send (the number of access tokens issued so far)."""
         with self._refresh_lock:
             self._refresh(force=False)
-            return self.client._oauth2_access_token
+            return self._tokens.issued
 
-    def _refresh_refused(self, refused: str | None) -> None:
-        """Refresh after `refused` was rejected as expired, unless another thread already did."""
+    def _refresh_refused(self, generation: int) -> None:
+        """Refresh after the token of `generation` was refused as expired, unless another
+        thread already has (a newer token was issued since)."""
         with self._refresh_lock:
-            if refused is None or self.client._oauth2_access_token == refused:
+            if self._tokens.issued == generation:
                 self._refresh(force=True)
 
     def _refresh(self, *, force: bool) -> None:
         try:
             if force:
-                self.client.refresh_access_token(scope=getattr(self.client, "_scope", None))
+                self.client.refresh_access_token(scope=list(self.scopes))
             else:
                 self.client.check_and_refresh_access_token()
         except AuthError:
@@ -249,20 +265,14 @@ class TeamApiClient:
 
     def _ungranted_scope(self) -> str:
         """Which requested scope the grant lacks: refresh with each alone (failure path only)."""
-        wanted = list(getattr(self.client, "_scope", None) or [])
-        for scope in wanted:
+        for scope in self.scopes:
             try:
                 self.client.refresh_access_token(scope=[scope])
             except BadInputError:
                 return scope
             except Exception:  # unreachable or else: name them all rather than guess
                 break
-        return " ".join(wanted) or "unknown"
-
-    def _report_token(self) -> None:
-        token = self.client._oauth2_access_token
-        if token and self._on_new_access_token is not None:
-            self._on_new_access_token(token)
+        return " ".join(self.scopes) or "unknown"
 
     def _auth_error(self, exc: AuthError) -> Exception:
         error = exc.error

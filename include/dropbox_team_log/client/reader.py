@@ -7,16 +7,16 @@ events to forget: a page with `discard_from = t` means "drop what you got with t
 then the reader re-reads `[t, end)` with a fresh query. Consumers can stream pages and still end
 with the exact multiset.
 
-Pages are decoded with `event_wire.decode_page`: each event stays the exact JSON bytes the API
-sent (no dicts are built; `transform.events_to_batch` reads them directly).
+Pages are decoded with `client.wire.decode_page`: each event stays the exact JSON bytes the API
+sent (no dicts are built; `transform.events.events_to_batch` reads them directly).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 
 import msgspec
 import orjson
@@ -24,12 +24,12 @@ import orjson
 from dropbox_team_log.client.api import RouteResponseError, TeamApiClient
 from dropbox_team_log.client.wire import EventsPage, decode_page
 from dropbox_team_log.errors import CursorRestartLimitError, RouteError
+from dropbox_team_log.timeutil import from_wire, to_wire
 
 log = logging.getLogger(__name__)
 
 GET_EVENTS = "team_log/get_events"
 GET_EVENTS_CONTINUE = "team_log/get_events/continue"
-WIRE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -38,44 +38,42 @@ class EventPage:
 
     `events` holds each event's exact JSON bytes as the API sent them: bytes-like
     `msgspec.Raw` objects (use `bytes(raw)`, or `memoryview(raw)` for no copy) that borrow
-    from the page body. `transform.events_to_batch` takes them as they are; `parsed()`
-    gives dicts for the odd caller that needs them.
+    from the page body. `transform.events.events_to_batch` takes them as they are.
     """
 
     events: list[msgspec.Raw]
     discard_from: int | None = None  # epoch seconds
     has_more: bool = False  # more pages of this range follow (lets a consumer stop and split)
 
-    def parsed(self) -> list[dict]:
-        """The events as dicts (orjson): for checks and small pages, not the pipeline's path."""
-        return [orjson.loads(memoryview(event)) for event in self.events]
-
 
 @dataclass
 class ReadStats:
+    """What a reader read; one reader may serve several threads, so counting takes a lock."""
+
     pages: int = 0
     empty_pages: int = 0
     events: int = 0
     restarts: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def merge(self, other: ReadStats) -> None:
-        """Add the counts of a reader that read a slice of the same work."""
-        self.pages += other.pages
-        self.empty_pages += other.empty_pages
-        self.events += other.events
-        self.restarts += other.restarts
+    def count_page(self, events: int) -> None:
+        with self._lock:
+            self.pages += 1
+            self.events += events
+            if not events:
+                self.empty_pages += 1
 
-
-def to_wire(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime(WIRE_FORMAT)
-
-
-def from_wire(text: str) -> int:
-    return int(datetime.strptime(text, WIRE_FORMAT).replace(tzinfo=UTC).timestamp())
+    def count_restart(self) -> None:
+        with self._lock:
+            self.restarts += 1
 
 
 class EventReader:
-    """Pages team_log/get_events for a range through a `TeamApiClient`."""
+    """Pages team_log/get_events for a range through a `TeamApiClient`.
+
+    Thread-safe: a day's sync reads several ranges side by side through one reader (each
+    `iter_pages` call keeps its own cursor; the client and the stats are shared).
+    """
 
     def __init__(
         self, api: TeamApiClient, *, page_limit: int = 1000, max_restarts: int = 10
@@ -115,7 +113,7 @@ class EventReader:
                 return
             except RouteResponseError as exc:
                 restarts += 1
-                self.stats.restarts += 1
+                self.stats.count_restart()
                 if restarts > self.max_restarts:
                     raise CursorRestartLimitError(
                         f"Dropbox cursor for {to_wire(start)}..{to_wire(end)} failed {restarts} "
@@ -124,15 +122,6 @@ class EventReader:
                 query_start = self._restart_point(exc, start, end)
                 discard_from = query_start
                 log.warning("Dropbox cursor %s: re-reading from %s", exc.tag, to_wire(query_start))
-
-    def read_all(self, start: int, end: int, *, category: str | None = None) -> list[dict]:
-        """Whole range in memory as dicts, discards applied: for checks and small ranges."""
-        events: list[dict] = []
-        for page in self.iter_pages(start, end, category=category):
-            if page.discard_from is not None:
-                events = [e for e in events if from_wire(e["timestamp"]) < page.discard_from]
-            events.extend(page.parsed())
-        return events
 
     def _query(self, start: int, end: int, category: str | None) -> dict:
         query: dict = {
@@ -147,10 +136,7 @@ class EventReader:
         """Pages of one query: the first result, then /continue with the latest cursor."""
         while True:
             events = result.events
-            self.stats.pages += 1
-            self.stats.events += len(events)
-            if not events:
-                self.stats.empty_pages += 1
+            self.stats.count_page(len(events))
             has_more = bool(result.has_more)
             yield events, has_more
             if not has_more:

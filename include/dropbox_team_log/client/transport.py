@@ -8,10 +8,15 @@ token refresh included, so the emulator and a real team run the very same code p
 from __future__ import annotations
 
 import ipaddress
+import threading
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from dropbox_team_log import settings
 
 #: Hosts the SDK and the OAuth flow talk to; all of them map onto one base URL when overridden.
 DROPBOX_HOSTS = (
@@ -22,6 +27,7 @@ DROPBOX_HOSTS = (
     "https://www.dropbox.com",
 )
 AUTHORIZE_URL = "https://www.dropbox.com/oauth2/authorize"
+TOKEN_PATH = "/oauth2/token"  # ruff: ignore[hardcoded-password-string] (a URL path)
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -84,6 +90,39 @@ class BaseUrlRewritingAdapter(WholeBodyAdapter):
         return super().send(request, **kwargs)
 
 
+class TokenWatch:
+    """Sees every OAuth token the session's token endpoint hands out.
+
+    The SDK keeps the access token it obtains to itself, but it sends through our session, so
+    the answers of the token endpoint are read here: each token goes to `on_token` (the secrets
+    masker) before anything could log it, and `issued` counts the access tokens, which tells a
+    thread whose token was refused whether another thread has refreshed meanwhile.
+    """
+
+    def __init__(self, on_token: Callable[[str], None] | None = None) -> None:
+        self.issued = 0
+        self._on_token = on_token
+        self._lock = threading.Lock()
+
+    def observe(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """A `requests` response hook."""
+        if response.status_code != 200 or not urlsplit(response.url).path.endswith(TOKEN_PATH):
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            return  # not a token: the SDK reports the failure itself
+        if not isinstance(body, dict):
+            return
+        access_token = body.get("access_token")
+        for token in (access_token, body.get("refresh_token")):
+            if isinstance(token, str) and token and self._on_token is not None:
+                self._on_token(token)
+        if isinstance(access_token, str) and access_token:
+            with self._lock:
+                self.issued += 1
+
+
 def rewrite_url(url: str, base_url: str) -> str:
     for host in DROPBOX_HOSTS:
         if url == host or url.startswith(host + "/"):
@@ -91,11 +130,17 @@ def rewrite_url(url: str, base_url: str) -> str:
     return url
 
 
-def build_session(base_url: str | None = None, *, pool_size: int = 8) -> requests.Session:
+def build_session(
+    base_url: str | None = None,
+    *,
+    pool_size: int = settings.MAX_API_CONCURRENCY,
+    token_watch: TokenWatch | None = None,
+) -> requests.Session:
     """A session for the SDK: real Dropbox when `base_url` is None, else the override.
 
     `trust_env` is off so a stray HTTP(S)_PROXY or netrc cannot capture tokens or redirect the
-    emulator's loopback traffic.
+    emulator's loopback traffic. `pool_size` bounds the calls in flight; `token_watch` sees
+    every token the session receives.
     """
     session = requests.Session()
     session.trust_env = False
@@ -107,6 +152,8 @@ def build_session(base_url: str | None = None, *, pool_size: int = 8) -> request
         )
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    if token_watch is not None:
+        session.hooks["response"].append(token_watch.observe)
     return session
 
 

@@ -14,7 +14,8 @@ import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-Range = tuple[int, int]
+from dropbox_team_log.timeutil import Range
+
 Interval = tuple[int, int, int]  # (start, end, fetched_at)
 
 

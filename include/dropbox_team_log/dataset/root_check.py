@@ -17,7 +17,7 @@ import fsspec
 
 from dropbox_team_log.dataset import object_store
 from dropbox_team_log.errors import PermanentError
-from dropbox_team_log.tasks.dag_spec import OUTPUT_VARIABLE
+from dropbox_team_log.settings import OUTPUT_VARIABLE
 
 _HINT = (
     f"set the Airflow Variable '{OUTPUT_VARIABLE}' "
@@ -133,13 +133,3 @@ def _explain(root: str, bucket: str, exc: BaseException, doing: str) -> str:
     else:
         fix = f"{name}{f' ({code})' if code else ''}: {exc}"
     return f"Output root {root!r}: cannot {doing}: {fix}"
-
-
-def require_output_root(root: str) -> None:
-    """check_output_root for a task: a bad root fails the task without retries."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    try:
-        check_output_root(root)
-    except OutputRootError as exc:
-        raise AirflowFailException(str(exc)) from None

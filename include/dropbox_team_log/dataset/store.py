@@ -18,7 +18,6 @@ nothing behind (see docs/design.md, "Object storage").
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import fcntl
 import logging
@@ -40,12 +39,12 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from dropbox_team_log.dataset import object_store
-from dropbox_team_log.dataset.ledger import Coverage, Range, merge_ranges
+from dropbox_team_log.dataset.ledger import Coverage, merge_ranges
 from dropbox_team_log.errors import DropboxTeamLogError
-from dropbox_team_log.transform.events import EVENT_SCHEMA
+from dropbox_team_log.schema import EVENT_SCHEMA, PARTITION_KEY
+from dropbox_team_log.timeutil import Range, day_bounds
 
 FILE_NAME = "events.parquet"
-PARTITION_KEY = "event_date"
 LOCK_DIR = "_locks"
 COVERAGE_KEY = b"dropbox_team_log.coverage"
 VERSION_KEY = b"dropbox_team_log.version"
@@ -70,7 +69,6 @@ SPOOL_CACHE_BATCHES = 4
 RUNS_PER_BATCH = 4
 DIR_MODE = 0o750  # the log names people: no access for others
 FILE_MODE = 0o640
-DAY_SECONDS = 86_400
 #: Lost conditional PUTs in a row before a write gives up (each loss means another writer won).
 MAX_WRITE_CONFLICTS = 20
 
@@ -150,12 +148,6 @@ def _make_dirs(path: str) -> None:
         _make_dirs(parent)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, DIR_MODE)
-
-
-def day_bounds(day: date) -> Range:
-    """[start, end) of a UTC day in epoch seconds."""
-    start = calendar.timegm(day.timetuple())
-    return start, start + DAY_SECONDS
 
 
 def in_ranges(ts: np.ndarray, ranges: Sequence[Range]) -> np.ndarray:

@@ -1,1 +1,1 @@
-"""Airflow hooks: `DropboxTeamHook` makes a `dropbox_team` connection usable (as the providers do)."""
+"""Airflow hooks: `DropboxTeamHook` makes a `dropbox_team` connection usable, as providers do."""

@@ -13,9 +13,9 @@ Connection contract (docs and the connect command rely on it exactly):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -24,13 +24,17 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from dropbox_team_log.client.api import RetryPolicy, TeamApiClient
-from dropbox_team_log.client.reader import EventPage, EventReader
-from dropbox_team_log.client.transport import build_session, normalize_base_url
+from dropbox_team_log.client.reader import GET_EVENTS, EventReader
+from dropbox_team_log.client.transport import TokenWatch, build_session, normalize_base_url
 from dropbox_team_log.errors import ConnectionConfigError, DropboxTeamLogError
-
-#: The least privilege the job needs; nothing more is ever requested.
-REQUIRED_SCOPES = ("events.read", "team_info.read")
-DEFAULT_TIMEOUT = 60.0
+from dropbox_team_log.settings import (
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    DEFAULT_TIMEOUT_SECONDS,
+    PAGE_LIMIT,
+    REQUIRED_SCOPES,
+)
+from dropbox_team_log.timeutil import DAY, to_wire
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class DropboxTeamConnection:
     connected_at: datetime | None
     team_id: str | None
     team_name: str | None
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
     backoff_base: float | None = None  # seconds; tune the retry backoff (tests, strict limits)
 
     def __repr__(self) -> str:  # never show the secrets, even in a debugger or a traceback
@@ -78,7 +82,7 @@ class DropboxTeamConnection:
                 base_url = normalize_base_url(host)
             except ValueError as exc:
                 raise ConnectionConfigError(f"Connection '{conn_id}' host: {exc}") from None
-        timeout = _number(extra, "timeout", DEFAULT_TIMEOUT, conn_id, positive=True)
+        timeout = _number(extra, "timeout", DEFAULT_TIMEOUT_SECONDS, conn_id, positive=True)
         backoff_base = _number(extra, "backoff_base", None, conn_id)
         return cls(
             conn_id=conn_id,
@@ -132,8 +136,8 @@ class DropboxTeamHook(BaseHook):
     """Reads a Dropbox team's activity log with the saved refresh token."""
 
     conn_name_attr = "dropbox_team_conn_id"
-    default_conn_name = "dropbox_team_default"
-    conn_type = "dropbox_team"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
     hook_name = "Dropbox Team"
 
     def __init__(
@@ -170,13 +174,18 @@ class DropboxTeamHook(BaseHook):
             app_key=s.app_key,
             app_secret=s.app_secret,
             scope=list(REQUIRED_SCOPES),
-            session=build_session(s.base_url),
+            session=build_session(s.base_url, token_watch=self._tokens),
             timeout=s.timeout,
-            # Retries are ours (api_client.RetryPolicy): bounded, Retry-After honoured.
+            # Retries are ours (client.api.RetryPolicy): bounded, Retry-After honoured.
             max_retries_on_error=0,
             max_retries_on_rate_limit=0,
             user_agent="dropbox-team-log",
         )
+
+    @cached_property
+    def _tokens(self) -> TokenWatch:
+        """Every token the client's session receives is masked in logs from that moment on."""
+        return TokenWatch(on_token=_mask_once())
 
     @cached_property
     def retry_policy(self) -> RetryPolicy:
@@ -191,26 +200,17 @@ class DropboxTeamHook(BaseHook):
         return TeamApiClient(
             self._client,
             conn_id=self.dropbox_team_conn_id,
+            tokens=self._tokens,
             policy=self.retry_policy,
             sleep=self._sleep,
-            on_new_access_token=_mask_once(),
         )
 
     def get_team_info(self) -> dict:
         """`/2/team/get_info` as raw JSON (name, team_id, licensed users, ...)."""
         return self.api.call("team/get_info", None)
 
-    def event_reader(self, *, page_limit: int = 1000) -> EventReader:
+    def event_reader(self, *, page_limit: int = PAGE_LIMIT) -> EventReader:
         return EventReader(self.api, page_limit=page_limit)
-
-    def iter_event_pages(
-        self, start: datetime, end: datetime, *, category: str | None = None
-    ) -> Iterator[EventPage]:
-        """Pages of `[start, end)`; see `EventReader` for the discard markers.
-
-        Each page's `events` are the events' exact JSON bytes (`page.parsed()` gives dicts).
-        """
-        return self.event_reader().iter_pages(_epoch(start), _epoch(end), category=category)
 
     def test_connection(self) -> tuple[bool, str]:
         """Team info plus one events call: both scopes proven, or a precise reason."""
@@ -220,13 +220,10 @@ class DropboxTeamHook(BaseHook):
         )
         try:
             info = probe.get_team_info()
-            now = datetime.now(UTC).replace(microsecond=0)
-            probe.event_reader(page_limit=1).api.call(
-                "team_log/get_events",
-                {
-                    "limit": 1,
-                    "time": {"start_time": _wire(now - timedelta(days=1)), "end_time": _wire(now)},
-                },
+            now = int(time.time())
+            probe.api.call(
+                GET_EVENTS,
+                {"limit": 1, "time": {"start_time": to_wire(now - DAY), "end_time": to_wire(now)}},
             )
         except DropboxTeamLogError as exc:
             return False, str(exc)
@@ -247,13 +244,3 @@ def _mask_once() -> Callable[[str], None]:
             mask_secret(token)
 
     return mask
-
-
-def _epoch(value: datetime) -> int:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime: pass timezone-aware UTC times")
-    return int(value.timestamp())
-
-
-def _wire(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -4,7 +4,7 @@ Always an ERROR log line (any log shipping can alert on it); and, when the Airfl
 `dropbox_team_log_alerts` exists, a JSON POST to the URL in its `host` (a Slack incoming webhook,
 Teams, PagerDuty Events, any HTTP endpoint: the body has a Slack-style `text` plus fields).
 Callbacks run after the task has failed: the alert never raises, a broken webhook only logs.
-Stdlib imports only at module level: DAG files import this at parse time.
+Only the stdlib and `settings` at module level: DAG files import this at parse time.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import json
 import logging
 from typing import Any
 
+from dropbox_team_log.settings import ALERT_CONN_ID
+
 log = logging.getLogger(__name__)
 
-#: Optional connection holding the webhook URL (e.g. type `http`, host `https://hooks...`).
-ALERT_CONN_ID = "dropbox_team_log_alerts"
 #: The reason is the exception text; keep a chat message readable.
 MAX_REASON = 1000
 

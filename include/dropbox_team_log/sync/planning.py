@@ -1,4 +1,4 @@
-"""Which time the DAGs cover: DAG params and the run's clock -> validated ranges and day slices.
+"""Which time the DAGs cover: DAG params and the run's clock -> validated ranges and day spans.
 
 Everything here is pure (no Airflow, no I/O) so bad params fail before any API call and the
 planning rules are tested directly. Instants are epoch seconds, ranges half-open.
@@ -11,9 +11,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-DAY = 86_400
-HOUR = 3_600
-MAX_BACKFILL_DAYS = 365
+from dropbox_team_log import settings
+from dropbox_team_log.timeutil import DAY, HOUR, day_of, day_start, to_wire
 
 
 class ParamError(ValueError):
@@ -21,8 +20,8 @@ class ParamError(ValueError):
 
 
 @dataclass(frozen=True)
-class DaySlice:
-    """The part `[lo, hi)` of UTC day `day` that one task syncs."""
+class DaySpan:
+    """The part `[lo, hi)` of UTC day `day` that one task syncs (one partition each)."""
 
     day: date
     lo: int
@@ -32,7 +31,7 @@ class DaySlice:
         return {"day": self.day.isoformat(), "lo": self.lo, "hi": self.hi}
 
     @classmethod
-    def from_xcom(cls, value: dict[str, Any]) -> DaySlice:
+    def from_xcom(cls, value: dict[str, Any]) -> DaySpan:
         return cls(date.fromisoformat(value["day"]), int(value["lo"]), int(value["hi"]))
 
 
@@ -40,37 +39,25 @@ class DaySlice:
 class SyncPolicy:
     """When fetched data counts as final, and how often fresh data is re-read."""
 
-    settle_seconds: int = 25 * HOUR  # Dropbox: events land within 24 h; plus a 1 h margin
-    refresh_seconds: int | None = 6 * HOUR  # re-read unsettled data this often (None: never)
-    catchup_seconds: int = 7 * DAY  # how far back the incremental DAG fills gaps
+    settle_seconds: int = settings.SETTLE_HOURS * HOUR
+    refresh_seconds: int | None = settings.REFRESH_HOURS * HOUR  # None: never before settling
+    catchup_seconds: int = settings.CATCHUP_DAYS * DAY
 
     def to_xcom(self) -> dict[str, Any]:
         """The policy as plan hands it to each sync task (`SyncPolicy(**value)` reads it back)."""
         return asdict(self)
 
 
-def day_start(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
-
-
-def day_of(ts: int) -> date:
-    return datetime.fromtimestamp(ts, UTC).date()
-
-
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def split_days(lo: int, hi: int) -> list[DaySlice]:
-    """Cut `[lo, hi)` at UTC midnights: one slice per partition."""
-    slices = []
+def split_days(lo: int, hi: int) -> list[DaySpan]:
+    """Cut `[lo, hi)` at UTC midnights: one span per partition."""
+    spans = []
     cursor = lo
     while cursor < hi:
         day = day_of(cursor)
         next_midnight = day_start(day) + DAY
-        slices.append(DaySlice(day, cursor, min(hi, next_midnight)))
+        spans.append(DaySpan(day, cursor, min(hi, next_midnight)))
         cursor = next_midnight
-    return slices
+    return spans
 
 
 def parse_instant(value: Any, name: str) -> int:
@@ -102,8 +89,9 @@ def backfill_range(
 ) -> tuple[int, int]:
     """`[start, end)` of a backfill run from its params.
 
-    Default: the `days` (60) days before the connection's `connected_at`. An explicit start/end
-    pair overrides it. The end never passes the run's own time (the future has no events yet).
+    Default: the `days` (settings.BACKFILL_DAYS) days before the connection's `connected_at`.
+    An explicit start/end pair overrides it. The end never passes the run's own time (the future
+    has no events yet).
     """
     start_param, end_param = params.get("start"), params.get("end")
     if bool(start_param) != bool(end_param):
@@ -113,10 +101,12 @@ def backfill_range(
         end = parse_instant(end_param, "end")
         if end <= start:
             raise ParamError(f"end ({end_param}) must be after start ({start_param})")
-        if end - start > MAX_BACKFILL_DAYS * DAY:
-            raise ParamError(f"[start, end) spans more than {MAX_BACKFILL_DAYS} days: split it")
+        if end - start > settings.MAX_BACKFILL_DAYS * DAY:
+            raise ParamError(
+                f"[start, end) spans more than {settings.MAX_BACKFILL_DAYS} days: split it"
+            )
     else:
-        days = parse_days(params.get("days", 60))
+        days = parse_days(params.get("days", settings.BACKFILL_DAYS))
         if connected_at is None:
             raise ParamError(
                 "the connection has no extra.connected_at: reconnect with "
@@ -126,23 +116,23 @@ def backfill_range(
         start = end - days * DAY
     end = min(end, as_of)
     if end <= start:
-        raise ParamError(f"the range ends at {iso(end)}, not after its start {iso(start)}")
+        raise ParamError(f"the range ends at {to_wire(end)}, not after its start {to_wire(start)}")
     return start, end
 
 
 def parse_days(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ParamError(
-            f"days must be a whole number from 1 to {MAX_BACKFILL_DAYS}, got {value!r}"
+            f"days must be a whole number from 1 to {settings.MAX_BACKFILL_DAYS}, got {value!r}"
         )
     try:
         days = int(value)
     except ValueError:
         raise ParamError(
-            f"days must be a whole number from 1 to {MAX_BACKFILL_DAYS}, got {value!r}"
+            f"days must be a whole number from 1 to {settings.MAX_BACKFILL_DAYS}, got {value!r}"
         ) from None
-    if not 1 <= days <= MAX_BACKFILL_DAYS:
-        raise ParamError(f"days must be from 1 to {MAX_BACKFILL_DAYS}, got {days}")
+    if not 1 <= days <= settings.MAX_BACKFILL_DAYS:
+        raise ParamError(f"days must be from 1 to {settings.MAX_BACKFILL_DAYS}, got {days}")
     return days
 
 
@@ -178,12 +168,15 @@ def policy_from_params(params: dict[str, Any]) -> SyncPolicy:
             raise ParamError(f"{name} must be at least {low:g} {unit}, got {value!r}")
         return parsed
 
-    settle = number("settle_hours", 25, 24, "hours")  # below 24 h, late events could be lost
+    # below settings.MIN_SETTLE_HOURS, late events could be lost
+    settle = number("settle_hours", settings.SETTLE_HOURS, settings.MIN_SETTLE_HOURS, "hours")
     # refresh_hours None or 0: fresh data is never re-read before it settles.
     refresh = (
-        None if params.get("refresh_hours", 6) is None else number("refresh_hours", 6, 0, "hours")
+        None
+        if params.get("refresh_hours", settings.REFRESH_HOURS) is None
+        else number("refresh_hours", settings.REFRESH_HOURS, 0, "hours")
     )
-    catchup = number("catchup_days", 7, 1, "days")
+    catchup = number("catchup_days", settings.CATCHUP_DAYS, 1, "days")
     return SyncPolicy(
         settle_seconds=int(settle * HOUR),
         refresh_seconds=None if not refresh else int(refresh * HOUR),

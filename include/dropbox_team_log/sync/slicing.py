@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Range = tuple[int, int]
+from dropbox_team_log.timeutil import Range
 
 #: A slice is planned to fill this share of a page, so one that turns out a little denser than
 #: expected still costs one call, not two.

@@ -1,7 +1,7 @@
-"""Names the DAG files need at parse time, kept in a module that imports nothing heavy.
+"""What the DAG files declare, kept in a module that imports nothing heavy.
 
-DAG files are parsed every few seconds by the dag-processor: they import this, and import the
-task logic (`dag_tasks`: SDK, pyarrow) only inside the tasks.
+DAG files are parsed every few seconds by the dag-processor: they import this and `settings`,
+and the task bodies (`sync_tasks`, `report_task`: SDK, pyarrow) only inside the tasks.
 """
 
 from __future__ import annotations
@@ -12,19 +12,13 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, XComArg, task
 
+from dropbox_team_log import settings
 from dropbox_team_log.notifications.alerts import on_failure
 
-OUTPUT_VARIABLE = "dropbox_team_log_output"
-CONN_ID_VARIABLE = "dropbox_team_log_conn_id"
-#: Caps concurrent API work across both DAGs: size it to the team's rate limit.
-API_POOL = "dropbox_api"
-#: Emitted by every successful day write, so downstream DAGs can run on new data. The `x-`
-#: scheme is Airflow's mark of a user-defined URI: it is not normalised, so defining it does not
-#: load every provider's URI handlers (the Amazon one imports boto3: ~30 MB in each task process
-#: and ~100 ms on each parse of the DAG files).
-EVENTS_ASSET = Asset(name="dropbox_team_log_events", uri="x-dropbox-team-log://events")
-#: Cron or preset for the incremental DAG (an env var: no DB access at parse time).
-INCREMENTAL_SCHEDULE = os.environ.get("DROPBOX_TEAM_LOG_SCHEDULE", "*/15 * * * *")
+#: Emitted by every successful day write, so downstream DAGs can run on new data.
+EVENTS_ASSET = Asset(name=settings.EVENTS_ASSET_NAME, uri=settings.EVENTS_ASSET_URI)
+#: Cron or preset of the incremental DAG.
+INCREMENTAL_SCHEDULE = os.environ.get(settings.SCHEDULE_ENV, settings.DEFAULT_SCHEDULE)
 
 BACKFILL_DEFAULT_ARGS = {
     "owner": "data-engineering",
@@ -49,8 +43,8 @@ def conn_id_param() -> Param:
     return Param(
         None,
         type=["null", "string"],
-        description=f"Connection id (default: Variable {CONN_ID_VARIABLE}, "
-        "else dropbox_team_default)",
+        description=f"Connection id (default: Variable {settings.CONN_ID_VARIABLE}, "
+        f"else {settings.DEFAULT_CONN_ID})",
     )
 
 
@@ -59,14 +53,28 @@ def plan_and_sync(kind: str) -> XComArg:
 
     @task(task_id="plan_days")
     def plan_days(**context: Any) -> list[dict]:
-        from dropbox_team_log.tasks import sync_tasks as dag_tasks
+        from dropbox_team_log.tasks import sync_tasks  # heavy imports at run time, not parse time
 
-        return dag_tasks.plan(kind, context["params"], context)
+        return sync_tasks.plan_days(kind, context["params"], context)
 
-    @task(task_id="sync_day", pool=API_POOL, outlets=[EVENTS_ASSET], multiple_outputs=False)
+    @task(
+        task_id="sync_day", pool=settings.API_POOL, outlets=[EVENTS_ASSET], multiple_outputs=False
+    )
     def sync_day(job: dict) -> dict:
-        from dropbox_team_log.tasks import sync_tasks as dag_tasks
+        from dropbox_team_log.tasks import sync_tasks
 
-        return dag_tasks.sync(job)
+        return sync_tasks.sync_day(job)
 
     return sync_day.expand(job=plan_days())
+
+
+def render_report() -> XComArg:
+    """The report DAG's one task: render the report of the run's period."""
+
+    @task(task_id="render_report", multiple_outputs=False)
+    def render(**context: Any) -> dict:
+        from dropbox_team_log.tasks import report_task  # heavy imports at run time
+
+        return report_task.render(context["params"], context)
+
+    return render()

@@ -1,10 +1,8 @@
-"""Where the report reads and writes, from Airflow's settings, and the report DAG's task body.
+"""The report DAG's task body: the report of the run's period, written where `deployment` says.
 
-Dataset root: the same setting the sync DAGs write to (Variable `dropbox_team_log_output`, e.g.
-via AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT, else the project default). Report file: Variable
-`dropbox_team_log_report_path` (a local path or an fsspec URL), else
-`<root>/_reports/dropbox_team_log_report.html` (day readers glob `event_date=*/*.parquet` and
-pyarrow/Spark skip `_`-prefixed folders, so the report never disturbs them).
+Dataset root: the one the sync DAGs write to; report file: Variable
+`dropbox_team_log_report_path` (a local path or an fsspec URL), else beside the data in
+`<root>/_reports/` (see `deployment`).
 """
 
 from __future__ import annotations
@@ -13,24 +11,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from dropbox_team_log import deployment, settings
 from dropbox_team_log.analytics import report
 
-REPORT_PATH_VARIABLE = "dropbox_team_log_report_path"
-
 log = logging.getLogger(__name__)
-
-
-def output_root() -> str:
-    """The dataset root the sync DAGs write to (imports Airflow: call only when needed)."""
-    from dropbox_team_log.tasks import sync_tasks as dag_tasks
-
-    return dag_tasks.output_root()
-
-
-def report_path(root: str) -> str:
-    from airflow.sdk import Variable
-
-    return Variable.get(REPORT_PATH_VARIABLE, default=None) or report.default_report_path(root)
 
 
 def render(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -43,10 +27,10 @@ def render(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     if isinstance(when, str):
         when = datetime.fromisoformat(when)
     period = report.resolve_period(
-        days=int(params.get("days") or report.DEFAULT_DAYS), today=when.astimezone(UTC).date()
+        days=int(params.get("days") or settings.REPORT_DAYS), today=when.astimezone(UTC).date()
     )
-    root = output_root()
-    out = report_path(root)
+    root = deployment.output_root()
+    out = deployment.report_path(root)
     data = report.build(root, period)
     log.info("Report of %s:\n%s", period.label(), report.report_text(data))
     path = report.write_text(out, report.render_html(data))

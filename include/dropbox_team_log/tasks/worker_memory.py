@@ -3,22 +3,21 @@
 A day's sync allocates and frees the same few shapes for hours: a page body of about 1 MB per
 call in flight, the Arrow buffers of its batch, a row group being written. With the defaults,
 freed memory stays with the process, so peak RSS grows with the day even though the code holds
-a bounded amount (measured on a 713k-event day in a task-shaped process: 429 MB peak with the
-defaults, 290 MB with the settings below; see docs/performance.md):
+a bounded amount (docs/performance.md has the measurements):
 
 - Arrow's default pool (mimalloc) keeps a heap per thread and returns pages lazily; the system
   allocator frees large buffers at once. pyarrow's own calls follow `pa.set_memory_pool`, but
   Arrow's C++ picks its default once, from `ARROW_DEFAULT_MEMORY_POOL`, when pyarrow loads; the
   IPC and Parquet writers allocate from that one. So the worker's environment must hold
-  `WORKER_ENV` (the Dockerfile and the Makefile set it); without it a day peaks ~50 MB higher.
+  `settings.WORKER_ENV` (the Dockerfile and the Makefile set it).
 - glibc raises its mmap threshold each time a large block is freed, after which ~1 MB blocks
   come from the heap, which it trims rarely; a fixed threshold keeps them mmapped, so each free
   returns the pages.
-- pyarrow imports pandas (~32 MB) the first time it converts a Python list or scalar, only to
-  ask whether the object is a pandas one. The sync never makes pandas objects.
+- pyarrow imports pandas (tens of MB) the first time it converts a Python list or scalar, only
+  to ask whether the object is a pandas one. The sync never makes pandas objects.
 
-These are process-wide, so they are applied by the task entry point (`dag_tasks.sync`), whose
-process runs that one task, never on import.
+These are process-wide, so they are applied by the task entry point (`sync_tasks.sync_day`),
+whose process runs that one task, never on import.
 """
 
 from __future__ import annotations
@@ -31,10 +30,9 @@ import sys
 
 import pyarrow as pa
 
-log = logging.getLogger(__name__)
+from dropbox_team_log.settings import WORKER_ENV
 
-#: What the environment of a process that runs sync tasks should hold, set before it starts.
-WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+log = logging.getLogger(__name__)
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial value, kept fixed instead of rising

@@ -5,8 +5,8 @@ The API gives no event id and the details vary by type, so every row keeps the e
 filtering on; the nested parts stay JSON text (the exact bytes of those values) because their
 shapes differ between event types (schema inference over them fails).
 
-Speed matters (a page must become a batch at >=150k events/s on one core): msgspec decodes each
-event into GC-free structs of only the flat fields (`event_wire`), one Python loop appends them to
+Speed matters (every event of a day passes through here, on one core): msgspec decodes each
+event into GC-free structs of only the flat fields (`client.wire`), one Python loop appends them to
 one list per column, and `pa.array` converts each list with its type; timestamps are checked and
 parsed by Arrow in one vectorised pass. The JSON columns are built straight from byte buffers (one
 join per column), never through Python strings. Errors are only looked for after the fast path
@@ -15,8 +15,6 @@ fails, so the happy path pays nothing for naming them.
 
 from __future__ import annotations
 
-import calendar
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -26,50 +24,23 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dropbox_team_log.client.wire import ABSENT_RAW, NULL_RAW, decode_event, decode_page
+from dropbox_team_log.client.wire import ABSENT_RAW, NULL_RAW, decode_event
 from dropbox_team_log.errors import DropboxTeamLogError
-
-UTC_TS_S = pa.timestamp("s", tz="UTC")
-UTC_TS_MS = pa.timestamp("ms", tz="UTC")
-
-# Column order is the file layout; `_fill_columns` fills its lists in exactly this order.
-EVENT_SCHEMA = pa.schema(
-    [
-        pa.field("timestamp", UTC_TS_S, nullable=False),
-        pa.field("event_type", pa.string(), nullable=False),
-        pa.field("event_type_description", pa.string()),
-        pa.field("event_category", pa.string()),
-        pa.field("auth_status", pa.string(), nullable=False),
-        pa.field("actor_type", pa.string()),
-        pa.field("actor_user_type", pa.string()),
-        pa.field("actor_email", pa.string()),
-        pa.field("actor_display_name", pa.string()),
-        pa.field("actor_account_id", pa.string()),
-        pa.field("actor_app_id", pa.string()),
-        pa.field("ip_address", pa.string()),
-        pa.field("country", pa.string()),
-        pa.field("region", pa.string()),
-        pa.field("city", pa.string()),
-        pa.field("access_method", pa.string()),
-        pa.field("involve_non_team_member", pa.bool_()),
-        pa.field("context_type", pa.string()),
-        pa.field("assets", pa.string()),
-        pa.field("participants", pa.string()),
-        pa.field("details", pa.string()),
-        pa.field("raw_event", pa.string(), nullable=False),
-        pa.field("team_id", pa.string(), nullable=False),
-        pa.field("ingested_at", UTC_TS_MS, nullable=False),
-    ]
+from dropbox_team_log.schema import (
+    AUTHENTICATED,
+    EVENT_SCHEMA,
+    INGESTED_AT_TYPE,
+    JSON_COLUMNS,
+    TIMESTAMP_TYPE,
+    UNAUTHENTICATED,
+    UNKNOWN,
 )
+from dropbox_team_log.timeutil import from_wire
 
 # Columns `_fill_columns` fills: all but raw_event (the input itself) and the two constants.
 _FILLED_FIELDS = EVENT_SCHEMA.names[:-3]
 # Filled with `msgspec.Raw` slices of the event bytes (empty for absent or JSON null).
-_JSON_FIELDS = frozenset({"assets", "participants", "details"})
-
-AUTHENTICATED = "authenticated"
-UNAUTHENTICATED = "unauthenticated"
-UNKNOWN = "unknown"
+_JSON_FIELDS = frozenset(JSON_COLUMNS)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: (actor_user_type, actor_email, actor_display_name, actor_account_id, actor_app_id)
@@ -83,66 +54,6 @@ class MalformedEventError(DropboxTeamLogError, ValueError):
         self.position = position
         self.problem = problem
         super().__init__(f"malformed team-log event at position {position}: {problem}")
-
-
-# --- timestamps ------------------------------------------------------------------------------
-
-_DATE_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
-_TIME_RE = re.compile(r"(\d{2}):(\d{2}):(\d{2})", re.ASCII)
-_MAX_CACHED_DATES = 4096
-_date_seconds: dict[str, int] = {}
-_time_seconds: dict[str, int] = {}
-
-
-def _parse_date(text: str) -> int:
-    """Epoch seconds of a strict `YYYY-MM-DD` at 00:00 UTC (validated once, then cached)."""
-    m = _DATE_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(f"bad date part {text!r}")
-    y, mo, d = (int(g) for g in m.groups())
-    datetime(y, mo, d)  # range check: raises ValueError for e.g. month 13 or Feb 30
-    seconds = calendar.timegm((y, mo, d, 0, 0, 0))
-    if len(_date_seconds) >= _MAX_CACHED_DATES:
-        _date_seconds.clear()
-    _date_seconds[text] = seconds
-    return seconds
-
-
-def _parse_time(text: str) -> int:
-    """Seconds since midnight of a strict `HH:MM:SS` (at most 86,400 distinct keys are cached)."""
-    m = _TIME_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(f"bad time part {text!r}")
-    h, mi, s = (int(g) for g in m.groups())
-    if h > 23 or mi > 59 or s > 59:
-        raise ValueError(f"time out of range {text!r}")
-    seconds = h * 3600 + mi * 60 + s
-    _time_seconds[text] = seconds
-    return seconds
-
-
-def parse_timestamp(s: str) -> int:
-    """Epoch seconds of an API timestamp `%Y-%m-%dT%H:%M:%SZ`.
-
-    Two dict look-ups (date part, time part) instead of a strptime per event: pages hold
-    thousands of events from a handful of days.
-    """
-    if s.__class__ is not str or len(s) != 20 or s[10] != "T" or s[19] != "Z":
-        raise ValueError(f"timestamp {s!r} is not %Y-%m-%dT%H:%M:%SZ")
-    date_part = s[:10]
-    time_part = s[11:19]
-    day = _date_seconds.get(date_part)
-    if day is None:
-        day = _parse_date(date_part)
-    tod = _time_seconds.get(time_part)
-    if tod is None:
-        tod = _parse_time(time_part)
-    return day + tod
-
-
-def format_timestamp(epoch_seconds: int) -> str:
-    """The API's wire form of an epoch second (inverse of `parse_timestamp`)."""
-    return (_EPOCH + timedelta(seconds=epoch_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- events -> columns --------------------------------------------------------------------
@@ -285,7 +196,7 @@ def _event_problem(raw: bytes | msgspec.Raw) -> str | None:
     except UnicodeDecodeError as exc:
         return f"not valid UTF-8: {exc.reason} at byte {exc.start} of a string"
     try:
-        parse_timestamp(event.timestamp)
+        from_wire(event.timestamp)
     except ValueError as exc:
         return f"bad timestamp {event.timestamp!r}: {exc}"
     return None
@@ -320,27 +231,27 @@ def _text_column(pieces: list, *, nullable: bool) -> pa.StringArray:
 
 
 # The wire form exactly (RE2's [0-9] is ASCII only), then Arrow's ISO-8601 cast, which refuses
-# impossible dates and times (Feb 30, month 13, hour 24, second 60) as `parse_timestamp` does.
+# impossible dates and times (Feb 30, month 13, hour 24, second 60) as `timeutil.from_wire` does.
 _WIRE_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 _FIRST_SECOND = -62_135_596_800  # 0001-01-01T00:00:00Z: year 0 is refused, as by datetime
 
 
 def _timestamp_column(texts: list[str]) -> pa.TimestampArray:
-    """Epoch seconds of the events' timestamps: as strict as `parse_timestamp`, but one
+    """Epoch seconds of the events' timestamps: as strict as `timeutil.from_wire`, but one
     vectorised pass instead of a call per event. On a failure, names the first bad event."""
     text = pa.array(texts, pa.string())
     if not texts:
-        return text.cast(UTC_TS_S)
+        return text.cast(TIMESTAMP_TYPE)
     try:
         if pc.all(pc.match_substring_regex(text, _WIRE_TIMESTAMP)).as_py():
-            seconds = text.cast(UTC_TS_S)
+            seconds = text.cast(TIMESTAMP_TYPE)
             if pc.min(seconds).value >= _FIRST_SECOND:
                 return seconds
     except pa.ArrowInvalid:
         pass
     for position, value in enumerate(texts):
         try:
-            parse_timestamp(value)
+            from_wire(value)
         except ValueError as exc:
             raise MalformedEventError(position, f"bad timestamp {value!r}: {exc}") from None
     raise MalformedEventError(-1, "a timestamp Arrow refused")  # pragma: no cover
@@ -401,11 +312,5 @@ def events_to_batch(
     arrays.append(raw_event)
     n = len(raws)
     arrays.append(pa.repeat(pa.scalar(team_id, pa.string()), n))
-    arrays.append(pa.repeat(pa.scalar(ingested_ms, UTC_TS_MS), n))
+    arrays.append(pa.repeat(pa.scalar(ingested_ms, INGESTED_AT_TYPE), n))
     return pa.RecordBatch.from_arrays(arrays, schema=EVENT_SCHEMA)
-
-
-def page_to_batch(body: bytes | str, *, team_id: str, ingested_at: datetime) -> pa.RecordBatch:
-    """One get_events page body straight to a batch (`event_wire.decode_page` +
-    `events_to_batch`). Raises msgspec.DecodeError (a ValueError) if the body is not a page."""
-    return events_to_batch(decode_page(body).events, team_id=team_id, ingested_at=ingested_at)

@@ -28,8 +28,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from dropbox_team_log.settings import PSEUDONYMISE_KEY_VARIABLE
+
 #: The Variable holding the key, or `conn:<conn_id>` (the key is that connection's password).
-KEY_VARIABLE = "dropbox_team_log_pseudonymise_key"
 MIN_KEY_LENGTH = 16
 TOKEN_PREFIX = "hmac:"  # ruff: ignore[hardcoded-password-string] - a marker, not a secret
 _TOKEN_HEX = 32  # 128 bits of the HMAC: collisions are negligible, tokens stay short
@@ -139,8 +140,8 @@ def key_from_setting(value: str | None, get_connection: Callable[[str], Any]) ->
         conn = get_connection(conn_id)
         if not conn.password:
             raise PseudonymiseKeyError(
-                f"Variable {KEY_VARIABLE} points at connection '{conn_id}', whose password "
-                "(the key) is empty: set the key as that connection's password"
+                f"Variable {PSEUDONYMISE_KEY_VARIABLE} points at connection '{conn_id}', whose "
+                "password (the key) is empty: set the key as that connection's password"
             )
         return conn.password
     return value
