@@ -218,7 +218,8 @@ def transform_ours(day_pages: list[tuple[date, list[bytes]]], root: str) -> floa
     """Page bytes -> record batches -> the day files on local disk, by the pipeline's own code:
     each day's pages (its query's answer) become that day's file, as a day's sync writes it."""
     from dropbox_team_log.client.wire import decode_page
-    from dropbox_team_log.dataset.store import EventDataset, RowSpool
+    from dropbox_team_log.dataset.spool import RowSpool
+    from dropbox_team_log.dataset.store import EventDataset
     from dropbox_team_log.timeutil import day_start
     from dropbox_team_log.transform.events import events_to_batch
 

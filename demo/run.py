@@ -1,4 +1,7 @@
-"""`make demo`: the whole job on the embedded default, as a user would run it.
+"""The `make demo` driver: the whole job on the embedded default, as a user would run it.
+
+A dev tool outside the production package (`dropbox_team_log` does not ship it, nor the
+emulator it drives): `make demo` runs `.venv/bin/python demo/run.py`, from any directory.
 
 Starts the emulator, connects to it with `dropbox-team-log connect` (the admin's "Allow" click is
 scripted over HTTP, the code typed into the command's prompt through a pseudo-terminal), runs the
@@ -28,7 +31,8 @@ from dropbox_emulator import DEMO_APP_KEY, DEMO_APP_SECRET, EmulatorClient, appr
 from dropbox_emulator.process import EmulatorStartError, emulator_process
 from dropbox_team_log.analytics import report
 
-PROJECT = Path.cwd()
+#: The repository root (this file is demo/run.py), whatever the working directory.
+PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEMO_DIR = PROJECT / "data" / "demo"
 OUTPUT = DEMO_DIR / "dropbox_team_log"

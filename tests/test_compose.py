@@ -3,6 +3,10 @@
 The compose file must keep the official Airflow 3 shape (CeleryExecutor on PostgreSQL + Redis,
 every component with a healthcheck), run the image this repo builds with exactly the pinned
 lock, mount the project folders, and keep the emulator demo loopback-only.
+
+The Dockerfile has two stages: `airflow` (the production image: the lock, the dropbox_team_log
+package and the DAG files, nothing else) and `emulator` (that plus the emulator, a dev tool).
+Airflow's services build `airflow`; only the demo profile's services build `emulator`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
+from dataclasses import dataclass, field
 
 import pytest
 import yaml
@@ -28,6 +34,79 @@ AIRFLOW = {
     "airflow-triggerer": "triggerer",
     "airflow-worker": "celery worker",
 }
+#: Every service that runs Airflow itself (the production image).
+AIRFLOW_IMAGE_SERVICES = (*AIRFLOW, "airflow-init", "airflow-cli", "flower")
+#: The demo profile's services, the only ones that may run the emulator image.
+DEMO = ("dropbox-emulator", "demo-connect")
+PRODUCTION_IMAGE = "${AIRFLOW_IMAGE_NAME:-dropbox-team-log-airflow:0.1.0}"
+EMULATOR_IMAGE = "dropbox-team-log-emulator:0.1.0"
+#: What the production stage copies from the build context, and nothing more.
+PRODUCTION_SOURCES = {
+    "requirements.txt",
+    "pyproject.toml",
+    "README.md",
+    "include/dropbox_team_log",
+    "dags",
+}
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    #: (INSTRUCTION, arguments) in order, comments and continuations resolved.
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def args(self, instruction: str) -> list[str]:
+        return [a for i, a in self.instructions if i == instruction]
+
+    def copy_sources(self) -> list[str]:
+        """COPY's source paths (flags dropped, destination dropped), as written."""
+        sources = []
+        for args in self.args("COPY"):
+            words = [w for w in args.split() if not w.startswith("--")]
+            sources += words[:-1]
+        return sources
+
+    def pip_installs(self) -> list[str]:
+        return [m for a in self.args("RUN") for m in re.findall(r"pip install[^&;|]*", a)]
+
+
+def dockerfile_stages(text: str) -> list[Stage]:
+    """The Dockerfile's build stages, in order (instructions before the first FROM are ARGs)."""
+    logical, pending = [], ""
+    for line in text.splitlines():
+        if not pending and line.lstrip().startswith("#"):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        logical.append((pending + line).strip())
+        pending = ""
+    stages: list[Stage] = []
+    for line in filter(None, logical):
+        instruction, _, args = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            m = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", args.strip(), re.I)
+            assert m, line
+            stages.append(Stage(base=m.group(1), name=m.group(2)))
+        elif stages:
+            stages[-1].instructions.append((instruction, args.strip()))
+    return stages
+
+
+STAGES = dockerfile_stages(DOCKERFILE)
+
+
+def stage(name: str) -> Stage:
+    [found] = [s for s in STAGES if s.name == name]
+    return found
+
+
+def build_target(service: str) -> str | None:
+    build = SERVICES[service].get("build")
+    return build.get("target") if isinstance(build, dict) else None
 
 
 def env(service: str) -> dict[str, str]:
@@ -80,7 +159,7 @@ def test_celery_executor_on_postgres_and_redis_everywhere():
     assert airflow_deps["airflow-init"]["condition"] == "service_completed_successfully"
 
 
-def test_one_image_built_here_with_the_project_mounted():
+def test_airflow_services_build_the_production_target_with_the_project_mounted():
     mounts = {
         "./dags:/opt/airflow/dags",
         "./plugins:/opt/airflow/plugins",
@@ -89,9 +168,10 @@ def test_one_image_built_here_with_the_project_mounted():
         "./logs:/opt/airflow/logs",
         "./config:/opt/airflow/config",
     }
-    for name in (*AIRFLOW, "airflow-init", "flower", "dropbox-emulator", "demo-connect"):
+    for name in AIRFLOW_IMAGE_SERVICES:
         service = SERVICES[name]
-        assert service["build"] == "." and "dropbox-team-log-airflow" in service["image"], name
+        assert service["build"] == {"context": ".", "target": "airflow"}, name
+        assert service["image"] == PRODUCTION_IMAGE, name
     for name in (*AIRFLOW, "airflow-init", "flower"):
         service = SERVICES[name]
         got = {v.replace("${AIRFLOW_PROJ_DIR:-.}", ".") for v in service["volumes"]}
@@ -131,23 +211,86 @@ def test_dollar_signs_meant_for_the_shell_are_escaped():
         assert match.group(1).startswith("{"), f"unescaped shell variable: {match.group(0)}"
 
 
-def test_dockerfile_installs_exactly_the_lock_and_the_package():
+def test_only_the_demo_profile_runs_the_emulator_image():
+    targets = {name: build_target(name) for name in SERVICES if "build" in SERVICES[name]}
+    # Every service built here names a stage of the Dockerfile.
+    assert set(targets.values()) <= {s.name for s in STAGES}, targets
+    assert {name for name, target in targets.items() if target == "emulator"} == set(DEMO)
+    assert {name for name, target in targets.items() if target == "airflow"} == set(
+        AIRFLOW_IMAGE_SERVICES
+    )
+    for name in DEMO:
+        service = SERVICES[name]
+        assert service["build"] == {"context": ".", "target": "emulator"}, name
+        assert service.get("profiles") == ["demo"], name
+        # Its own tag: building the demo never overwrites the production image's tag.
+        assert service["image"] == EMULATOR_IMAGE != PRODUCTION_IMAGE, name
+    # No other service runs the emulator image (e.g. by `image:` without `build:`).
+    others = set(SERVICES) - set(DEMO)
+    assert not any("emulator" in SERVICES[name].get("image", "") for name in others)
+
+
+def test_dockerfile_production_stage_installs_exactly_the_lock_and_the_package():
     assert re.search(r"^ARG AIRFLOW_VERSION=3\.3\.2$", DOCKERFILE, re.M)
-    assert "FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}" in DOCKERFILE
     assert re.search(r"^ARG PYTHON_VERSION=3\.11$", DOCKERFILE, re.M)
-    installs = re.findall(r"pip install[^\n]*", DOCKERFILE)
-    assert installs == [
+    production = stage("airflow")
+    assert production is STAGES[0]
+    assert production.base == "apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}"
+    assert production.pip_installs() == [
         "pip install --no-cache-dir -r /opt/project/requirements.txt",
         "pip install --no-cache-dir --no-deps /opt/project",
     ]
-    assert "COPY --chown=airflow:0 requirements.txt /opt/project/requirements.txt" in DOCKERFILE
+    assert "--chown=airflow:0 requirements.txt /opt/project/requirements.txt" in production.args(
+        "COPY"
+    )
+    assert ("ENV", "ARROW_DEFAULT_MEMORY_POOL=system") in production.instructions
+    assert "--chown=airflow:0 dags /opt/airflow/dags" in production.args("COPY")
     # The base image's Airflow is the one the lock pins.
     lock = (REPO / "requirements.txt").read_text()
     assert re.search(r"^apache-airflow==3\.3\.2$", lock, re.M)
-    ignore = [
-        line for line in (REPO / ".dockerignore").read_text().splitlines() if line[:1] not in "#"
+
+
+def test_production_stage_ships_no_emulator_code():
+    production = stage("airflow")
+    # It copies the production package's source and nothing else from the repo ...
+    sources = production.copy_sources()
+    assert len(sources) == len(set(sources)) and set(sources) == PRODUCTION_SOURCES, sources
+    assert not any("emulator" in args.lower() for _, args in production.instructions)
+    # ... the /opt/project it pip-installs packages dropbox_team_log alone ...
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
     ]
-    assert ignore[0] == "*" and "!requirements.txt" in ignore and "!include/" in ignore
+    assert find == {"where": ["include"], "include": ["dropbox_team_log*"]}
+    # (that none of its modules imports the emulator: tests/test_architecture.py)
+    # A plain `docker build .` (no --target) ends on the production image, unchanged.
+    assert STAGES[-1].base == "airflow" and STAGES[-1].instructions == []
+
+
+def test_emulator_stage_adds_only_the_emulator_to_the_production_image():
+    demo = stage("emulator")
+    assert demo.base == "airflow"
+    assert demo.copy_sources() == ["emulator"]
+    # Its one dependency (orjson) is in the lock already: nothing new is resolved.
+    assert demo.pip_installs() == ["pip install --no-cache-dir --no-deps /opt/project/emulator"]
+    assert re.search(r"^orjson==", (REPO / "requirements.txt").read_text(), re.M)
+    assert tomllib.loads((REPO / "emulator" / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ] == ["orjson"]
+
+
+def test_build_context_is_what_the_stages_copy():
+    ignore = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    # Everything is excluded, then exactly the copied paths are let back in: no venv, data,
+    # logs, config (airflow.cfg holds the secrets) or .env.
+    assert ignore[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = {source.rstrip("/") for s in STAGES for source in s.copy_sources()}
+    assert allowed == copied == PRODUCTION_SOURCES | {"emulator"}
+    assert "**/*.egg-info" in ignore  # a local editable install's metadata stays out
 
 
 def compose_cli() -> list[str] | None:
@@ -175,3 +318,21 @@ def test_compose_implementation_accepts_the_file():
             env={**os.environ, "AIRFLOW_UID": "1000"},
         )
         assert result.returncode == 0, result.stderr
+    # As compose resolves it (merge keys included): the demo's services build the emulator
+    # target, every other service the production one.
+    result = subprocess.run(
+        [*cli, "-f", str(REPO / "docker-compose.yaml"), "--profile", "demo", "config"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AIRFLOW_UID": "1000"},
+        check=True,
+    )
+    resolved = yaml.safe_load(result.stdout)["services"]
+    built = {name: s["build"]["target"] for name, s in resolved.items() if "build" in s}
+    expected = {
+        **dict.fromkeys(AIRFLOW_IMAGE_SERVICES, "airflow"),
+        **dict.fromkeys(DEMO, "emulator"),
+    }
+    # Compose v2 leaves out services of inactive profiles (flower, airflow-cli); v1 lists them.
+    assert {*AIRFLOW, *DEMO} <= set(built)
+    assert built == {name: target for name, target in expected.items() if name in built}

@@ -10,7 +10,8 @@ import warnings
 import pytest
 
 from dropbox_team_log import get_provider_info as provider
-from dropbox_team_log.cli import connect
+from dropbox_team_log.cli.connect_options import ConnectOptions
+from dropbox_team_log.cli.oauth_flow import start_flow
 from dropbox_team_log.hooks import dropbox_team as hook
 
 EXTRA_FIELDS = {"refresh_token", "connected_at", "team_id", "team_name", "timeout"}
@@ -93,7 +94,7 @@ def test_connect_asks_for_the_scopes_the_hook_refreshes_with():
     """The grant an admin allows must cover what the hook's token refresh asks for."""
     from urllib.parse import parse_qs, urlsplit
 
-    _flow, url = connect.start_flow(connect.ConnectOptions(app_key="k", app_secret="s"))
+    _flow, url = start_flow(ConnectOptions(app_key="k", app_secret="s"))
     asked = parse_qs(urlsplit(url).query)["scope"][0].split()
     conn = type("Conn", (), {"conn_id": "c", "login": "k", "password": "s", "host": None})
     conn.extra_dejson = {"refresh_token": "r"}

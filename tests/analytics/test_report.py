@@ -15,6 +15,8 @@ import pytest
 
 from dropbox_team_log.analytics import report
 from dropbox_team_log.analytics import views as query
+from dropbox_team_log.analytics.html_page import render_html
+from dropbox_team_log.analytics.period import Period, resolve_period
 from dropbox_team_log.cli import main as cli
 from tests.helpers.analyst_data import HOSTILE_NAME, T0, emulator_dataset
 from tests.helpers.pipeline import DAGS_FOLDER
@@ -216,8 +218,8 @@ def test_screenshot_shows_the_page(written, tmp_path):
 
 def test_the_report_works_offline(tmp_path):
     """plotly.js is inline: no script or stylesheet is fetched from anywhere (empty dataset)."""
-    data = report.build(str(tmp_path), report.Period(START, END))
-    doc = lxml.html.fromstring(report.render_html(data))
+    data = report.build(str(tmp_path), Period(START, END))
+    doc = lxml.html.fromstring(render_html(data))
     assert not doc.xpath("//script[@src] | //link[@href]")
     assert "Plotly" in "".join(doc.xpath("//script/text()"))
     assert len(doc.xpath("//p[@class='nodata']")) == len(EXPECTED_POINTS)
@@ -234,7 +236,7 @@ def test_the_report_works_offline(tmp_path):
     ],
 )
 def test_period_rules(kwargs, want):
-    period = report.resolve_period(**kwargs, today=date(2026, 11, 21))
+    period = resolve_period(**kwargs, today=date(2026, 11, 21))
     assert (period.start, period.end) == want
     assert period.previous().end == period.start - timedelta(days=1)
     assert period.previous().days == period.days
@@ -242,7 +244,7 @@ def test_period_rules(kwargs, want):
 
 def test_bad_periods_are_refused(root, capsys):
     with pytest.raises(ValueError):
-        report.resolve_period(date(2026, 2, 1), date(2026, 1, 1))
+        resolve_period(date(2026, 2, 1), date(2026, 1, 1))
     assert cli.main(["report", "--root", str(root), "--days", "0"]) == 2
     assert "--days" in capsys.readouterr().err
 

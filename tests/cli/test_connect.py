@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from dropbox_team_log.cli import connect
+from dropbox_team_log.cli import connect_options, connection_store
 from dropbox_team_log.cli import main as cli
 from dropbox_team_log.errors import MissingScopeError
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
@@ -177,7 +177,7 @@ def test_connect_with_pkce(emu, conn_id, monkeypatch, transcript, spy, caplog):
     assert not row.password  # a public client stores no secret
     assert set(json.loads(row.extra)) == CONTRACT_EXTRA
     # The refresh without a secret works in the hook as well (PKCE grant).
-    ok, message = connect.verify_saved(conn_id)
+    ok, message = connection_store.verify_saved(conn_id)
     assert ok, message
     transcript.assert_clean([APP_SECRET, *spy.tokens], caplog.text)
 
@@ -200,8 +200,8 @@ def test_reconnect_updates_in_place_and_keeps_connected_at(emu, conn_id, transcr
 
     # Pretend the first connect was long ago and the admin set a timeout by hand.
     old = "2026-01-02T03:04:05Z"
-    model = connect._orm_connection()
-    with connect._db_session() as session:
+    model = connection_store._orm_connection()
+    with connection_store._db_session() as session:
         row = session.get(model, first.id)
         row.set_extra(json.dumps({**first_extra, "connected_at": old, "timeout": 30}))
 
@@ -221,8 +221,8 @@ def test_reconnect_updates_in_place_and_keeps_connected_at(emu, conn_id, transcr
     assert reset != old and CONNECTED_AT_RE.match(reset)
 
     # Another team behind the same connection id: connected_at starts anew as well.
-    model = connect._orm_connection()
-    with connect._db_session() as session:
+    model = connection_store._orm_connection()
+    with connection_store._db_session() as session:
         row = session.get(model, first.id)
         row.set_extra(json.dumps({**extra, "team_id": "dbtid:another-team", "connected_at": old}))
     assert cli.main([*base, f"--code={fresh_code(emu)}"]) == 0
@@ -365,7 +365,7 @@ def test_secret_prompt_on_a_terminal(emu, monkeypatch, transcript):
     monkeypatch.setattr("getpass.getpass", lambda prompt="": prompts.append(prompt) or APP_SECRET)
     monkeypatch.setattr(sys, "stdin", FakeTTY())
     args = cli.build_parser().parse_args(["connect", "--app-key", "k"])
-    opts = connect.options_from_args(args)
+    opts = connect_options.options_from_args(args)
     assert opts.app_secret == APP_SECRET and prompts
     assert APP_SECRET not in repr(opts)
 
@@ -379,8 +379,8 @@ def test_no_save_tests_but_writes_nothing(emu, conn_id, transcript):
 
 
 def test_refuses_to_overwrite_another_connection_type(emu, conn_id, transcript):
-    model = connect._orm_connection()
-    with connect._db_session() as session:
+    model = connection_store._orm_connection()
+    with connection_store._db_session() as session:
         session.add(model(conn_id=conn_id, conn_type="http", host="example.com"))
     rc = cli.main(connect_argv(emu, conn_id, "--code", "unused"))
     assert rc == 1

@@ -20,18 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dropbox_team_log.dataset import store as dataset_module
+from dropbox_team_log.dataset import merge
+from dropbox_team_log.dataset.file_format import COVERAGE_KEY, VERSION_KEY
 from dropbox_team_log.dataset.ledger import Coverage
-from dropbox_team_log.dataset.store import (
-    COVERAGE_KEY,
-    VERSION_KEY,
-    EventDataset,
-    NewRows,
-    RowSpool,
-    day_bounds,
-    read_all,
-)
-from dropbox_team_log.transform.events import EVENT_SCHEMA, events_to_batch, format_timestamp
+from dropbox_team_log.dataset.spool import SPOOL_CACHE_BATCHES, NewRows, RowSpool
+from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.schema import DAY_FILES_GLOB, EVENT_SCHEMA
+from dropbox_team_log.timeutil import day_bounds, to_wire
+from dropbox_team_log.transform.events import events_to_batch
+from tests.helpers.dataset import read_dataset
 from tests.helpers.paths import REPO, SPEC_EVENTS
 
 FIXTURE = SPEC_EVENTS
@@ -47,7 +44,7 @@ def make_batch(seconds: list[int], tag: str) -> pa.RecordBatch:
     events = []
     for i, second in enumerate(seconds):
         event = dict(TEMPLATES[i % len(TEMPLATES)])
-        event["timestamp"] = format_timestamp(second)
+        event["timestamp"] = to_wire(second)
         event["event_type"] = {**event["event_type"], "description": f"{tag}#{i}"}
         events.append(event)
     return events_to_batch(events, team_id=TEAM, ingested_at=datetime.now(UTC))
@@ -72,7 +69,7 @@ def ds(tmp_path: Path) -> EventDataset:
 def test_first_write_stores_sorted_rows_with_coverage_and_zstd(ds: EventDataset):
     seconds = [LO + 50, LO + 10, LO + 30, LO + 10, LO + 20]
     result = ds.write_day(DAY, [(LO, LO + H)], [make_batch(seconds, "a")], fetched_at=HI + 5)
-    assert result == dataset_module.WriteResult(
+    assert result == merge.WriteResult(
         0, 5, 0, 5, ((LO, LO + H),), Coverage(((LO, LO + H, HI + 5),))
     )
     table = ds.read_day(DAY)
@@ -107,7 +104,7 @@ def test_missing_day_reads_empty(ds: EventDataset):
     assert ds.read_day(DAY).num_rows == 0
     assert ds.read_day(DAY).schema == EVENT_SCHEMA
     assert ds.days() == []
-    assert read_all(ds.root).num_rows == 0
+    assert read_dataset(ds.root).num_rows == 0
 
 
 def test_empty_day_writes_a_zero_row_file_with_coverage(ds: EventDataset):
@@ -121,13 +118,13 @@ def test_empty_day_writes_a_zero_row_file_with_coverage(ds: EventDataset):
     other = date(2026, 1, 2)
     lo2, _ = day_bounds(other)
     ds.write_day(other, [(lo2, lo2 + 10)], [make_batch([lo2 + 1], "b")], fetched_at=HI + 30 * H)
-    both = read_all(ds.root)
+    both = read_dataset(ds.root)
     assert both.num_rows == 1
     assert both.column("event_date").to_pylist() == [other]
 
 
 def test_identical_events_are_all_kept(ds: EventDataset):
-    event = TEMPLATES[0] | {"timestamp": format_timestamp(LO + 5)}
+    event = TEMPLATES[0] | {"timestamp": to_wire(LO + 5)}
     batch = events_to_batch([event, event, event], team_id=TEAM, ingested_at=datetime.now(UTC))
     ds.write_day(DAY, [(LO, LO + 10)], [batch], fetched_at=HI)
     assert ds.read_day(DAY).num_rows == 3
@@ -217,7 +214,7 @@ def test_foreign_file_is_refused(ds: EventDataset):
 
 
 def test_row_groups_are_bounded(ds: EventDataset, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(dataset_module, "ROW_GROUP_ROWS", 10)
+    monkeypatch.setattr(merge, "ROW_GROUP_ROWS", 10)
     ds.write_day(DAY, [(LO, LO + H)], [make_batch(list(range(LO, LO + 35)), "a")], fetched_at=HI)
     meta = pq.read_metadata(ds.day_path(DAY))
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [10, 10, 10, 5]
@@ -228,7 +225,7 @@ def test_random_writes_match_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     A tiny row group size makes every merge stream through many row groups and pieces.
     """
-    monkeypatch.setattr(dataset_module, "ROW_GROUP_ROWS", 7)
+    monkeypatch.setattr(merge, "ROW_GROUP_ROWS", 7)
     rng = random.Random(42)
     axis = 300  # seconds of the day used
     for case in range(12):
@@ -266,7 +263,7 @@ def test_random_writes_match_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def visible_files(root: str) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in Path(root).glob("event_date=*/*.parquet"))
+    return sorted(str(p.relative_to(root)) for p in Path(root).glob(DAY_FILES_GLOB))
 
 
 def temp_files(ds: EventDataset) -> list[str]:
@@ -278,7 +275,7 @@ def test_stale_temp_files_are_removed_on_next_write(ds: EventDataset):
     stale = Path(ds.day_dir(DAY)) / ".events.parquet.deadbeef.tmp"
     stale.write_bytes(b"PAR1 half a file")
     assert visible_files(ds.root) == ["event_date=2026-01-01/events.parquet"]
-    assert read_all(ds.root).num_rows == 1  # readers do not see the temp file
+    assert read_dataset(ds.root).num_rows == 1  # readers do not see the temp file
     ds.write_day(DAY, [(LO + 20, LO + 30)], [make_batch([LO + 21], "b")], fetched_at=HI)
     assert not stale.exists()
     assert ids(ds.read_day(DAY)) == ["a#0", "b#0"]
@@ -287,9 +284,9 @@ def test_stale_temp_files_are_removed_on_next_write(ds: EventDataset):
 def test_error_mid_write_keeps_the_old_file_and_releases_the_lock(
     ds: EventDataset, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(dataset_module, "ROW_GROUP_ROWS", 3)
+    monkeypatch.setattr(merge, "ROW_GROUP_ROWS", 3)
     ds.write_day(DAY, [(LO, LO + 10)], [make_batch([LO + 1, LO + 2], "old")], fetched_at=HI)
-    original = dataset_module._merge
+    original = merge._merge
 
     def failing_merge(*args, **kwargs):
         for i, piece in enumerate(original(*args, **kwargs)):
@@ -297,7 +294,7 @@ def test_error_mid_write_keeps_the_old_file_and_releases_the_lock(
                 raise OSError("disk full")
             yield piece
 
-    monkeypatch.setattr(dataset_module, "_merge", failing_merge)
+    monkeypatch.setattr(merge, "_merge", failing_merge)
     with pytest.raises(OSError, match="disk full"):
         ds.write_day(
             DAY,
@@ -307,7 +304,7 @@ def test_error_mid_write_keeps_the_old_file_and_releases_the_lock(
         )
     assert ids(ds.read_day(DAY)) == ["old#0", "old#1"]
     assert temp_files(ds) == []
-    monkeypatch.setattr(dataset_module, "_merge", original)
+    monkeypatch.setattr(merge, "_merge", original)
     ds.write_day(DAY, [(LO + 20, LO + 30)], [make_batch([LO + 21], "b")], fetched_at=HI)
     assert ids(ds.read_day(DAY)) == ["old#0", "old#1", "b#0"]
 
@@ -370,10 +367,11 @@ CHILD = textwrap.dedent(
     from datetime import date
     import pyarrow.parquet as pq
     from tests.dataset import test_store as t
-    from dropbox_team_log.dataset import store as D
+    from dropbox_team_log.dataset import merge
+    from dropbox_team_log.dataset.store import EventDataset
 
     mode, start, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    D.ROW_GROUP_ROWS = 5
+    merge.ROW_GROUP_ROWS = 5
     original = pq.ParquetWriter.write_table
 
     def write_table(self, *args, **kwargs):
@@ -382,7 +380,7 @@ CHILD = textwrap.dedent(
         time.sleep(60 if mode == "hang" else 0.05)
 
     pq.ParquetWriter.write_table = write_table
-    ds = D.EventDataset({root!r})
+    ds = EventDataset({root!r})
     batch = t.make_batch(list(range(start, start + 40)), tag)
     print("READY", flush=True)
     ds.write_day(t.DAY, [(start, start + 40)], [batch], fetched_at=t.HI)
@@ -434,7 +432,7 @@ def test_writer_killed_mid_write_leaves_old_day_readable(ds: EventDataset):
             proc.kill()
     assert visible_files(ds.root) == ["event_date=2026-01-01/events.parquet"]
     assert ids(ds.read_day(DAY)) == ["old#0", "old#1"]
-    assert ids(read_all(ds.root)) == ["old#0", "old#1"]
+    assert ids(read_dataset(ds.root)) == ["old#0", "old#1"]
     assert ds.read_coverage(DAY) == Coverage(((LO, LO + 10, HI),))
     # the lock died with the writer; the next write cleans up after it
     started = time.monotonic()
@@ -452,7 +450,7 @@ def test_duckdb_reads_the_dataset_with_event_date_partition(ds: EventDataset):
     for i, day in enumerate(days):
         lo, hi = day_bounds(day)
         ds.write_day(day, [(lo, hi)], [make_batch([lo + 5, lo + 7 + i], f"d{i}")], fetched_at=hi)
-    table = read_all(ds.root)
+    table = read_dataset(ds.root)
     assert table.schema.field("event_date").type == pa.date32()
     assert table.num_rows == 6
     assert sorted(zip(table.column("event_date").to_pylist(), ids(table), strict=True)) == [
@@ -501,7 +499,7 @@ def api_pages(seconds: list[int], tag: str, page_rows: int, seed: int) -> list[p
     events = []
     for i, second in enumerate(sorted(seconds)):
         event = dict(TEMPLATES[i % len(TEMPLATES)])
-        event["timestamp"] = format_timestamp(second)
+        event["timestamp"] = to_wire(second)
         event["event_type"] = {**event["event_type"], "description": f"{tag}#{i}"}
         events.append(event)
     pages = []
@@ -730,13 +728,13 @@ def test_a_write_holds_about_one_row_group_however_many_rows(
     most ROW_GROUP_ROWS at a time, the writer never holds more than one row group, the spool
     keeps a few decoded pages, and the Arrow memory live at each step is the same for 5x the
     rows. (No RSS figure: that depends on the allocator and the machine.)"""
-    monkeypatch.setattr(dataset_module, "ROW_GROUP_ROWS", 60)
-    monkeypatch.setattr(dataset_module, "READ_BATCH_ROWS", 40)  # the old file, streamed
+    monkeypatch.setattr(merge, "ROW_GROUP_ROWS", 60)
+    monkeypatch.setattr(merge, "READ_BATCH_ROWS", 40)  # the old file, streamed
     taken: list[int] = []
     pending: list[int] = []
     cached: list[int] = []
     live: list[int] = []
-    take, add, load = NewRows._take, dataset_module._RowGroupWriter.add, RowSpool._batch
+    take, add, load = NewRows._take, merge._RowGroupWriter.add, RowSpool._batch
 
     def counting_take(self, rows):
         taken.append(len(rows))
@@ -753,7 +751,7 @@ def test_a_write_holds_about_one_row_group_however_many_rows(
         return batch
 
     monkeypatch.setattr(NewRows, "_take", counting_take)
-    monkeypatch.setattr(dataset_module._RowGroupWriter, "add", counting_add)
+    monkeypatch.setattr(merge._RowGroupWriter, "add", counting_add)
     monkeypatch.setattr(RowSpool, "_batch", counting_load)
 
     def peak_live_bytes(rows: int) -> int:
@@ -780,6 +778,6 @@ def test_a_write_holds_about_one_row_group_however_many_rows(
     small, big = peak_live_bytes(1000), peak_live_bytes(5000)
     assert max(taken) <= 60
     assert max(pending) <= 60
-    assert max(cached) <= dataset_module.SPOOL_CACHE_BATCHES
+    assert max(cached) <= SPOOL_CACHE_BATCHES
     one_row_group = make_batch(list(range(LO, LO + 60)), "size").nbytes
     assert big <= small + one_row_group, (small, big)

@@ -24,10 +24,12 @@ import pyarrow.fs as pafs
 import pytest
 
 from dropbox_team_log.dataset import object_store
+from dropbox_team_log.dataset.files import write_text
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.root_check import OutputRootError, check_output_root
-from dropbox_team_log.dataset.store import FILE_NAME, EventDataset, read_all
+from dropbox_team_log.dataset.store import FILE_NAME, EventDataset
 from tests.dataset.test_store import DAY, HI, LO, ids, make_batch, spawn, wait_for
+from tests.helpers.dataset import read_dataset
 from tests.helpers.pipeline import dataset_raws, event_calls, fresh_dag, multiset, run_dag
 from tests.test_pipeline import T0, check_exact, connected, dagbag, emu
 
@@ -138,7 +140,7 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
 
     # Same rows (duplicates counted) through DuckDB and through Arrow's S3 client.
     want = multiset(dataset_raws(str(local), lo, T0))
-    assert multiset(read_all(url).column("raw_event").to_pylist()) == want
+    assert multiset(read_dataset(url).column("raw_event").to_pylist()) == want
     assert multiset(pyarrow_raws(s3_endpoint, f"{bucket}/team-log")) == want
     # Same coverage, day by day.
     on_disk, on_s3 = EventDataset(str(local)), EventDataset(url)
@@ -265,11 +267,20 @@ def test_writer_killed_mid_write_leaves_nothing_visible(bucket):
             proc.kill()
     assert objects(bucket) == before  # no temp object, no partial upload, no lock
     assert ids(dataset.read_day(DAY)) == ["old#0", "old#1"]
-    assert ids(read_all(url)) == ["old#0", "old#1"]
+    assert ids(read_dataset(url)) == ["old#0", "old#1"]
     assert dataset.read_coverage(DAY) == Coverage(((LO, LO + 10, HI),))
     # Nothing to expire or clean: the next writer goes straight ahead.
     dataset.write_day(DAY, [(LO + 100, LO + 110)], [make_batch([LO + 101], "next")], fetched_at=HI)
     assert ids(dataset.read_day(DAY)) == ["old#0", "old#1", "next#0"]
+
+
+def test_a_text_file_on_s3_is_one_put_of_its_final_key(bucket):
+    url = f"s3://{bucket}/prefix/_reports/report.html"
+    assert write_text(url, "first") == url
+    assert write_text(url, "second ✓") == url
+    assert list(objects(bucket)) == ["prefix/_reports/report.html"]
+    fs, path = object_store.filesystem(url)
+    assert fs.cat_file(path).decode("utf-8") == "second ✓"
 
 
 # --- output root validation -----------------------------------------------------------------

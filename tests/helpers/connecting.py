@@ -1,4 +1,4 @@
-"""Helpers shared by test_connect.py and test_hook.py: emulator, connections, leak checks.
+"""Shared by the connect command's and the hook's tests: emulator, connections, leak checks.
 
 Plain functions and classes (no fixtures) so each test module states the fixtures it uses.
 """
@@ -17,7 +17,9 @@ import dropbox.dropbox_client
 import dropbox.oauth
 import pytest
 
-from dropbox_team_log.cli import connect
+from dropbox_team_log.cli import connection_store
+from dropbox_team_log.cli.connect_options import ConnectOptions
+from dropbox_team_log.cli.oauth_flow import finish_flow, start_flow
 
 #: Not the emulator's public demo secret: a leak of this one would mean something.
 APP_SECRET = "s3cr3t-app-0f9d8c7b6a5e4d3c"
@@ -84,8 +86,8 @@ def emulator_config(**overrides: Any) -> Any:
     return EmulatorConfig(app_secret=APP_SECRET, **overrides)
 
 
-def options(emu: Any, conn_id: str, *, pkce: bool = False, **kw: Any) -> connect.ConnectOptions:
-    return connect.ConnectOptions(
+def options(emu: Any, conn_id: str, *, pkce: bool = False, **kw: Any) -> ConnectOptions:
+    return ConnectOptions(
         app_key=emu.config.app_key,
         app_secret=None if pkce else emu.config.app_secret,
         conn_id=conn_id,
@@ -96,19 +98,19 @@ def options(emu: Any, conn_id: str, *, pkce: bool = False, **kw: Any) -> connect
 
 def fresh_code(emu: Any, conn_id: str = "unused") -> str:
     """An authorization code for the secret flow, as an admin gets it from a link."""
-    _, url = connect.start_flow(options(emu, conn_id))
+    _, url = start_flow(options(emu, conn_id))
     return emu.approve(url)
 
 
 def db_row(conn_id: str) -> Any:
-    return connect.load_saved(conn_id)
+    return connection_store.load_saved(conn_id)
 
 
 def delete_row(conn_id: str) -> None:
     from sqlalchemy import delete
 
-    model = connect._orm_connection()
-    with connect._db_session() as session:
+    model = connection_store._orm_connection()
+    with connection_store._db_session() as session:
         session.execute(delete(model).where(model.conn_id == conn_id))
 
 
@@ -149,10 +151,10 @@ def granted(emu: Any, conn_id: str, *, scope: str | None = None, pkce: bool = Fa
     """A grant obtained through the real flow (link -> Allow -> code -> token), as the JSON
     of an AIRFLOW_CONN_* variable; `scope` narrows what the admin approves."""
     opts = options(emu, conn_id, pkce=pkce)
-    flow, url = connect.start_flow(opts)
+    flow, url = start_flow(opts)
     if scope is not None:
         url = re.sub(r"scope=[^&]+", f"scope={scope}", url)
-    tokens = connect.finish_flow(flow, emu.approve(url), opts)
+    tokens = finish_flow(flow, emu.approve(url), opts)
     return {
         "conn_type": "dropbox_team",
         "login": opts.app_key,

@@ -14,6 +14,7 @@ import requests
 
 from dropbox_team_log.cli import connect
 from dropbox_team_log.cli import main as cli
+from dropbox_team_log.cli.connect_options import ConnectOptions
 from dropbox_team_log.errors import (
     AppCredentialsError,
     MissingScopeError,
@@ -53,9 +54,7 @@ def saved(emu, conn_id: str) -> None:
     """Connect through the command's flow and save to the metadata DB."""
     connect.run_connect(
         dataclasses.replace(
-            connect.ConnectOptions(
-                app_key=emu.config.app_key, app_secret=APP_SECRET, conn_id=conn_id
-            ),
+            ConnectOptions(app_key=emu.config.app_key, app_secret=APP_SECRET, conn_id=conn_id),
             base_url=emu.base_url,
         ),
         read_code=emu.approve,

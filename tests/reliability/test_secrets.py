@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dropbox_team_log.cli import connect
+from dropbox_team_log.cli.connect_options import ConnectOptions
+from dropbox_team_log.cli.connection_store import load_saved
 from dropbox_team_log.errors import RefreshTokenRevokedError
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
 from tests.helpers.connecting import ACCESS_TOKEN_RE, APP_SECRET, delete_row, row_as_json, run_cli
@@ -64,11 +66,11 @@ def saved_conn(emu, airflow_db):
     """`dropbox-team-log connect` through its real flow, saved to the (Fernet-keyed) DB."""
     delete_row(CONN_ID)
     opts = dataclasses.replace(
-        connect.ConnectOptions(app_key=emu.config.app_key, app_secret=APP_SECRET, conn_id=CONN_ID),
+        ConnectOptions(app_key=emu.config.app_key, app_secret=APP_SECRET, conn_id=CONN_ID),
         base_url=emu.base_url,
     )
     connect.run_connect(opts, read_code=emu.approve)
-    yield connect.load_saved(CONN_ID)
+    yield load_saved(CONN_ID)
     delete_row(CONN_ID)
 
 

@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 import pytest
 
 from dropbox_team_log.client.reader import EventReader
-from dropbox_team_log.dataset.store import EventDataset, RowSpool
+from dropbox_team_log.dataset.spool import RowSpool
+from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.errors import CursorRestartLimitError
 from dropbox_team_log.sync import engine
 from dropbox_team_log.sync.planning import DaySpan, SyncPolicy

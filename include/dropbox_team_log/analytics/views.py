@@ -24,8 +24,7 @@ import fsspec
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from dropbox_team_log.dataset.store import PARTITION_KEY
-from dropbox_team_log.transform.events import EVENT_SCHEMA
+from dropbox_team_log.schema import EVENT_SCHEMA, PARTITION_KEY
 
 #: The question views, in the order `query --views` lists them (`events` first: the others use it).
 VIEW_NAMES = (

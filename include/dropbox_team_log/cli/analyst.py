@@ -1,8 +1,9 @@
 """`dropbox-team-log query` and `dropbox-team-log report`: the analysts' two commands.
 
-`query [SQL]` runs SQL (argument or stdin) with the views of query.py defined, or opens a small
-interactive SQL prompt; `report` prints the key tables and writes the HTML report. Without
-`--root` both read the dataset the DAGs write (Airflow Variable, else the project default).
+`query [SQL]` runs SQL (argument or stdin) with the analyst views (analytics/views.py) defined,
+or opens a small interactive SQL prompt; `report` prints the key tables and writes the HTML
+report. Without `--root` both read the dataset the DAGs write (Airflow Variable, else the project
+default).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def _run(con: Any, sql: str, args: argparse.Namespace, out: TextIO | None = None
         for row in rows:
             print(json.dumps(dict(zip(columns, row, strict=True)), default=str), file=out)
     else:
-        from dropbox_team_log.analytics.report import print_rows
+        from dropbox_team_log.analytics.text import print_rows
 
         print_rows(columns, rows[: args.max_rows], out)
         more = len(rows) - args.max_rows
@@ -159,10 +160,11 @@ def _prompt(con: Any, args: argparse.Namespace, stdin: TextIO) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from dropbox_team_log.analytics import report
+    from dropbox_team_log.analytics.period import resolve_period
+    from dropbox_team_log.analytics.report import write_report
 
     try:
-        period = report.resolve_period(args.start, args.end, args.days)
+        period = resolve_period(args.start, args.end, args.days)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -172,8 +174,6 @@ def report_command(args: argparse.Namespace) -> int:
         from dropbox_team_log import deployment
 
         out = deployment.report_path(root)
-    path = report.write_report(
-        root, out=out, period=period, echo=None if args.quiet else sys.stdout
-    )
+    path = write_report(root, out=out, period=period, echo=None if args.quiet else sys.stdout)
     print(f"\nReport written: {path}")
     return EXIT_OK

@@ -179,7 +179,7 @@ def _page_decoder(route: str) -> Callable[[str | bytes], EventsPage]:
         # The events borrow from what is decoded, for as long as the page lives. The SDK hands
         # over a str: with one character beyond Latin-1 (a name, a curly quote) that is 2-4
         # bytes a character, plus the UTF-8 copy CPython caches on it for msgspec; its UTF-8
-        # bytes are the page's own size (a third as much for a typical page).
+        # bytes are the page's own size (much less than the str for a typical page).
         data = body.encode() if isinstance(body, str) else body
         try:
             return decode_page(data)

@@ -64,9 +64,9 @@ def is_loopback(hostname: str) -> bool:
 class WholeBodyAdapter(HTTPAdapter):
     """Reads a buffered (not streamed) response body with one read, not requests' 10 KB chunks.
 
-    A team_log page is ~1 MB: read in 10 KB chunks, each of the ~100 reads gives up the GIL and
-    waits to get it back from whichever thread is transforming the previous page, which held
-    every call of a round back by 10-30 ms. One read lets the socket fill the buffer at once.
+    A team_log page is large: read in small chunks, each of the many reads gives up the GIL and
+    waits to get it back from whichever thread is transforming the previous page, which holds
+    every call of a round back. One read lets the socket fill the buffer at once.
     Errors while reading are mapped as requests maps them (its `iter_content` does the reading).
     """
 

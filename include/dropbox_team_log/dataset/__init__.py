@@ -1,2 +1,15 @@
 """The hive-partitioned Parquet dataset: day files replaced atomically, locally or on S3, each
-with the coverage ledger in its footer that makes "exact" checkable."""
+with the coverage ledger in its footer that makes "exact" checkable.
+
+Modules, from the entry point down:
+
+- `store`: `EventDataset`, the day files' paths, reads, and `write_day` (local and S3).
+- `merge`: one day file's rewrite, old rows and new rows streamed into sorted row groups.
+- `spool`: a write's new rows (`NewRows`, `RowSpool`), added page by page, read back sorted.
+- `file_format`: the Parquet options of a day file and its footer keys (coverage, version).
+- `ledger`: `Coverage`, which ranges of a day the rows answer exactly, as of when.
+- `columns`: EVENT_SCHEMA enforced on every batch, timestamps as numpy seconds, range masks.
+- `files`: the day lock, private folders, `write_atomically` (temp file, fsync, rename).
+- `object_store`: the S3 calls (conditional PUT) a plain filesystem does not have.
+- `root_check`: is a dataset root writable? Checked before any API call.
+"""

@@ -32,8 +32,9 @@ def lost_race_errors() -> tuple[type[BaseException], ...]:
     """What a write that lost the race to another writer raises: `WriteConflict`, and s3fs's
     `FileExpired` (it reads with If-Match on the ETag it opened, so a replaced object fails).
 
-    Looked up when an error is being matched, not imported up front: s3fs pulls in botocore
-    (~15 MB per task process), and if it was never imported no S3 read can have raised it.
+    Looked up when an error is being matched, not imported up front: s3fs pulls in botocore,
+    a heavy import for every task process, and if it was never imported no S3 read can have
+    raised it.
     """
     s3fs_utils = sys.modules.get("s3fs.utils")
     expired = getattr(s3fs_utils, "FileExpired", None)

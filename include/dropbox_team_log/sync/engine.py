@@ -21,7 +21,9 @@ import numpy as np
 
 from dropbox_team_log import settings
 from dropbox_team_log.client.reader import EventReader
-from dropbox_team_log.dataset.store import EventDataset, RowSpool, in_ranges
+from dropbox_team_log.dataset.columns import in_ranges
+from dropbox_team_log.dataset.spool import RowSpool
+from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.sync.fetch import fetch_ranges
 from dropbox_team_log.sync.planning import DaySpan, SyncPolicy
 from dropbox_team_log.sync.slicing import DensityProfile

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dropbox_team_log.client.reader import EventPage, EventReader
-from dropbox_team_log.dataset.store import NewRows
+from dropbox_team_log.dataset.spool import NewRows
 from dropbox_team_log.sync import slicing
 from dropbox_team_log.sync.slicing import DensityProfile
 from dropbox_team_log.timeutil import Range
@@ -59,9 +59,9 @@ class _PageWorker:
 
     The slice threads then only wait on the API: a thread hands its page over and sends its
     next call at once, instead of transforming and spooling first while the API idles. One
-    worker keeps up (it stores ~60k events/s; 8 calls in flight bring ~40k) and keeps each
-    slice's pages in order, so a restart discard still follows the pages it applies to. The
-    queue is short: a page waiting holds its body (~1 MB), and a full queue makes the slice
+    worker keeps up (it stores pages faster than the most calls in flight bring them) and keeps
+    each slice's pages in order, so a restart discard still follows the pages it applies to. The
+    queue is short: a page waiting holds its whole body, and a full queue makes the slice
     threads wait rather than the memory grow. The first error stops the storing; the rest of
     the queue is drained unread so no slice thread blocks, and `finish` raises it.
     """

@@ -12,7 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dropbox_team_log import deployment, settings
-from dropbox_team_log.analytics import report
+from dropbox_team_log.analytics.html_page import render_html
+from dropbox_team_log.analytics.period import resolve_period
+from dropbox_team_log.analytics.report import build
+from dropbox_team_log.analytics.text import report_text
+from dropbox_team_log.dataset.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +30,14 @@ def render(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     when = context.get("logical_date") or context["dag_run"].run_after
     if isinstance(when, str):
         when = datetime.fromisoformat(when)
-    period = report.resolve_period(
+    period = resolve_period(
         days=int(params.get("days") or settings.REPORT_DAYS), today=when.astimezone(UTC).date()
     )
     root = deployment.output_root()
     out = deployment.report_path(root)
-    data = report.build(root, period)
-    log.info("Report of %s:\n%s", period.label(), report.report_text(data))
-    path = report.write_text(out, report.render_html(data))
+    data = build(root, period)
+    log.info("Report of %s:\n%s", period.label(), report_text(data))
+    path = write_text(out, render_html(data))
     log.info("Report written to %s", path)
     metrics = {m.name: m.current for m in data.metrics}
     return {

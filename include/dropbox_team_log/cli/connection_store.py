@@ -1,0 +1,186 @@
+"""The Airflow connection `connect` writes: built in memory, tested, then read and saved in the DB.
+
+The test is the one the UI's Test button runs (the hook's own), on a connection that is not
+saved yet, so nothing is written unless it passes. Saving updates an existing row in place, so
+its id, references and audit log stay. The CLI runs on the Airflow host, outside any task, and
+writes the metadata DB as `airflow connections add` does; a DB that is missing or not migrated
+becomes a ConnectError that says what to run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from contextlib import contextmanager
+from typing import Any
+
+from dropbox_team_log.cli.connect_options import ConnectError, ConnectOptions
+from dropbox_team_log.settings import CONN_TYPE
+
+
+def build_connection(
+    opts: ConnectOptions,
+    refresh_token: str,
+    *,
+    team_id: str | None = None,
+    team_name: str | None = None,
+    connected_at: str | None = None,
+    extra_keep: dict[str, Any] | None = None,
+) -> Any:
+    """The connection as Airflow's Task SDK sees it (not saved): the exact contract fields."""
+    from airflow.sdk import Connection
+
+    extra: dict[str, Any] = dict(extra_keep or {})
+    extra["refresh_token"] = refresh_token
+    for key, value in (
+        ("connected_at", connected_at),
+        ("team_id", team_id),
+        ("team_name", team_name),
+    ):
+        if value is not None:
+            extra[key] = value
+    return Connection(
+        conn_id=opts.conn_id,
+        conn_type=CONN_TYPE,
+        login=opts.app_key,
+        password=opts.app_secret,
+        host=opts.base_url,
+        extra=json.dumps(extra),
+    )
+
+
+def verify_connection(conn: Any) -> tuple[bool, str]:
+    """Exactly what the UI's Test button runs, on a connection that is not saved (yet).
+
+    `airflow.sdk.Connection.test_connection()` resolves the hook from the provider registry
+    and lets the hook look this very connection up by id, so the connect command reuses the
+    hook's own test rather than a second implementation.
+    """
+    return conn.test_connection()
+
+
+def fetch_team_info(conn: Any) -> dict:
+    """`team/get_info` through the hook, reading the in-memory connection."""
+    from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
+
+    hook = DropboxTeamHook(dropbox_team_conn_id=conn.conn_id)
+    # The instance attribute shadows the classmethod: this hook reads `conn`, not a backend.
+    hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign]
+    return hook.get_team_info()
+
+
+def load_saved(conn_id: str) -> Any:
+    """The connection row in the metadata DB, or None (env-var connections are not rows)."""
+    from sqlalchemy import select
+
+    Connection = _orm_connection()
+    with _db_session() as session:
+        row = session.scalar(select(Connection).where(Connection.conn_id == conn_id))
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def save_connection(conn: Any) -> bool:
+    """Insert or update in place (same row id, so references and audit logs stay); True if new."""
+    from sqlalchemy import select
+
+    Connection = _orm_connection()
+    with _db_session() as session:
+        row = session.scalar(select(Connection).where(Connection.conn_id == conn.conn_id))
+        created = row is None
+        if row is None:
+            row = Connection(conn_id=conn.conn_id, conn_type=CONN_TYPE)
+            row.description = "Dropbox team activity log (written by dropbox-team-log connect)"
+            session.add(row)
+        row.conn_type = CONN_TYPE
+        row.host = conn.host or None
+        row.login = conn.login
+        row.password = conn.password or None
+        row.schema = None
+        row.port = None
+        row.set_extra(conn.extra)
+    return created
+
+
+def _orm_connection() -> Any:
+    """The metadata-DB model of a connection.
+
+    The Task SDK's `Connection` (what AIR311 suggests) cannot be written to the DB; this CLI
+    runs on the Airflow host, outside any task, like `airflow connections add` does.
+    """
+    from airflow.models.connection import Connection
+
+    return Connection
+
+
+@contextmanager
+def _db_session() -> Generator[Any, None, None]:
+    """`create_session()` with the failure admins hit (no or old DB) turned into a clear message."""
+    from airflow.utils.session import create_session
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with create_session() as session:
+            yield session
+    except SQLAlchemyError as exc:
+        raise _db_error(exc) from None
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    """Whether `exc` comes from the metadata DB (SQLAlchemy is imported only when asked)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
+
+
+def _db_error(exc: BaseException) -> Exception:
+    """A DB failure as a ConnectError that says what to run; any other error as it is."""
+    if not _is_db_error(exc):
+        return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+    # First line, before any "[SQL: ...]" / "[parameters: ...]" (which could hold a secret).
+    first = (str(exc).splitlines() or [type(exc).__name__])[0].split("[SQL:")[0].strip()[:200]
+    return ConnectError(
+        f"Airflow metadata DB not usable ({first}): check AIRFLOW_HOME / "
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN and run `airflow db migrate`"
+    )
+
+
+def extra_of(row: Any) -> dict[str, Any]:
+    """A saved row's extra as a dict; {} when it is empty or not a JSON object."""
+    try:
+        value = json.loads(row.extra) if row.extra else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def verify_saved(conn_id: str) -> tuple[bool, str]:
+    """Test a saved connection the way `airflow connections test` does (env var, then DB)."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        found = _orm_connection().get_connection_from_secrets(conn_id)
+    except AirflowNotFoundException:
+        return False, (
+            f"Connection '{conn_id}' not found (neither AIRFLOW_CONN_{conn_id.upper()} nor the "
+            f"metadata DB): run `dropbox-team-log connect --conn-id {conn_id}`"
+        )
+    except Exception as exc:
+        if _is_db_error(exc):
+            return False, str(_db_error(exc))
+        raise
+    conn = Connection(
+        conn_id=conn_id,
+        conn_type=found.conn_type,
+        host=found.host,
+        login=found.login,
+        password=found.password,
+        schema=found.schema,
+        port=found.port,
+        extra=found.extra,
+    )
+    if conn.conn_type != CONN_TYPE:
+        return False, (f"Connection '{conn_id}' has type '{conn.conn_type}', not '{CONN_TYPE}'")
+    return verify_connection(conn)

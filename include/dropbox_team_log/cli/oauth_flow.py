@@ -1,0 +1,127 @@
+"""The OAuth 2 no-redirect flow of `connect`: the authorization link, then code -> tokens.
+
+The Dropbox SDK's flow runs on the project's HTTP session, so `--api-base-url` (the emulator)
+is honoured for the token call and the link alike. It asks for offline access: a refresh token
+is the only grant that runs unattended. Each way the token endpoint can fail becomes a reason a
+person can act on, and every token is registered with Airflow's secrets masker as soon as it
+exists.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import requests
+
+from dropbox_team_log.cli.connect_options import ConnectError, ConnectOptions
+from dropbox_team_log.client.transport import build_session, rewrite_url
+from dropbox_team_log.settings import REQUIRED_SCOPES
+
+if TYPE_CHECKING:
+    from dropbox.oauth import DropboxOAuth2FlowNoRedirect, OAuth2FlowNoRedirectResult
+
+TOKEN_TIMEOUT = 30.0
+ACCESS_TYPE = "offline"  # a refresh token: the only grant that runs unattended
+
+
+def start_flow(opts: ConnectOptions) -> tuple[DropboxOAuth2FlowNoRedirect, str]:
+    """The SDK's no-redirect flow on our session; the link points at the override if any."""
+    from dropbox.oauth import DropboxOAuth2FlowNoRedirect
+
+    flow = DropboxOAuth2FlowNoRedirect(
+        opts.app_key,
+        consumer_secret=opts.app_secret,
+        use_pkce=opts.pkce,
+        token_access_type=ACCESS_TYPE,
+        scope=list(REQUIRED_SCOPES),
+        timeout=TOKEN_TIMEOUT,
+    )
+    flow.requests_session = build_session(opts.base_url)
+    url = flow.start()
+    if opts.base_url is not None:
+        url = rewrite_url(url, opts.base_url)
+    return flow, url
+
+
+def finish_flow(
+    flow: DropboxOAuth2FlowNoRedirect, code: str, opts: ConnectOptions
+) -> OAuth2FlowNoRedirectResult:
+    """Code -> tokens, with a reason a person can act on for each way it fails."""
+    where = opts.base_url or "https://api.dropboxapi.com"
+    try:
+        result = flow.finish(code)
+    except requests.HTTPError as exc:
+        raise _token_error(exc.response, opts) from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise ConnectError(
+            f"Dropbox OAuth token endpoint unreachable at {where} ({type(exc).__name__}): "
+            "check the network path and --api-base-url"
+        ) from None
+    except (ValueError, KeyError) as exc:  # a 200 that is not the token JSON promised
+        raise ConnectError(
+            f"Dropbox OAuth token endpoint at {where} answered an unexpected body "
+            f"({type(exc).__name__}): check --api-base-url"
+        ) from None
+    mask_secrets(result.access_token, result.refresh_token)
+    if not result.refresh_token:
+        raise ConnectError(
+            "Dropbox returned no refresh token (offline access): the app must allow "
+            "short-lived tokens with refresh; check the app's settings and connect again"
+        )
+    return result
+
+
+def _token_error(response: requests.Response | None, opts: ConnectOptions) -> ConnectError:
+    """What an HTTP error of the token endpoint means, by its OAuth `error` code."""
+    status = response.status_code if response is not None else 0
+    error, description = "", ""
+    if response is not None:
+        try:
+            body = response.json()
+            error = str(body.get("error", ""))
+            description = str(body.get("error_description", ""))
+        except ValueError:
+            pass
+    description = _scrub(description, opts)[:200]
+    if error == "invalid_grant":
+        return ConnectError(
+            f"Dropbox rejected the authorization code (invalid_grant: {description or 'unknown'})"
+            ": codes are single-use, expire after minutes and belong to one link; run the "
+            "command again and use the code of the new link"
+        )
+    if error in ("invalid_client", "unauthorized_client") or status == 401:
+        what = "app key" if opts.pkce else "app key / app secret"
+        return ConnectError(
+            f"Dropbox rejected the {what} ({error or f'HTTP {status}'}): copy them again from "
+            "the App Console (Settings tab)"
+            + ("; for --pkce the app must allow public clients (PKCE)" if opts.pkce else "")
+        )
+    if error == "invalid_request" and opts.pkce:
+        return ConnectError(
+            f"Dropbox refused the PKCE exchange (invalid_request: {description}): run the whole "
+            "flow in one `connect` run (the code belongs to this run's link)"
+        )
+    return ConnectError(
+        f"Dropbox OAuth token endpoint answered HTTP {status}"
+        + (f" ({error}: {description})" if error else "")
+        + ": try again later; if it persists check --api-base-url"
+    )
+
+
+def mask_secrets(*secrets: str | None) -> None:
+    """Register secrets with Airflow's masker: any log line carrying one shows *** instead."""
+    values = [s for s in secrets if s]
+    if not values:
+        return
+    from airflow.sdk.log import mask_secret
+
+    for value in values:
+        mask_secret(value)
+
+
+def _scrub(text: str, opts: ConnectOptions) -> str:
+    """`text` with the app secret shown as *** (an error description may echo what was sent)."""
+    for secret in (opts.app_secret,):
+        if secret:
+            text = text.replace(secret, "***")
+    return text

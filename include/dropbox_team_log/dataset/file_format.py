@@ -1,0 +1,55 @@
+"""How a day file is encoded: Parquet options, and the footer that carries its coverage.
+
+A day file is zstd Parquet, sorted by timestamp (declared as its sorting column). Its footer's
+key-value metadata holds two keys: COVERAGE_KEY, the JSON of the day's `Coverage` (which ranges
+its rows answer exactly, as of when: see ledger.py), and VERSION_KEY, the format version. A file
+without them was not written by this package and is refused rather than guessed at, since
+"exact" could no longer be checked. Changing anything here changes the bytes every deployment
+writes; the row-group size is set by the writer (merge.py).
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+import pyarrow.parquet as pq
+
+from dropbox_team_log.dataset.ledger import Coverage
+from dropbox_team_log.schema import EVENT_SCHEMA, JSON_COLUMNS, RAW_EVENT_COLUMN
+
+COVERAGE_KEY = b"dropbox_team_log.coverage"
+VERSION_KEY = b"dropbox_team_log.version"
+FORMAT_VERSION = b"1"
+
+# raw_event is unique per row, and a day's sorted timestamps nearly so: a dictionary would only be
+# built to be thrown away (and plain sorted timestamps are smaller than dictionary-encoded ones).
+_DICTIONARY_COLUMNS = [n for n in EVENT_SCHEMA.names if n not in (RAW_EVENT_COLUMN, "timestamp")]
+# Min/max of JSON text prune nothing and put two event-sized values per row group in the footer:
+# statistics for the other columns only, which makes the files smaller and the writes faster.
+_STATISTICS_COLUMNS = [n for n in EVENT_SCHEMA.names if n not in (RAW_EVENT_COLUMN, *JSON_COLUMNS)]
+
+
+def open_writer(sink: IO[bytes], coverage: Coverage) -> pq.ParquetWriter:
+    """A Parquet writer of a day file into `sink`, its footer stating `coverage`."""
+    schema = EVENT_SCHEMA.with_metadata(
+        {COVERAGE_KEY: coverage.to_json().encode(), VERSION_KEY: FORMAT_VERSION}
+    )
+    return pq.ParquetWriter(
+        sink,
+        schema,
+        compression="zstd",
+        use_dictionary=_DICTIONARY_COLUMNS,
+        write_statistics=_STATISTICS_COLUMNS,
+        sorting_columns=[pq.SortingColumn(0)],
+    )
+
+
+def coverage_of(metadata: pq.FileMetaData, path: str) -> Coverage:
+    """Coverage from a footer; a day file without it is foreign or corrupt, never guessed."""
+    kv = metadata.metadata or {}
+    if kv.get(VERSION_KEY) != FORMAT_VERSION or COVERAGE_KEY not in kv:
+        raise ValueError(
+            f"{path} has no {COVERAGE_KEY.decode()} metadata of format version "
+            f"{FORMAT_VERSION.decode()}: not written by this package"
+        )
+    return Coverage.from_json(kv[COVERAGE_KEY])
