@@ -54,9 +54,11 @@ TEAM_LOG_ROUTES = "2/team_log/*"
 
 
 def free_port() -> int:
-    from demo.run import free_port as demo_free_port
+    import socket
 
-    return demo_free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -106,7 +108,7 @@ def _own_cpu() -> float:
 def connect(client: EmulatorClient) -> None:
     """Grant the app on the emulator's Allow page; save it as AIRFLOW_CONN_* for every process."""
     from dropbox_emulator.config import DEMO_APP_KEY, DEMO_APP_SECRET
-    from tests.pipeline_helpers import connection_json
+    from tests.helpers.pipeline import connection_json
 
     emu = SimpleNamespace(
         base_url=client.base_url,

@@ -24,12 +24,10 @@ from dropbox_team_log.tasks import dag_spec
     tags=["dropbox", "audit-log", "backfill"],
     doc_md=__doc__,
     params={
-        "days": Param(
+        "days": dag_spec.days_param(
             settings.BACKFILL_DAYS,
-            type="integer",
-            minimum=1,
-            maximum=settings.MAX_BACKFILL_DAYS,
-            description="Days before the connection's connected_at to load",
+            settings.MAX_BACKFILL_DAYS,
+            "Days before the connection's connected_at to load",
         ),
         "start": Param(
             None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
 
 from dropbox_team_log import settings
 from dropbox_team_log.tasks import dag_spec
@@ -31,12 +31,8 @@ from dropbox_team_log.tasks import dag_spec
     tags=["dropbox", "audit-log", "report"],
     doc_md=__doc__,
     params={
-        "days": Param(
-            settings.REPORT_DAYS,
-            type="integer",
-            minimum=1,
-            maximum=settings.MAX_REPORT_DAYS,
-            description="Days the report covers",
+        "days": dag_spec.days_param(
+            settings.REPORT_DAYS, settings.MAX_REPORT_DAYS, "Days the report covers"
         ),
     },
 )

@@ -38,6 +38,11 @@ INCREMENTAL_DEFAULT_ARGS = {
 }
 
 
+def days_param(default: int, maximum: int, description: str) -> Param:
+    """A whole number of days from 1 to `maximum` (the backfill's range, the report's period)."""
+    return Param(default, type="integer", minimum=1, maximum=maximum, description=description)
+
+
 def conn_id_param() -> Param:
     """The `conn_id` param both sync DAGs take (a fresh Param per DAG)."""
     return Param(
