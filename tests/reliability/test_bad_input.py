@@ -1,9 +1,9 @@
 """Every user-facing entry point refuses bad values with a clear message before doing anything.
 
 Unit-level checks of params and connect arguments live in tests/sync/test_planning.py and
-tests/test_connect.py; here: the emulator's flags, half-filled connections and bad params/Variables
-through real DAG runs (no API call made, nothing written). The output-URL case belongs to the
-object-storage tests.
+tests/cli/test_connect.py; here: the emulator's flags, half-filled connections and bad
+params/Variables through real DAG runs (no API call made, nothing written). The output-URL case
+belongs to the object-storage tests.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Output folders and files never open to other local users, whatever the process umask:
 0750 / 0640 at most (a permissive umask does not widen them), narrower when the umask says so.
-tests/dataset/test_store.py checks the modes under the session's umask; this checks the interplay."""
+tests/dataset/test_store.py checks the modes under the session's umask; this, the interplay."""
 
 from __future__ import annotations
 
