@@ -143,17 +143,21 @@ def test_modules_stay_readable(name):
     assert lines <= MAX_LINES, f"{name} has {lines} lines: split it by job"
 
 
+def top_level_imports(name: str) -> set[str]:
+    """The top-level packages a module imports (absolute imports, anywhere in it)."""
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            roots.add((node.module or "").split(".")[0])
+    return roots
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_production_code_imports_no_tests_and_no_emulator(name):
-    tree = ast.parse(MODULES[name].read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots = {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and not node.level:
-            roots = {(node.module or "").split(".")[0]}
-        else:
-            continue
-        assert not roots & {"tests", "dropbox_emulator", "demo", "bench"}, f"{name}: {roots}"
+    roots = top_level_imports(name)
+    assert not roots & {"tests", "dropbox_emulator", "demo", "bench"}, f"{name}: {roots}"
 
 
 def test_settings_is_constants_only():
@@ -161,3 +165,13 @@ def test_settings_is_constants_only():
     tree = ast.parse(MODULES[f"{ROOT}.settings"].read_text())
     for node in tree.body:
         assert isinstance(node, ast.Assign | ast.AnnAssign | ast.Expr), ast.dump(node)[:80]
+
+
+#: Where Airflow may be imported: the rest of the package runs and is tested without it.
+AIRFLOW_ROOMS = {"hooks", "notifications", "tasks", "cli", "deployment"}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_airflow_stays_in_the_rooms_that_talk_to_it(name):
+    if "airflow" in top_level_imports(name):
+        assert room(name) in AIRFLOW_ROOMS, f"{name} imports Airflow"
