@@ -36,8 +36,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from tests.helpers import airflow_env  # Airflow home, connection via the Allow page
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
 
 airflow_env.configure()  # before anything imports Airflow
 
@@ -423,7 +422,9 @@ def bench_airflow(client: EmulatorClient, days: int, direct_wall: float, work: s
 
 
 def _glob(root: str) -> str:
-    return os.path.join(root, "event_date=*", "*.parquet")
+    from dropbox_team_log.schema import DAY_FILES_GLOB
+
+    return os.path.join(root, DAY_FILES_GLOB)
 
 
 def _count_rows(root: str) -> int:
@@ -437,7 +438,9 @@ def bench_storage(root: str) -> dict:
     """Bytes on disk per event, against the raw JSON bytes the rows keep (raw_event)."""
     import duckdb
 
-    on_disk = sum(p.stat().st_size for p in Path(root).glob("event_date=*/*.parquet"))
+    from dropbox_team_log.schema import DAY_FILES_GLOB
+
+    on_disk = sum(p.stat().st_size for p in Path(root).glob(DAY_FILES_GLOB))
     rows, raw = (
         duckdb.connect()
         .execute("SELECT count(*), sum(strlen(raw_event)) FROM read_parquet(?)", [_glob(root)])

@@ -30,6 +30,7 @@ import duckdb
 from dropbox_emulator import DEMO_APP_KEY, DEMO_APP_SECRET, EmulatorClient, approve
 from dropbox_emulator.process import EmulatorStartError, emulator_process
 from dropbox_team_log.analytics import report
+from dropbox_team_log.schema import DAY_FILES_GLOB
 
 #: The repository root (this file is demo/run.py), whatever the working directory.
 PROJECT = Path(__file__).resolve().parents[1]
@@ -186,7 +187,7 @@ def connect(base_url: str, env: dict[str, str]) -> None:
 
 
 def summarize(root: Path) -> None:
-    glob = f"{root}/event_date=*/*.parquet"
+    glob = f"{root}/{DAY_FILES_GLOB}"
     db = duckdb.connect()
     db.execute(
         "CREATE TABLE events AS SELECT * FROM read_parquet($glob, hive_partitioning = true)",

@@ -57,6 +57,8 @@ AUTH_STATUSES = (AUTHENTICATED, UNAUTHENTICATED, UNKNOWN)
 
 #: The hive partition: one folder per UTC day of the events' timestamps.
 PARTITION_KEY = "event_date"
+#: What a reader of the hive layout sees: the columns, then the partition as a DATE column.
+READER_SCHEMA = EVENT_SCHEMA.append(pa.field(PARTITION_KEY, pa.date32()))
 #: What a reader globs under the root to see every row exactly once (`_reports/`, `_locks/` and
 #: hidden temp files never match).
 DAY_FILES_GLOB = f"{PARTITION_KEY}=*/*.parquet"

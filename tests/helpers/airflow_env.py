@@ -16,7 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers.paths import REPO
+
 VENV_BIN = Path(sys.executable).parent
 _MARK = "DROPBOX_TEAM_LOG_TEST_AIRFLOW_HOME"
 _migrated = False

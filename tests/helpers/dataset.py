@@ -7,7 +7,7 @@ import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from dropbox_team_log.dataset import object_store
-from dropbox_team_log.schema import DAY_FILES_GLOB, EVENT_SCHEMA, PARTITION_KEY
+from dropbox_team_log.schema import DAY_FILES_GLOB, READER_SCHEMA
 
 
 def read_dataset(root: str) -> pa.Table:
@@ -21,7 +21,7 @@ def read_dataset(root: str) -> pa.Table:
     con = duckdb.connect()
     try:
         if not fs.glob(pattern):
-            return EVENT_SCHEMA.append(pa.field(PARTITION_KEY, pa.date32())).empty_table()
+            return READER_SCHEMA.empty_table()
         if not isinstance(fs, LocalFileSystem):
             con.register_filesystem(fs)
             pattern = fs.unstrip_protocol(pattern)

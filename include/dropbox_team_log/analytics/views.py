@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import duckdb
 import fsspec
-import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from dropbox_team_log.schema import EVENT_SCHEMA, PARTITION_KEY
+from dropbox_team_log.schema import DAY_FILES_GLOB, READER_SCHEMA
 
 #: The question views, in the order `query --views` lists them (`events` first: the others use it).
 VIEW_NAMES = (
@@ -159,7 +158,7 @@ VIEWS_SQL = {
 def files_glob(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The dataset's filesystem and the glob of its day files (`_reports/` etc. never match)."""
     fs, path = fsspec.core.url_to_fs(str(root))
-    return fs, f"{path.rstrip('/')}/{PARTITION_KEY}=*/*.parquet"
+    return fs, f"{path.rstrip('/')}/{DAY_FILES_GLOB}"
 
 
 def connect(root: str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
@@ -173,7 +172,7 @@ def connect(root: str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.D
     con.execute("SET TimeZone = 'UTC'")
     fs, pattern = files_glob(root)
     if not fs.glob(pattern):
-        empty = EVENT_SCHEMA.append(pa.field(PARTITION_KEY, pa.date32())).empty_table()
+        empty = READER_SCHEMA.empty_table()
         con.register("_dropbox_team_log_arrow", empty)
         con.execute(
             "CREATE OR REPLACE TABLE dropbox_team_log_empty AS "
