@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -504,6 +504,49 @@ def bench_queries(root: str) -> dict:
     return out
 
 
+def bench_detections(root: str) -> dict:
+    """Every detection over the whole benchmark dataset (what the detections DAG does on its
+    first run, a backfill's worth of changed days), and the evaluation of one changed day."""
+    from dropbox_team_log.analytics.findings import evaluate
+
+    evaluate(root)  # warm the OS cache: time the detections only
+    full = evaluate(root)
+    last_day = date.fromisoformat(max(p.name for p in Path(root).glob("event_date=*"))[11:])
+    one_day = evaluate(root, since=last_day)
+    return {
+        "detections_events": full.events,
+        "detections_findings": len(full.rows),
+        "detections_wall_s": round(full.seconds, 3),
+        "detections_events_per_s": round(full.events / full.seconds),
+        "detections_one_changed_day_s": round(one_day.seconds, 3),
+    }
+
+
+def bench_ocsf(root: str, work: str) -> dict:
+    """The OCSF export of the whole benchmark dataset on one core (DuckDB and Arrow at one
+    thread): hive layout, best of 3 (the first run also pays first-use costs); then once with
+    the Security Lake layout too (every file written twice)."""
+    import pyarrow as pa
+
+    from dropbox_team_log.analytics.ocsf_export import SecurityLakeTarget, export
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    out = os.path.join(work, "ocsf")
+    best = min((export(root, out, threads=1) for _ in range(3)), key=lambda r: r.seconds)
+    lake = SecurityLakeTarget(region="us-east-1", account_id="123456789012")
+    both = export(root, os.path.join(work, "ocsf-both"), security_lake=lake, threads=1)
+    on_disk = sum(p.stat().st_size for p in Path(out).rglob("*.parquet"))
+    return {
+        "ocsf_events": best.records,
+        "ocsf_classes": len(best.by_class),
+        "ocsf_export_s": round(best.seconds, 3),
+        "ocsf_events_per_s": round(best.events_per_second),
+        "ocsf_both_layouts_events_per_s": round(both.events_per_second),
+        "ocsf_bytes_per_event": round(on_disk / best.records, 1),
+    }
+
+
 # --- 3. memory ----------------------------------------------------------------------------------
 
 
@@ -511,30 +554,71 @@ def bench_queries(root: str) -> dict:
 WEEKDAY_FACTOR = 1.2
 
 
-def bench_memory(events: int, work: str) -> dict:
+def bench_memory(events: int, work: str, *, s3: bool = True) -> dict:
     """Peak RSS of a fresh process that syncs one day of about `events` events (no latency),
-    with the environment the Dockerfile gives a worker (`settings.WORKER_ENV`)."""
-    from dropbox_team_log.settings import WORKER_ENV
-
+    with the environment the Dockerfile gives a worker (`settings.WORKER_ENV`): into a local
+    folder (`memory_*`), then, with `s3`, the same day into an S3 root on moto (`memory_s3_*`)."""
     with emulator(events / WEEKDAY_FACTOR, seed=12) as client:
         connect(client)
         day = CLOCK - timedelta(days=3)
         expected = client.truth_count(day, day + timedelta(days=1))
-        child = subprocess.run(
-            [
-                *(sys.executable, "-m", "bench.run", "--memory-child"),
-                *(os.path.join(work, "memory"), day.date().isoformat()),
-            ],
-            cwd=REPO,
-            env={**os.environ, **WORKER_ENV},
-            capture_output=True,
-            text=True,
-        )
-    if child.returncode != 0:
-        raise SystemExit(f"memory child failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}")
-    figures = json.loads(child.stdout.strip().splitlines()[-1])
+        figures = run_memory_child(os.path.join(work, "memory"), day.date(), {})
+        if s3:
+            with s3_server() as env:
+                on_s3 = run_memory_child(f"s3://{S3_BUCKET}/memory", day.date(), env)
+            figures |= {key.replace("memory_", "memory_s3_", 1): v for key, v in on_s3.items()}
     figures["memory_day_events_expected"] = expected
     return figures
+
+
+def run_memory_child(root: str, day: date, env: dict[str, str]) -> dict:
+    """`memory_child` in a fresh process with `env` added to a worker's environment."""
+    from dropbox_team_log.settings import WORKER_ENV
+
+    child = subprocess.run(
+        [*(sys.executable, "-m", "bench.run", "--memory-child"), root, day.isoformat()],
+        cwd=REPO,
+        env={**os.environ, **WORKER_ENV, **env},
+        capture_output=True,
+        text=True,
+    )
+    if child.returncode != 0:
+        raise SystemExit(f"memory child failed:\n{child.stdout[-2000:]}\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+S3_BUCKET = "dtl-bench"
+
+
+@contextmanager
+def s3_server() -> Generator[dict[str, str], None, None]:
+    """moto's S3 on a loopback port with bucket `S3_BUCKET`; the AWS environment that reaches it
+    (moto keeps objects in this process: the child's memory is what is measured)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        ).create_bucket(Bucket=S3_BUCKET)
+        yield env
+    finally:
+        server.stop()
 
 
 def peak_rss_mb() -> float:
@@ -575,6 +659,7 @@ def memory_child(root: str, day: str) -> None:
 TARGETS = {
     "transform_events_per_s": (">=", 100_000),
     "transform_speedup": (">=", 25),
+    "ocsf_events_per_s": (">=", 100_000),
     "backfill_ratio_to_floor": ("<=", 1.3),
     "pool_backfill_ratio_to_floor": ("<=", 1.3),
     "memory_peak_rss_mb": ("<=", 300),
@@ -638,6 +723,10 @@ def main() -> int:
             figures |= bench_storage(root)
             step("queries", "DuckDB over the backfill dataset")
             figures |= bench_queries(root)
+            step("detections", "every detect_* view over the backfill dataset")
+            figures |= bench_detections(root)
+            step("ocsf", "OCSF export of the backfill dataset, one core")
+            figures |= bench_ocsf(root, work)
             if not args.skip_airflow:
                 step("airflow", "the same backfill via `airflow dags test`")
                 figures |= bench_airflow(client, args.days, backfill["backfill_wall_s"], work)

@@ -53,6 +53,7 @@ def main() -> int:
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir(parents=True)
     env = demo_environment()
+    env["AIRFLOW_VAR_DROPBOX_TEAM_LOG_DETECTIONS"] = detection_knobs()
     connected_at = datetime.now(UTC).replace(microsecond=0)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -64,6 +65,7 @@ def main() -> int:
     with emulator(port, connected_at, env):
         step("Emulator (local Dropbox API)", base_url)
         connect(base_url, env)
+        inject_incidents(EmulatorClient(base_url), connected_at)
         step("Backfill: 60 days before the connection", "dropbox_team_log_backfill")
         run(
             ["airflow", "dags", "test", "dropbox_team_log_backfill", connected_at.isoformat()],
@@ -79,7 +81,15 @@ def main() -> int:
                 env,
                 f"incremental-{int(offset.total_seconds())}",
             )
+        detections_at = connected_at + INCREMENTAL_AT[-1] + timedelta(minutes=1)
+        step("Detections over what changed", "dropbox_team_log_detections")
+        run(
+            ["airflow", "dags", "test", "dropbox_team_log_detections", detections_at.isoformat()],
+            env,
+            "detections",
+        )
     summarize(OUTPUT)
+    summarize_findings(OUTPUT)
     print(f"\nHTML report (charts, last 30 days): {report.write_report(str(OUTPUT))}")
     return 0
 
@@ -237,6 +247,57 @@ def summarize(root: Path) -> None:
     print(f"  .venv/bin/dropbox-team-log query --root {root} " + example)
     print(f"  or any Parquet reader over {glob} (hive partition event_date)")
     print("  Columns: docs/data_dictionary.md. Logs of this demo: data/demo/logs/.")
+
+
+def inject_incidents(client: EmulatorClient, connected_at: datetime) -> None:
+    """A few incidents among the generated activity (scenarios.demo_incidents), so the
+    detections have something to find: a leaver's mass download and delete, a leaked link..."""
+    from dropbox_emulator.config import EmulatorConfig
+    from dropbox_emulator.scenarios import demo_incidents
+
+    events = demo_incidents(EmulatorConfig(seed=7), int(connected_at.timestamp()))
+    client.add_events(events)
+    step("Incidents injected for the detections", f"{len(events)} events")
+
+
+def detection_knobs() -> str:
+    """The demo team's detection knobs (its partners' domains and its own apps allowlisted),
+    as the Variable `dropbox_team_log_detections` holds them."""
+    import json
+
+    from dropbox_emulator.config import EmulatorConfig
+    from dropbox_emulator.scenarios import demo_knobs
+
+    return json.dumps(demo_knobs(EmulatorConfig(seed=7)))
+
+
+def summarize_findings(root: Path) -> None:
+    """The findings the detections DAG raised: how many of each, and the most severe."""
+    from dropbox_team_log.analytics.findings import FindingsStore
+
+    store = FindingsStore(str(root))
+    db = duckdb.connect()
+    db.register("findings", store.read())
+    total = db.execute("SELECT count(*) FROM findings").fetchone()[0]
+    print(f"\nFindings raised by the detections ({total}, in {store.url}/):")
+    table(
+        db,
+        """
+        SELECT detection, severity, count(*) AS findings FROM findings
+        GROUP BY ALL ORDER BY findings DESC, detection""",
+    )
+    print("\nMost severe, latest first:")
+    table(
+        db,
+        """
+        SELECT severity, detection, strftime(first_seen, '%Y-%m-%d %H:%M') AS first_seen,
+               actor, asset, events
+        FROM findings
+        ORDER BY CASE severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END,
+                 first_seen DESC
+        LIMIT 8""",
+    )
+    print(f"  .venv/bin/dropbox-team-log detect --root {root}   (docs/detections.md)")
 
 
 def table(db: duckdb.DuckDBPyConnection, sql: str) -> None:

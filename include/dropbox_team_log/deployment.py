@@ -51,3 +51,8 @@ def conn_id(params: dict[str, Any]) -> str:
 def pseudonymise_key_setting() -> str | None:
     """The raw value of the pseudonymisation Variable (a key, `conn:<id>`, or None: off)."""
     return _variable(settings.PSEUDONYMISE_KEY_VARIABLE)
+
+
+def detections_setting() -> str | None:
+    """The raw JSON of the detections Variable (knob overrides), or None: the defaults."""
+    return _variable(settings.DETECTIONS_VARIABLE)

@@ -77,6 +77,71 @@ MAX_REPORT_DAYS = 366
 REPORTS_DIR = "_reports"
 REPORT_FILE = "dropbox_team_log_report.html"
 
+# --- detections and findings (analytics/detections.py, docs/detections.md) -------------------
+
+#: Evaluates the detections over the days that changed and raises new findings (on the Asset).
+DETECTIONS_DAG_ID = "dropbox_team_log_detections"
+#: A JSON object overriding DETECTION_DEFAULTS key by key, e.g.
+#: `{"mass_delete_files": 100, "allowed_share_domains": ["partner.example"]}`.
+DETECTIONS_VARIABLE = "dropbox_team_log_detections"
+#: The detections' knobs: thresholds, windows and allowlists (docs/detections.md says which
+#: detection reads which). Windows are whole minutes/hours/days, aligned to UTC midnight.
+DETECTION_DEFAULTS = {
+    # detect_mass_download / detect_mass_delete: distinct files per actor per window.
+    "mass_window_minutes": 60,
+    "mass_download_files": 50,
+    "mass_delete_files": 50,
+    # detect_login_brute_force: failed sign-ins per account per window.
+    "brute_force_window_minutes": 60,
+    "brute_force_failures": 10,
+    # detect_anonymous_link_burst: one link opened without signing in, per window, from at
+    # least this many IP addresses or countries.
+    "link_burst_window_hours": 24,
+    "link_burst_ips": 10,
+    "link_burst_countries": 5,
+    # detect_new_country_sign_in: no sign-in from the country in the lookback, and at least
+    # `min_history` sign-ins from elsewhere in it (a new account has no "usual" country yet).
+    "new_country_lookback_days": 30,
+    "new_country_min_history": 3,
+    # Allowlists: recipients' email domains never external (detect_external_share), countries
+    # never new (detect_new_country_sign_in), team-linked app ids never reported
+    # (detect_app_linked), new owners' domains that keep a transfer at medium severity.
+    "allowed_share_domains": (),
+    "allowed_countries": (),
+    "allowed_app_ids": (),
+    "trusted_owner_domains": (),
+}
+#: The findings dataset: `<root>/_findings/`, beside the data and outside its glob.
+FINDINGS_DIR = "_findings"
+#: Findings listed in one alert message (all of them are in its `findings` field).
+ALERT_FINDINGS_LISTED = 20
+
+# --- OCSF export (analytics/ocsf*.py, docs/ocsf.md) ------------------------------------------
+
+#: The OCSF schema version of every record: the one AWS Security Lake and AppFabric use.
+OCSF_VERSION = "1.1.0"
+#: The export's default place: `<root>/_ocsf/`, beside the data and outside its glob.
+OCSF_DIR = "_ocsf"
+#: Each (class, day) is one file of this name in its partition folder, replaced on re-export.
+OCSF_FILE = "records.parquet"
+#: Rows the export holds before writing them out as row groups: at most this many rows per row
+#: group (Security Lake asks for at most 256 MB), and the export's memory bound.
+OCSF_ROW_GROUP_ROWS = 65_536
+#: Days one export query covers: up to this many rows and days (each (class, day) file of the
+#: query is open until it ends).
+OCSF_CHUNK_ROWS = 250_000
+OCSF_CHUNK_DAYS = 16
+#: Security Lake custom source per OCSF class (one class per source; names <= 20 characters).
+OCSF_SECURITY_LAKE_SOURCES = {
+    6006: "dropbox-file-hosting",
+    3002: "dropbox-auth",
+    3001: "dropbox-account-chg",
+    3004: "dropbox-entity-mgmt",
+    3005: "dropbox-user-access",
+    3006: "dropbox-group-mgmt",
+    6003: "dropbox-api-activity",
+}
+
 # --- Dropbox API -----------------------------------------------------------------------------
 
 #: The least privilege the job needs; nothing more is ever requested.

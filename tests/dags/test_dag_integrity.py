@@ -10,7 +10,9 @@ from tests.helpers.paths import DAGS_FOLDER
 
 DAGS = DAGS_FOLDER
 SYNC_DAGS = {"dropbox_team_log_backfill", "dropbox_team_log_incremental"}
-EXPECTED = SYNC_DAGS | {"dropbox_team_log_report"}
+#: The DAGs that run whenever the dataset changes (scheduled on its Asset).
+ASSET_DAGS = {"dropbox_team_log_report", "dropbox_team_log_detections"}
+EXPECTED = SYNC_DAGS | ASSET_DAGS
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,19 @@ def test_report_runs_after_every_dataset_update(dagbag):
     ]
     for task in dag.tasks:
         assert task.retries >= 1, task.task_id
+
+
+def test_detections_run_after_every_dataset_update(dagbag):
+    dag = dagbag.dags["dropbox_team_log_detections"]
+    assert "dropbox" in dag.tags and dag.max_active_runs == 1 and dag.catchup is False
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert [asset.name for asset in dag.timetable.asset_condition.objects] == [
+        "dropbox_team_log_events"
+    ]
+    assert [t.task_id for t in dag.tasks] == ["evaluate_detections", "notify_findings"]
+    assert dag.get_task("notify_findings").upstream_task_ids == {"evaluate_detections"}
+    for task in dag.tasks:
+        assert task.retries >= 1 and task.on_failure_callback, task.task_id
 
 
 def test_incremental_schedule_and_backfill_is_manual(dagbag):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from dropbox_team_log.analytics import views
+from dropbox_team_log.analytics.findings import findings_table
 from dropbox_team_log.analytics.html_page import render_html
 from dropbox_team_log.analytics.metrics import collect
 from dropbox_team_log.analytics.period import Period, resolve_period
@@ -25,9 +26,11 @@ def build(root: str, period: Period) -> ReportData:
     """Every number and chart of the report of `period`, from the dataset at `root`."""
     con = views.connect(root)
     try:
-        return collect(con, root, period)
+        data = collect(con, root, period)
     finally:
         con.close()
+    data.tables.append(findings_table(root, period))
+    return data
 
 
 def write_report(

@@ -23,6 +23,7 @@ import duckdb
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from dropbox_team_log.analytics import detections, ocsf
 from dropbox_team_log.schema import DAY_FILES_GLOB, READER_SCHEMA
 
 #: The question views, in the order `query --views` lists them (`events` first: the others use it).
@@ -192,6 +193,8 @@ def connect(root: str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.D
     con.execute(f"CREATE OR REPLACE VIEW dropbox_team_log_rows AS {source}")
     for name, sql in VIEWS_SQL.items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    detections.register(con)
+    ocsf.register_view(con, SOURCE_VIEW)
     return con
 
 

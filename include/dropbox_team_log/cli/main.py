@@ -15,12 +15,16 @@ from typing import Any
 from dropbox_team_log import __version__
 from dropbox_team_log.cli.analyst import add_analyst_parsers
 from dropbox_team_log.cli.connect import add_connect_parser, add_test_parser
+from dropbox_team_log.cli.detect import add_detect_parser
+from dropbox_team_log.cli.ocsf_export import add_ocsf_export_parser
 
 #: Subcommand registrars, in the order `--help` lists them.
 REGISTRARS: list[Callable[[Any], None]] = [
     add_connect_parser,
     add_test_parser,
     add_analyst_parsers,
+    add_detect_parser,
+    add_ocsf_export_parser,
 ]
 
 

@@ -4,16 +4,19 @@ Always an ERROR log line (any log shipping can alert on it); and, when the Airfl
 `dropbox_team_log_alerts` exists, a JSON POST to the URL in its `host` (a Slack incoming webhook,
 Teams, PagerDuty Events, any HTTP endpoint: the body has a Slack-style `text` plus fields).
 Callbacks run after the task has failed: the alert never raises, a broken webhook only logs.
-Only the stdlib and `settings` at module level: DAG files import this at parse time.
+Only the stdlib, `settings` and `errors` at module level: DAG files import this at parse time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
-from dropbox_team_log.settings import ALERT_CONN_ID
+from dropbox_team_log.errors import DropboxTeamLogError
+from dropbox_team_log.settings import ALERT_CONN_ID, ALERT_FINDINGS_LISTED
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +91,86 @@ def on_failure(context: dict[str, Any]) -> None:
     except Exception as exc:  # the task already failed; a broken alert target must not hide it
         # The URL may embed a token (Slack): name the connection, never the URL.
         log.warning("alert through connection '%s' failed: %s", ALERT_CONN_ID, type(exc).__name__)
+
+
+# --- findings of the detections DAG ------------------------------------------------------------
+
+#: C0/C1 controls and the bidi overrides: shown as escapes, never sent raw to a chat or a log.
+_CONTROLS = {
+    c: f"\\u{c:04x}"
+    for c in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+}
+#: What Slack's message text treats as markup (`<!channel>`, `<url|label>`): escaped as it asks.
+_CHAT_MARKUP = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
+
+
+class AlertDeliveryError(DropboxTeamLogError):
+    """The alert connection's endpoint did not take the findings (they stay pending)."""
+
+
+def visible(value: Any) -> str:
+    """A value as a terminal or a log line shows it: controls as `\\uXXXX`, one line."""
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return text.translate(_CONTROLS)
+
+
+def _plain(value: Any) -> str:
+    """An event string as a chat line shows it: literally, one line, no chat markup."""
+    return visible(value).translate(_CHAT_MARKUP)
+
+
+def finding_line(finding: dict[str, Any]) -> str:
+    """One finding in one line: severity, detection, who, what, how many, when."""
+    return (
+        f"[{_plain(finding['severity'])}] {_plain(finding['detection'])}: "
+        f"{_plain(finding.get('actor') or '-')} -> {_plain(finding.get('asset') or '-')} "
+        f"({finding.get('events')} events, {_plain(finding.get('first_seen'))} .. "
+        f"{_plain(finding.get('last_seen'))}, id {_plain(finding['finding_id'])})"
+    )
+
+
+def findings_message(findings: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The alert for new findings: a Slack-style `text` listing the first ones, and every
+    finding (evidence included) under `findings`."""
+    severities = Counter(str(f["severity"]) for f in findings)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(severities.items()))
+    lines = [f"Dropbox team log: {len(findings)} new finding(s) ({counts})"]
+    lines += [finding_line(f) for f in findings[:ALERT_FINDINGS_LISTED]]
+    if len(findings) > ALERT_FINDINGS_LISTED:
+        lines.append(f"... and {len(findings) - ALERT_FINDINGS_LISTED} more (in `findings`)")
+    return {
+        "text": "\n".join(lines),
+        "count": len(findings),
+        "findings": [{key: _field(key, value) for key, value in f.items()} for f in findings],
+    }
+
+
+def _field(key: str, value: Any) -> Any:
+    """A finding's field as JSON: times in ISO 8601, the evidence as the object it is."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if key == "evidence" and isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+def send_findings(findings: Sequence[dict[str, Any]], conn_id: str = ALERT_CONN_ID) -> bool:
+    """A WARNING log line per finding always; one POST when the alert connection exists.
+
+    Returns whether a POST was sent. A POST that fails raises AlertDeliveryError naming the
+    connection (never its URL, which may hold a token), so the task fails and retries them.
+    """
+    for finding in findings:
+        log.warning("FINDING %s", finding_line(finding))
+    url = webhook_url(conn_id)
+    if not url or not findings:
+        return False
+    try:
+        post(url, findings_message(findings))
+    except Exception as exc:
+        raise AlertDeliveryError(
+            f"sending {len(findings)} finding(s) through connection '{conn_id}' failed "
+            f"({type(exc).__name__}): check the endpoint; they are sent again on the next run"
+        ) from None
+    log.info("%d finding(s) sent through connection '%s'", len(findings), conn_id)
+    return True

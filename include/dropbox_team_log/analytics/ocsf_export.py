@@ -1,0 +1,317 @@
+"""Write the OCSF records as Parquet: plain hive partitions, and Amazon Security Lake's layout.
+
+One file per OCSF class per UTC day, in either or both layouts under `out`:
+
+    <out>/class_uid=<uid>/event_day=<YYYY-MM-DD>/records.parquet               (hive)
+    <out>/ext/<source>[/<version>]/region=<region>/accountId=<account>/eventDay=<YYYYMMDD>/...
+
+The second is what a Security Lake custom source reads (one source per class, `<source>` from
+`settings.OCSF_SECURITY_LAKE_SOURCES`): with `out` the lake's bucket, the files land where the
+sources' Glue crawlers look. A file's name is fixed, so re-exporting a day replaces its files
+(and removes those of classes the day no longer has): re-runnable, never duplicated. Each file
+appears whole: locally a temp file renamed onto it, on S3 one PUT. Rows stream from DuckDB a
+batch at a time, so a day's size is bounded by its files, not by memory (S3: one file's bytes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import time
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import IO, Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from dropbox_team_log import settings
+from dropbox_team_log.analytics import ocsf
+from dropbox_team_log.dataset import object_store
+from dropbox_team_log.dataset.files import write_atomically
+from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.schema import PARTITION_KEY
+
+#: Parquet columns whose values are (nearly) all distinct: the per-event JSON text.
+_UNIQUE_TEXT = frozenset(
+    {"raw_data", "unmapped.details", "unmapped.assets", "unmapped.participants", "unmapped.context",
+     "unmapped.access_method"}
+)  # fmt: skip
+EPOCH_DAY = date(1970, 1, 1)
+#: Rows DuckDB hands over per Arrow batch.
+_BATCH_ROWS = 32_768
+
+
+@dataclass(frozen=True)
+class SecurityLakeTarget:
+    """Where the Security Lake layout's partitions say the data comes from."""
+
+    region: str
+    account_id: str
+    #: The custom source's version, when it was created with one (its location ends `/<v>/`).
+    source_version: str | None = None
+
+
+@dataclass
+class ExportResult:
+    days: list[date] = field(default_factory=list)
+    records: int = 0
+    by_class: dict[int, int] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def events_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+def default_out(root: str) -> str:
+    """`<root>/_ocsf`: beside the data, outside its glob."""
+    return f"{str(root).rstrip('/')}/{settings.OCSF_DIR}"
+
+
+def hive_path(out: str, class_uid: int, day: date) -> str:
+    return f"{out}/class_uid={class_uid}/event_day={day.isoformat()}/{settings.OCSF_FILE}"
+
+
+def security_lake_path(out: str, class_uid: int, day: date, target: SecurityLakeTarget) -> str:
+    source = settings.OCSF_SECURITY_LAKE_SOURCES[class_uid]
+    if target.source_version:
+        source = f"{source}/{target.source_version}"
+    return (
+        f"{out}/ext/{source}/region={target.region}/accountId={target.account_id}"
+        f"/eventDay={day:%Y%m%d}/{settings.OCSF_FILE}"
+    )
+
+
+def _leaves(prefix: str, data_type: pa.DataType) -> Iterator[str]:
+    if pa.types.is_struct(data_type):
+        for child in data_type.fields:
+            yield from _leaves(f"{prefix}.{child.name}", child.type)
+    elif pa.types.is_list(data_type):
+        yield from _leaves(f"{prefix}.list.element", data_type.value_type)
+    else:
+        yield prefix
+
+
+@functools.cache
+def _writer_options(schema: pa.Schema) -> dict[str, Any]:
+    """How each Parquet column is written. The per-event JSON text (the bulk of the bytes):
+    zstd, no dictionary, no min/max. The other columns repeat few values: dictionary-encoded,
+    with statistics, and snappy, whose per-column setup costs less than zstd's (a class's file
+    of a day often holds a handful of rows, so that setup is most of its cost)."""
+    leaves = [path for f in schema for path in _leaves(f.name, f.type)]
+    repeated = [path for path in leaves if path not in _UNIQUE_TEXT]
+    return {
+        "compression": {path: "zstd" if path in _UNIQUE_TEXT else "snappy" for path in leaves},
+        "use_dictionary": repeated,
+        "write_statistics": repeated,
+    }
+
+
+class _ClassFile:
+    """One class's Parquet file(s) of one day, written to every layout's sink at once."""
+
+    def __init__(self, sinks: list[IO[bytes] | pa.BufferOutputStream], schema: pa.Schema):
+        options = _writer_options(schema)
+        self._writers = [pq.ParquetWriter(sink, schema, **options) for sink in sinks]
+        self._pending: list[pa.RecordBatch] = []
+        self.pending = 0
+        self.records = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self.pending += batch.num_rows
+        self.records += batch.num_rows
+
+    def flush(self) -> None:
+        """Write what is pending as one row group."""
+        if self._pending:
+            table = pa.Table.from_batches(self._pending)
+            for writer in self._writers:
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self._pending, self.pending = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        for writer in self._writers:
+            writer.close()
+
+
+class _Output:
+    """The export's destination: its filesystem, and how a file becomes visible whole there."""
+
+    def __init__(self, out: str) -> None:
+        self.fs, path = object_store.filesystem(out)
+        self.out = path.rstrip("/")
+        self.is_object_store = object_store.is_object_store(self.fs)
+
+    @contextlib.contextmanager
+    def sink(self, path: str) -> Generator[IO[bytes] | pa.BufferOutputStream, None, None]:
+        """Yields where the file's bytes go; they replace `path` only when the block ends well."""
+        if self.is_object_store:
+            buffer = pa.BufferOutputStream()
+            yield buffer  # ruff: ignore[fallible-context-manager] (an error: no PUT, wanted)
+            self.fs.pipe_file(path, buffer.getvalue().to_pybytes())
+            return
+        with write_atomically(self.fs, path) as sink:
+            yield sink
+
+    def remove(self, path: str) -> bool:
+        if not self.fs.exists(path):
+            return False
+        if self.is_object_store:
+            object_store.delete(self.fs, path)
+        else:
+            self.fs.rm_file(path)
+        return True
+
+    def display(self, path: str) -> str:
+        """The path as the user would name it (a URL unless local)."""
+        return path if isinstance(self.fs, LocalFileSystem) else self.fs.unstrip_protocol(path)
+
+
+def _source(dataset: EventDataset, days: list[date]) -> str:
+    paths = [dataset.day_path(day) for day in days]
+    if not dataset.is_local:
+        paths = [dataset.fs.unstrip_protocol(path) for path in paths]
+    quoted = ", ".join("'" + path.replace("'", "''") + "'" for path in paths)
+    return (
+        f"read_parquet([{quoted}], hive_partitioning = true, hive_types = {{'event_date': DATE}})"
+    )
+
+
+def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[list[date]]:
+    """Consecutive days, as many per query as OCSF_CHUNK_ROWS and OCSF_CHUNK_DAYS allow (a
+    query has a fixed cost, ~50 ms: per day, it would weigh as much as the records on small
+    days)."""
+    chunk: list[date] = []
+    rows = 0
+    for day in days:
+        with dataset.fs.open(dataset.day_path(day), "rb") as handle:
+            day_rows = pq.ParquetFile(handle).metadata.num_rows
+        if chunk and (
+            rows + day_rows > settings.OCSF_CHUNK_ROWS or len(chunk) >= settings.OCSF_CHUNK_DAYS
+        ):
+            yield chunk
+            chunk, rows = [], 0
+        chunk.append(day)
+        rows += day_rows
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class _Layouts:
+    output: _Output
+    hive: bool
+    lake: SecurityLakeTarget | None
+
+    def paths(self, class_uid: int, day: date) -> list[str]:
+        out = self.output.out
+        paths = [hive_path(out, class_uid, day)] if self.hive else []
+        if self.lake is not None:
+            paths.append(security_lake_path(out, class_uid, day, self.lake))
+        return paths
+
+
+def _split(batch: pa.RecordBatch) -> Iterator[tuple[int, date, pa.RecordBatch]]:
+    """The batch's rows by (class, day), each part with its class's columns: one sort and one
+    copy of the batch, then zero-copy slices (a filter per part would copy it once per part)."""
+    keys = pa.table({"day": batch.column(PARTITION_KEY), "class": batch.column("class_uid")})
+    order = pc.sort_indices(keys, sort_keys=[("day", "ascending"), ("class", "ascending")])
+    rows, keys = batch.take(order), keys.take(order)
+    days = keys.column("day").combine_chunks().cast(pa.int32()).to_numpy()
+    classes = keys.column("class").to_numpy()
+    starts = np.flatnonzero((np.diff(days) != 0) | (np.diff(classes) != 0)) + 1
+    bounds = [0, *starts.tolist(), len(days)]
+    for start, end in itertools.pairwise(bounds):
+        class_uid = int(classes[start])
+        day = EPOCH_DAY + timedelta(days=int(days[start]))
+        part = rows.slice(start, end - start).select(list(ocsf.CLASS_COLUMNS[class_uid]))
+        yield class_uid, day, part
+
+
+def _export_chunk(
+    con: duckdb.DuckDBPyConnection,
+    dataset: EventDataset,
+    days: list[date],
+    layouts: _Layouts,
+    result: ExportResult,
+) -> None:
+    """One query over `days`; its rows go to one file per (class, day) and layout. What is
+    pending is written as a row group once OCSF_ROW_GROUP_ROWS rows wait, bounding memory."""
+    output = layouts.output
+    files: dict[tuple[int, date], _ClassFile] = {}
+    pending = 0
+    with contextlib.ExitStack() as stack:
+        reader = con.sql(ocsf.select_sql(_source(dataset, days))).to_arrow_reader(_BATCH_ROWS)
+        for batch in reader:
+            for class_uid, day, part in _split(batch):
+                if (class_uid, day) not in files:
+                    paths = layouts.paths(class_uid, day)
+                    sinks = [stack.enter_context(output.sink(path)) for path in paths]
+                    files[class_uid, day] = _ClassFile(sinks, part.schema)
+                    result.written.extend(output.display(path) for path in paths)
+                files[class_uid, day].add(part)
+            pending += batch.num_rows
+            if pending >= settings.OCSF_ROW_GROUP_ROWS:
+                for class_file in files.values():
+                    class_file.flush()
+                pending = 0
+        for class_file in files.values():
+            class_file.close()
+    for (class_uid, _), class_file in files.items():
+        result.by_class[class_uid] = result.by_class.get(class_uid, 0) + class_file.records
+        result.records += class_file.records
+    for day in days:
+        for class_uid in ocsf.CLASS_COLUMNS:
+            if (class_uid, day) in files:
+                continue
+            for path in layouts.paths(class_uid, day):
+                if output.remove(path):
+                    result.removed.append(output.display(path))
+
+
+def export(
+    root: str,
+    out: str | None = None,
+    *,
+    days: Iterable[date] | None = None,
+    hive: bool = True,
+    security_lake: SecurityLakeTarget | None = None,
+    threads: int | None = None,
+) -> ExportResult:
+    """Export the days of the dataset at `root` (default: every day it has) as OCSF Parquet
+    under `out` (default `<root>/_ocsf`): hive partitions with `hive`, Security Lake's layout
+    with a `security_lake` target. `threads` caps DuckDB's threads (the benchmark uses 1)."""
+    if not hive and security_lake is None:
+        raise ValueError("nothing to write: choose the hive layout, Security Lake's, or both")
+    dataset = EventDataset(str(root))
+    wanted = set(days) if days is not None else None
+    chosen = [day for day in dataset.days() if wanted is None or day in wanted]
+    layouts = _Layouts(_Output(out or default_out(root)), hive, security_lake)
+    result = ExportResult(days=chosen)
+    started = time.perf_counter()
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        if not dataset.is_local:
+            con.register_filesystem(dataset.fs)
+        ocsf.register_function(con)
+        for days_of_query in _chunks(dataset, chosen):
+            _export_chunk(con, dataset, days_of_query, layouts, result)
+    finally:
+        con.close()
+    result.seconds = time.perf_counter() - started
+    return result

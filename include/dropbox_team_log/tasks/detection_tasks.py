@@ -1,0 +1,103 @@
+"""The detections DAG's two tasks: evaluate what changed, then alert on what is new.
+
+`evaluate` runs the detections over the days written since the last evaluation and writes the
+new findings (analytics/findings.py); `notify` sends every findings file not alerted yet through
+the alert connection and marks it. Kept apart so a webhook that is down retries the sending only:
+the findings are already written, and are sent once it answers. At parse time this module
+costs what `dag_spec` does: the task bodies import the analytics inside the tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import XComArg, task
+
+from dropbox_team_log.notifications.alerts import on_failure
+
+log = logging.getLogger(__name__)
+
+#: Retries with backoff (a webhook that is down), and the failure alert of every task.
+DEFAULT_ARGS = {
+    "owner": "security",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=30),
+    "on_failure_callback": on_failure,
+}
+
+
+def run_time(context: dict[str, Any]) -> datetime:
+    """The run's logical date, or its run_after (asset-triggered runs have no logical date)."""
+    when = context.get("logical_date") or context["dag_run"].run_after
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    return when.astimezone(UTC)
+
+
+def evaluate(context: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the detections over the changed days; write and log the new findings."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from dropbox_team_log import deployment
+    from dropbox_team_log.analytics.detections import DetectionConfig, DetectionConfigError
+    from dropbox_team_log.analytics.findings import run_detections
+
+    try:
+        cfg = DetectionConfig.from_json(deployment.detections_setting())
+    except DetectionConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+    root = deployment.output_root()
+    triggers = context.get("triggering_asset_events") or {}
+    asset_events = sum(len(events) for events in triggers.values())
+    result = run_detections(root, cfg, now=run_time(context))
+    log.info(
+        "detections over %s: %d asset event(s) since the last run, %d day(s) changed%s; "
+        "%d events read, %d finding(s), %d new, in %.2f s",
+        root,
+        asset_events,
+        len(result.changed_days),
+        f" (from {result.since})" if result.since else "",
+        result.events,
+        result.findings,
+        len(result.new),
+        result.seconds,
+    )
+    return result.to_xcom()
+
+
+def notify(context: dict[str, Any]) -> dict[str, Any]:
+    """Send each findings file not alerted yet, oldest first, and mark it sent."""
+    from dropbox_team_log import deployment
+    from dropbox_team_log.analytics.findings import FindingsStore
+    from dropbox_team_log.notifications.alerts import send_findings
+
+    store = FindingsStore(deployment.output_root())
+    sent = 0
+    with store.lock():
+        for name, findings in store.pending():
+            send_findings(findings)
+            store.mark_notified(name)
+            sent += len(findings)
+    log.info("%d finding(s) alerted", sent)
+    return {"alerted": sent}
+
+
+def detect_and_notify() -> XComArg:
+    """The DAG's task graph: evaluate >> notify."""
+
+    @task(task_id="evaluate_detections", multiple_outputs=False)
+    def evaluate_task(**context: Any) -> dict[str, Any]:
+        return evaluate(context)
+
+    @task(task_id="notify_findings", multiple_outputs=False)
+    def notify_task(**context: Any) -> dict[str, Any]:
+        return notify(context)
+
+    evaluated = evaluate_task()
+    alerted = notify_task()
+    evaluated >> alerted
+    return alerted
