@@ -1,6 +1,8 @@
 """The HTML report, opened in a real headless browser (Debian's chromium): every chart drew its
 data, and every number shown equals what the views answer. Also the terminal tables, hostile
-file names, the period rules, and the report DAG run for real (dag.test).
+file names, the period rules, and the report DAG run for real (dag.test). Event strings stay
+data: markup in them creates no element (tables, tick labels, legends, hover labels) and their
+control characters show as escapes, in the page, the terminal and the task log.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from dropbox_team_log.analytics import report
 from dropbox_team_log.analytics import views as query
 from dropbox_team_log.analytics.html_page import render_html
 from dropbox_team_log.analytics.period import Period, resolve_period
+from dropbox_team_log.analytics.text import report_text
 from dropbox_team_log.cli import main as cli
+from dropbox_team_log.display import visible
+from tests.helpers import hostile_data
 from tests.helpers.analyst_data import HOSTILE_NAME, T0, emulator_dataset
+from tests.helpers.hostile_data import HOSTILE, hostile_dataset
 from tests.helpers.pipeline import DAGS_FOLDER
 
 CHROMIUM = "/usr/bin/chromium"
@@ -267,3 +273,166 @@ def test_report_dag_writes_beside_the_data(root, airflow_db, tmp_path, monkeypat
     assert period.get("data-end") == T0.date().isoformat()
     assert period.get("data-start") == (T0.date() - timedelta(days=6)).isoformat()
     assert oct(page.stat().st_mode & 0o777) == "0o640"
+
+
+# --- event strings stay data -------------------------------------------------------------------
+
+#: Hovers every bar of every chart in turn (Plotly handles one hover per 50 ms) and keeps a copy
+#: of each hover label under #hover-capture, so the dumped DOM holds what a mouse would show.
+HOVER_EVERY_BAR = """<script>
+const pause = (ms) => new Promise((done) => setTimeout(done, ms));
+window.addEventListener("load", async () => {
+  await pause(200);
+  const sink = document.createElement("div");
+  for (const gd of document.querySelectorAll(".js-plotly-plot")) {
+    for (const [curveNumber, trace] of gd.data.entries()) {
+      for (let pointNumber = 0; pointNumber < trace.x.length; pointNumber++) {
+        Plotly.Fx.hover(gd, [{curveNumber, pointNumber}]);
+        await pause(60);
+        const box = document.createElement("div");
+        box.className = "hover";
+        box.dataset.chart = gd.closest("section").dataset.chart;
+        box.appendChild(gd.querySelector(".hoverlayer").cloneNode(true));
+        sink.appendChild(box);
+      }
+    }
+  }
+  sink.id = "hover-capture";
+  document.body.appendChild(sink);
+});
+</script>
+"""
+HOSTILE_END = (T0 - timedelta(days=1)).date()
+
+
+@pytest.fixture(scope="module")
+def hostile_written(tmp_path_factory):
+    """The report of a dataset whose every shown string is hostile, and what the command printed."""
+    root = tmp_path_factory.mktemp("hostile") / "dataset"
+    out = tmp_path_factory.mktemp("hostile_out") / "report.html"
+    with hostile_dataset(root):
+        period = ["--end", HOSTILE_END.isoformat(), "--days", str(hostile_data.REPORT_DAYS)]
+        result = subprocess.run(
+            ["dropbox-team-log", "report", "--root", str(root), "--out", str(out), *period],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return root, out, result.stdout.decode()
+
+
+@pytest.fixture(scope="module")
+def hostile_dom(hostile_written, tmp_path_factory):
+    """The hostile report's DOM after plotly.js drew it and every bar was hovered."""
+    _, out, _ = hostile_written
+    page = tmp_path_factory.mktemp("hovered") / "report.html"
+    page.write_text(out.read_text().replace("</body>", HOVER_EVERY_BAR + "</body>"))
+    result = chromium(
+        "--dump-dom",
+        page.as_uri(),
+        tmp=tmp_path_factory.mktemp("chromium_hostile"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = lxml.html.fromstring(result.stdout)
+    assert dom.xpath("//div[@id='hover-capture']/div"), "the hover script did not run"
+    return dom
+
+
+def texts(nodes) -> list[str]:
+    return [node.text_content() for node in nodes]
+
+
+def dom_title(dom) -> str:
+    return dom.xpath("//title")[0].text_content()
+
+
+def test_event_markup_creates_no_element_in_the_browser(hostile_dom):
+    """Links, bold, breaks, spans, images and scripts named by events stay characters."""
+    assert dom_title(hostile_dom) != "pwned"
+    assert not hostile_dom.xpath("//a | //b | //i | //img | //span | //svg//br")
+    assert not hostile_dom.xpath("//svg//tspan[@style]"), "event markup became styled text"
+    # Plotly keeps each label's source text in `data-unformatted`: text, never a link or style.
+    live = [
+        (element.tag, name)
+        for element in hostile_dom.iter()
+        for name, value in element.attrib.items()
+        if name != "data-unformatted" and ("evil.example" in value or "80px" in value)
+    ]
+    assert not live, f"event markup became attributes: {live}"
+    charts = hostile_dom.xpath("//section[@data-chart]//div[contains(@class, 'plotly-graph-div')]")
+    assert len(hostile_dom.xpath("//script")) == 1 + len(charts) + 1  # plotly.js, charts, hover
+
+
+#: Where each hostile field shows: (chart, the part of the chart) or (table, column).
+CHART_PLACES = {
+    "asset_path": "top_unauthenticated_files",
+    "shared_link": "top_unauthenticated_links",
+    "country": "unauthenticated_countries",
+    "ip_address": "unauthenticated_ips",
+}
+LEGEND_PLACES = {
+    "anonymous_event_type": "unauthenticated_per_day",
+    "error_message": "sign_in_failures_per_day",
+    "admin_event_category": "admin_actions_per_day",
+}
+TABLE_PLACES = {
+    ("top_unauthenticated_files", "asset_path"),
+    ("top_unauthenticated_links", "shared_link"),
+    ("top_unauthenticated_links", "asset_name"),
+    ("unauthenticated_countries", "country"),
+    ("unauthenticated_ips", "ip_address"),
+    ("sign_in_failures_by_user", "admin_email"),
+    ("sign_in_failures_by_user", "error_message"),
+    ("admin_actions_by_admin", "admin_email"),
+}
+
+
+def chart(dom, name: str):
+    return dom.xpath(f"//section[@data-chart='{name}']")[0]
+
+
+def test_event_strings_show_literally_in_charts_tables_and_hovers(hostile_dom):
+    for field, name in CHART_PLACES.items():
+        shown = visible(HOSTILE[field])
+        ticks = texts(chart(hostile_dom, name).xpath(f".//g[{has_class('ytick')}]//text"))
+        markup = next(m for m in hostile_data.MARKUP if HOSTILE[field].endswith(m))
+        assert any(t.startswith("...") and t.endswith(markup) for t in ticks), (field, ticks)
+        hovers = texts(hostile_dom.xpath(f"//div[@class='hover'][@data-chart='{name}']"))
+        assert any(shown in h for h in hovers), (field, hovers)
+    for field, name in LEGEND_PLACES.items():
+        legend = texts(chart(hostile_dom, name).xpath(f".//*[{has_class('legendtext')}]"))
+        assert visible(HOSTILE[field]) in legend, (field, legend)
+    for table, field in TABLE_PLACES:
+        cells = texts(hostile_dom.xpath(f"//table[@data-table='{table}']//td"))
+        assert visible(HOSTILE[field]) in cells, (table, field)
+    news = " ".join(texts(hostile_dom.xpath("//ul[@class='summary']/li")))
+    assert f"New admins acting: {visible(HOSTILE['admin_email'])}." in news
+
+
+def test_no_raw_control_character_reaches_the_page(hostile_dom):
+    shown = texts(
+        hostile_dom.xpath(
+            "//td | //ul[@class='summary']/li | //svg//text | //div[@id='hover-capture']"
+        )
+    )
+    raw = [(c, s[:60]) for s in shown for c in hostile_data.STEERING if c in s]
+    assert not raw, raw
+
+
+def test_report_command_prints_no_terminal_control(hostile_written):
+    _, _, stdout = hostile_written
+    steering = [c for c in hostile_data.STEERING if c != "\n" and c in stdout]
+    assert not steering, f"raw control characters in the terminal output: {steering}"
+    assert not [line for line in stdout.splitlines() if line.lstrip().startswith("forged")]
+    assert visible(HOSTILE["admin_email"])[:60] in stdout
+
+
+def test_report_dag_log_shows_event_strings_visibly(hostile_written):
+    """The report task logs `report_text` of the data it renders: the same escaping."""
+    root, _, _ = hostile_written
+    period = Period(HOSTILE_END - timedelta(days=hostile_data.REPORT_DAYS - 1), HOSTILE_END)
+    logged = report_text(report.build(str(root), period))
+    assert not [c for c in hostile_data.STEERING if c != "\n" and c in logged]
+    assert not [line for line in logged.splitlines() if line.lstrip().startswith("forged")]
+    assert visible(HOSTILE["country"]) in logged

@@ -15,6 +15,7 @@ from collections.abc import Generator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.dataset as ds
 
@@ -69,10 +70,6 @@ def hostile_events(at: datetime) -> list[dict]:
 def emulator_dataset(root: Path) -> Generator[Path, None, None]:
     """Sync the DAYS days before T0 from a fresh emulator into `root`; yields `root`."""
     from dropbox_emulator import running_emulator
-    from dropbox_team_log.dataset.store import EventDataset
-    from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
-    from dropbox_team_log.sync.engine import sync_day
-    from dropbox_team_log.sync.planning import SyncPolicy, split_days
 
     start = T0 - timedelta(days=DAYS)
     with running_emulator(
@@ -89,30 +86,41 @@ def emulator_dataset(root: Path) -> Generator[Path, None, None]:
         early = T0 - timedelta(hours=1)  # visible before the sync reads them
         emu.add_events(spec_events(start, T0 - start - timedelta(days=2)), visible_at=early)
         emu.add_events(hostile_events(T0 - timedelta(days=3)), visible_at=early)
-        previous = os.environ.get("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT")
-        os.environ["AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT"] = connection_json(emu, connected_at=T0)
-        try:
-            hook = DropboxTeamHook()
-            dataset = EventDataset(str(root))
-            as_of = int(T0.timestamp())
-            policy = SyncPolicy(
-                settle_seconds=25 * 3600, refresh_seconds=6 * 3600, catchup_seconds=7 * 86400
-            )
-            for span in split_days(int(start.timestamp()), as_of):
-                sync_day(
-                    reader=hook.event_reader(),
-                    dataset=dataset,
-                    span=span,
-                    as_of=as_of,
-                    policy=policy,
-                    team_id=emu.config.resolved_team_id,
-                )
-        finally:
-            if previous is None:
-                os.environ.pop("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT", None)
-            else:
-                os.environ["AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT"] = previous
+        sync_days(emu, root, start)
     yield root
+
+
+def sync_days(emu: Any, root: Path, start: datetime) -> None:
+    """Every day from `start` to T0, from `emu` into the dataset at `root`, as the mapped sync
+    task does (the connection the connect command saves, read from AIRFLOW_CONN_*)."""
+    from dropbox_team_log.dataset.store import EventDataset
+    from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
+    from dropbox_team_log.sync.engine import sync_day
+    from dropbox_team_log.sync.planning import SyncPolicy, split_days
+
+    previous = os.environ.get("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT")
+    os.environ["AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT"] = connection_json(emu, connected_at=T0)
+    try:
+        hook = DropboxTeamHook()
+        dataset = EventDataset(str(root))
+        as_of = int(T0.timestamp())
+        policy = SyncPolicy(
+            settle_seconds=25 * 3600, refresh_seconds=6 * 3600, catchup_seconds=7 * 86400
+        )
+        for span in split_days(int(start.timestamp()), as_of):
+            sync_day(
+                reader=hook.event_reader(),
+                dataset=dataset,
+                span=span,
+                as_of=as_of,
+                policy=policy,
+                team_id=emu.config.resolved_team_id,
+            )
+    finally:
+        if previous is None:
+            os.environ.pop("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT", None)
+        else:
+            os.environ["AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT"] = previous
 
 
 def raw_rows(root: Path) -> list[tuple[str, dict]]:

@@ -125,3 +125,13 @@ def test_every_task_of_both_dags_alerts_on_failure(airflow_db):
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
             assert alerts.on_failure in callbacks, (dag_id, task.task_id)
             assert task.retries >= 1 and task.retry_exponential_backoff, (dag_id, task.task_id)
+
+
+def test_alert_log_line_shows_control_characters_as_escapes(monkeypatch, caplog):
+    """A failure's reason may quote an event string: the ERROR line must not steer a terminal."""
+    monkeypatch.delenv(ENV, raising=False)
+    with caplog.at_level(logging.ERROR, logger=alerts.__name__):
+        alerts.on_failure(failure_context(RuntimeError("bad name '\x1b]0;pwned\x07\r\nforged'")))
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "\\u001b]0;pwned\\u0007\\u000d\\u000aforged" in line
+    assert not [c for c in "\x1b\x07\r\n" if c in line]

@@ -1,7 +1,7 @@
 """Events the generator never makes, injected through the emulator's POST /__emulator/events:
 MBs of details, unicode and control characters in names and paths, IPv6 origins, event types
 and categories no SDK knows. They must land exactly (raw_event byte-for-byte as JSON) and keep
-their columns readable.
+their columns readable; `query` shows their control characters as escapes, never raw.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from datetime import timedelta
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from dropbox_team_log.cli import main as cli
+from dropbox_team_log.display import visible
 from tests.helpers.pipeline import event_calls, run_dag
 from tests.reliability.matrix import T0, FaultFigures, compare, record
 
@@ -48,7 +50,7 @@ def _odd_events(template: dict) -> list[dict]:
     return [big, names, ipv6, unknown]
 
 
-def test_odd_events_land_exactly(emu, connected, output):
+def test_odd_events_land_exactly(emu, connected, output, capsys):
     template = json.loads(emu.truth(DAY_LO, T0, as_of=T0)[0])
     odd = _odd_events(template)
     emu.add_events(odd, visible_at=DAY_LO + timedelta(hours=5))
@@ -80,3 +82,11 @@ def test_odd_events_land_exactly(emu, connected, output):
     assert ODD_PATH in json.loads(named.column("assets")[0].as_py())[0]["path"]["contextual"]
     big = [r for r in table.column("raw_event").to_pylist() if len(r) > 1_000_000]
     assert len(big) == 1 and json.loads(big[0])["details"]["pad"] == "é" * (2 * 1024 * 1024)
+
+    capsys.readouterr()
+    sql = "SELECT actor_display_name, asset_path FROM events WHERE actor_email = 'zoë@例え.jp'"
+    assert cli.main(["query", "--root", str(output), sql]) == 0
+    shown = capsys.readouterr().out
+    assert not [c for c in "\x00\x07\x1b\r\t\u202e\u202c" if c in shown], "raw controls shown"
+    assert len(shown.splitlines()) == 3  # header, the one row, the count: CR/LF forged nothing
+    assert visible(ODD_NAME)[:90] in shown and visible(ODD_PATH)[:90] in shown

@@ -1,7 +1,9 @@
 """The report's Plotly figures: per-day stacked bars over the period, and ranked horizontal bars.
 
 A chart with no data in the period has no figure (the page shows a note instead). The figures
-only draw what metrics.py counted; they run no SQL of their own.
+only draw what metrics.py counted; they run no SQL of their own. Plotly reads the text it draws
+(tick labels, hover text, trace names) as pseudo-HTML, so every data string goes through
+`plotly_literal` first: a file named `<a href=...>` shows as those characters, not as a link.
 """
 
 from __future__ import annotations
@@ -14,8 +16,22 @@ import plotly.graph_objects as go
 
 from dropbox_team_log.analytics.period import Period
 from dropbox_team_log.analytics.report_data import Chart, ReportData, Table
+from dropbox_team_log.display import visible
 
 AUTH_COLORS = {"authenticated": "#2b6cb0", "unauthenticated": "#e53e3e", "unknown": "#a0aec0"}
+#: Plotly's text markup starts at `<` (tags) and `&` (entities): escaped, it stays literal text.
+_PLOTLY_MARKUP = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
+#: Longest bar label of a ranked chart (the hover text holds the whole value).
+_LABEL_CHARS = 60
+
+
+def plotly_literal(value: object, limit: int | None = None) -> str:
+    """`value` as text Plotly draws literally: control characters as escapes (`visible`),
+    cut to its last `limit` characters when longer, then Plotly's markup characters escaped."""
+    text = visible(value)
+    if limit is not None and len(text) > limit:
+        text = "..." + text[-(limit - 3) :]
+    return text.translate(_PLOTLY_MARKUP)
 
 
 def _layout(fig: go.Figure, *, height: int = 360, **kwargs: Any) -> go.Figure:
@@ -43,7 +59,7 @@ def _stacked_by_day(
             go.Bar(
                 x=[d.isoformat() for d, _ in points],
                 y=[n for _, n in points],
-                name=name,
+                name=plotly_literal(name),
                 marker_color=(colors or {}).get(name),
             )
         )
@@ -60,22 +76,19 @@ def _ranked(table: Table, label_col: str, value_col: str, *, color: str) -> go.F
         return None
     li, vi = table.columns.index(label_col), table.columns.index(value_col)
     rows = list(reversed(table.rows))
-    labels = [_short(str(r[li])) for r in rows]
+    labels = [plotly_literal(r[li], _LABEL_CHARS) for r in rows]
     fig = go.Figure(
         go.Bar(
             x=[r[vi] for r in rows],
             y=labels,
             orientation="h",
             marker_color=color,
-            hovertext=[str(r[li]) for r in rows],
+            hovertext=[plotly_literal(r[li]) for r in rows],
             hoverinfo="text+x",
         )
     )
-    return _layout(fig, height=120 + 28 * len(rows), yaxis={"automargin": True})
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else "..." + text[-(limit - 3) :]
+    # Categories always: a label that looks like a number or a date must not turn the axis.
+    return _layout(fig, height=120 + 28 * len(rows), yaxis={"automargin": True, "type": "category"})
 
 
 #: The charts in page order, name -> title. A ranked chart (RANKED) draws the table of its name;

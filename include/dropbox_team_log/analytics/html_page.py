@@ -1,8 +1,10 @@
 """The report as one self-contained HTML page: the Jinja2 template (templates/) filled in.
 
 plotly.js is embedded once, inline, so the file opens offline (no CDN, no map tiles).
-User-controlled text (file names, links, emails) is escaped by Jinja2's autoescape and by
-Plotly's JSON encoding; only Plotly's own output and plotly.js enter the page unescaped.
+Event strings (file names, links, emails) are data, never markup: in the tables and summary by
+Jinja2's autoescape (after `text.cell` made control characters visible), in the charts by
+`charts.plotly_literal` (Plotly's label pseudo-HTML) and Plotly's JSON encoding. Only Plotly's
+own output and plotly.js enter the page unescaped.
 """
 
 from __future__ import annotations

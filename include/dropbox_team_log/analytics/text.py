@@ -2,6 +2,8 @@
 
 The page (html_page.py) shows the same cells and summary lines, so the terminal, the report
 DAG's log and the HTML say the same thing; `dropbox-team-log query` prints its tables here too.
+Every value is shown through `display.visible`: an event string's control characters print as
+escapes and never steer the terminal (clear it, retitle it, forge a row).
 """
 
 from __future__ import annotations
@@ -13,19 +15,22 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from dropbox_team_log.analytics.report_data import ReportData
+from dropbox_team_log.display import visible
 
 
 def cell(value: object) -> str:
-    """A value as a table shows it: times in UTC to the second, None as empty."""
+    """A value as a table shows it: times in UTC to the second, None as empty, control
+    characters as escapes."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    return str(value)
+    return visible(value)
 
 
 def summary_lines(data: ReportData) -> list[str]:
-    """The short text of what changed since the previous period."""
+    """The short text of what changed since the previous period (news quotes event strings:
+    shown visible)."""
     lines = []
     events = next((m for m in data.metrics if m.name == "events"), None)
     if events is not None and events.previous == 0:
@@ -38,11 +43,12 @@ def summary_lines(data: ReportData) -> list[str]:
             lines.append(f"{m.label}: {m.current} ({word} from {m.previous}, {m.change}).")
     if not lines:
         lines.append("No change in the headline numbers since the previous period.")
-    return lines + data.news
+    return lines + [visible(line) for line in data.news]
 
 
 def print_rows(columns: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO) -> None:
     """Aligned columns, each at most 90 characters wide; `(none)` for no rows."""
+    columns = [visible(c) for c in columns]
     cells = [[cell(v) for v in row] for row in rows]
     widths = [min(90, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]
     print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), file=out)

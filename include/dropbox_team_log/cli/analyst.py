@@ -4,6 +4,10 @@
 or opens a small interactive SQL prompt; `report` prints the key tables and writes the HTML
 report. Without `--root` both read the dataset the DAGs write (Airflow Variable, else the project
 default).
+
+Output for people (the table format, the report's tables, error messages that may quote a value)
+shows control characters as escapes (`display.visible`); `--format csv` and `--format json` are
+for programs and keep the exact data (docs/querying.md, "Hostile strings and spreadsheets").
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import json
 import sys
 from datetime import date
 from typing import Any, TextIO
+
+from dropbox_team_log.display import visible
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _FORMATS = ("table", "csv", "json")
@@ -76,8 +82,14 @@ def _root(args: argparse.Namespace) -> str:
     if args.root:
         return args.root
     from dropbox_team_log import deployment  # reads Airflow Variables: only without --root
+    from dropbox_team_log.errors import ConnectionConfigError
 
-    return deployment.output_root()
+    root = deployment.output_root()
+    try:  # the deployment's S3 credentials too, when it names an AWS connection
+        deployment.use_aws_connection(root, deployment.aws_conn_id())
+    except ConnectionConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return root
 
 
 # --- query -------------------------------------------------------------------------------------
@@ -103,7 +115,7 @@ def query_command(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
         try:
             _run(con, sql, args)
         except duckdb.Error as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {visible(exc)}", file=sys.stderr)
             return EXIT_FAILURE
         return EXIT_OK
     finally:
@@ -152,7 +164,7 @@ def _prompt(con: Any, args: argparse.Namespace, stdin: TextIO) -> int:
             try:
                 _run(con, "\n".join(buffer), args)
             except duckdb.Error as exc:
-                print(f"error: {exc}")
+                print(f"error: {visible(exc)}")
             buffer = []
 
 

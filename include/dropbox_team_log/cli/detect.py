@@ -111,8 +111,14 @@ def _root(args: argparse.Namespace) -> str:
     if args.root:
         return args.root
     from dropbox_team_log import deployment  # reads Airflow Variables: only without --root
+    from dropbox_team_log.errors import ConnectionConfigError
 
-    return deployment.output_root()
+    root = deployment.output_root()
+    try:  # the deployment's S3 credentials too, when it names an AWS connection
+        deployment.use_aws_connection(root, deployment.aws_conn_id())
+    except ConnectionConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return root
 
 
 def _findings(args: argparse.Namespace, cfg: Any) -> tuple[list[dict[str, Any]], str | None]:

@@ -4,7 +4,8 @@ Always an ERROR log line (any log shipping can alert on it); and, when the Airfl
 `dropbox_team_log_alerts` exists, a JSON POST to the URL in its `host` (a Slack incoming webhook,
 Teams, PagerDuty Events, any HTTP endpoint: the body has a Slack-style `text` plus fields).
 Callbacks run after the task has failed: the alert never raises, a broken webhook only logs.
-Only the stdlib, `settings` and `errors` at module level: DAG files import this at parse time.
+Only the stdlib, `settings`, `errors` and `display` at module level: DAG files import this at
+parse time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from dropbox_team_log.display import visible
 from dropbox_team_log.errors import DropboxTeamLogError
 from dropbox_team_log.settings import ALERT_CONN_ID, ALERT_FINDINGS_LISTED
 
@@ -33,7 +35,9 @@ def alert_message(context: dict[str, Any]) -> dict[str, Any]:
     run_id = context.get("run_id") or getattr(ti, "run_id", "?")
     exc = context.get("exception")
     reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no exception recorded"
-    reason = reason[:MAX_REASON]
+    from dropbox_team_log.client.redaction import scrub  # a server's echo of a secret stays out
+
+    reason = scrub(reason)[:MAX_REASON]
     task = task_id if map_index in (None, -1) else f"{task_id}[{map_index}]"
     text = f"Dropbox team log: {dag_id}.{task} failed in run {run_id}: {reason}"
     return {
@@ -82,7 +86,7 @@ def post(url: str, payload: dict[str, Any], timeout: float = 10.0) -> None:
 def on_failure(context: dict[str, Any]) -> None:
     """`on_failure_callback` of every task: log line always, webhook when configured."""
     message = alert_message(context)
-    log.error("ALERT %s", message["text"])
+    log.error("ALERT %s", visible(message["text"]))  # the reason may quote an event string
     try:
         url = webhook_url()
         if url:
@@ -95,23 +99,12 @@ def on_failure(context: dict[str, Any]) -> None:
 
 # --- findings of the detections DAG ------------------------------------------------------------
 
-#: C0/C1 controls and the bidi overrides: shown as escapes, never sent raw to a chat or a log.
-_CONTROLS = {
-    c: f"\\u{c:04x}"
-    for c in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-}
 #: What Slack's message text treats as markup (`<!channel>`, `<url|label>`): escaped as it asks.
 _CHAT_MARKUP = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
 
 
 class AlertDeliveryError(DropboxTeamLogError):
     """The alert connection's endpoint did not take the findings (they stay pending)."""
-
-
-def visible(value: Any) -> str:
-    """A value as a terminal or a log line shows it: controls as `\\uXXXX`, one line."""
-    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    return text.translate(_CONTROLS)
 
 
 def _plain(value: Any) -> str:
