@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, quote, quote_plus
 
 import pytest
 import requests
@@ -28,6 +29,7 @@ from tests.helpers.connecting import (
     fresh_code,
     run_cli,
 )
+from tests.helpers.local_servers import LocalServer, Received, Reply
 
 LINK_RE = re.compile(r"^\s+(http\S+/oauth2/authorize\?\S+)$", re.MULTILINE)
 
@@ -330,6 +332,14 @@ def no_network(monkeypatch):
             ["--app-key", "k", "--app-secret", "s", "--api-base-url", "ftp://127.0.0.1"],
             "is not an http(s) URL",
         ),
+        (
+            ["--app-key", "k", "--app-secret", "s", "--api-base-url", "http://u:pw@127.0.0.1:1"],
+            "carries credentials (user:password@)",
+        ),
+        (
+            ["--app-key", "k", "--app-secret", "s", "--api-base-url", "http://127.0.0.1\\@x.io"],
+            "contains a backslash",
+        ),
         (["--app-key", "  ", "--app-secret", "s"], "--app-key is empty"),
         (["--app-key", "k", "--app-secret", "s", "--pkce"], "exclude each other"),
         (["--app-key", "k", "--app-secret", " "], "the app secret is empty"),
@@ -387,3 +397,55 @@ def test_refuses_to_overwrite_another_connection_type(emu, conn_id, transcript):
     assert "exists with type 'http'" in transcript.take()[1]
     assert db_row(conn_id).conn_type == "http"
     assert emu.stats()["calls"].get("oauth2/token", 0) == 0  # refused before the network
+
+
+# --- the token exchange against a host that redirects or echoes the request --------------------
+
+ODD_SECRET = "odd-s3cret/with+chars=&0f9d"
+ODD_CODE = "code-Of/The+Admin=0123456789"
+
+
+def connect_to(base_url: str) -> list[str]:
+    return [
+        "connect",
+        *("--app-key", "local-app-key", "--app-secret", ODD_SECRET),
+        *("--api-base-url", base_url, f"--code={ODD_CODE}", "--no-save"),
+    ]
+
+
+def test_a_redirected_code_exchange_sends_nothing_elsewhere(transcript, caplog):
+    with LocalServer() as elsewhere:
+        moved = Reply(307, "", {"Location": f"{elsewhere.base_url}/oauth2/token"})
+        with LocalServer(lambda request: moved) as origin:
+            assert cli.main(connect_to(origin.base_url)) == 1
+            assert [r.path for r in origin.requests] == ["/oauth2/token"]
+        assert elsewhere.requests == []
+    _, err = transcript.take()
+    assert f"{origin.base_url} answered POST /oauth2/token with HTTP 307" in err
+    assert f"a redirect to {elsewhere.base_url}: refused, nothing was sent there" in err
+    transcript.assert_clean([ODD_SECRET, quote_plus(ODD_SECRET), ODD_CODE], caplog.text)
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        ("invalid_grant", "Dropbox rejected the authorization code (invalid_grant: got "),
+        ("invalid_request", "Dropbox OAuth token endpoint answered HTTP 400 (invalid_request: "),
+        (f"bad code {ODD_CODE}", "Dropbox OAuth token endpoint answered HTTP 400 (bad code ***"),
+    ],
+)
+def test_an_echoed_code_exchange_shows_no_secret(error, says, transcript, caplog):
+    """The token endpoint answers 400 quoting the form it received (the code, the app secret),
+    raw and URL-encoded: `connect` says what failed, with neither."""
+
+    def echo(request: Received) -> Reply:
+        said = f"got {request.text} i.e. {dict(parse_qsl(request.text))}"
+        return Reply(400, {"error": error, "error_description": said})
+
+    with LocalServer(echo) as server:
+        assert cli.main(connect_to(server.base_url)) == 1
+        assert quote_plus(ODD_SECRET) in server.everything()  # it did get them
+    _, err = transcript.take()
+    assert says in err
+    secrets = [ODD_SECRET, quote_plus(ODD_SECRET), quote(ODD_SECRET, safe=""), ODD_CODE]
+    transcript.assert_clean([*secrets, quote_plus(ODD_CODE)], caplog.text)

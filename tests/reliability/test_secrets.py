@@ -3,12 +3,15 @@ refresh token is revoked mid-way, with a known (non-demo) app secret; then every
 scanned - task logs under AIRFLOW_HOME/logs, every table of Airflow's metadata DB, captured
 stdout/stderr and log records, exception texts with their chains, every column of every Parquet
 file - for the app secret, the refresh token and every access token issued. Also: the saved
-connection is Fernet-encrypted in the DB."""
+connection is Fernet-encrypted in the DB, and the failure alert scrubs an error that quotes a
+server's echo of the request."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 import traceback
@@ -142,3 +145,44 @@ def test_nothing_written_holds_a_secret(
     # The scan did look at real output: the failure and the SDK's refreshes were logged.
     assert "dropbox-team-log connect" in seen.out + seen.err + caplog.text
     assert "Refreshing access token" in seen.out + seen.err + caplog.text
+
+
+def test_the_alert_webhook_never_carries_an_echoed_secret(monkeypatch, caplog):
+    """A task fails with an error that quotes what a server echoed (here the SDK's own
+    BadInputError with the token endpoint's body, as it left a refresh before scrubbing was
+    added): the alert's log line and the webhook's body show neither the secrets the
+    connection holds nor their URL-encoded and `Basic` forms."""
+    from urllib.parse import quote_plus, urlencode
+
+    from dropbox.exceptions import BadInputError
+
+    from dropbox_team_log.notifications import alerts
+    from tests.e2e.webhook import WebhookReceiver
+
+    key, secret, refresh = "alert-app-key", "alert-s3cret/+=&x", "rt-Alert/Refresh+Token=01234"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ALERT_SCAN",
+        json.dumps(
+            {
+                "conn_type": "dropbox_team",
+                "login": key,
+                "password": secret,
+                "extra": {"refresh_token": refresh},
+            }
+        ),
+    )
+    assert DropboxTeamHook(dropbox_team_conn_id="alert_scan").settings.app_key == key  # as a task
+    form = urlencode({"refresh_token": refresh, "client_id": key, "client_secret": secret})
+    basic = base64.b64encode(f"{key}:{secret}".encode()).decode()
+    echoed = BadInputError("req-1", f"Error in call: {form} / {secret} / Basic {basic}")
+    with WebhookReceiver() as receiver, caplog.at_level(logging.DEBUG):
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_DROPBOX_TEAM_LOG_ALERTS",
+            json.dumps({"conn_type": "http", "host": receiver.url}),
+        )
+        alerts.on_failure({"run_id": "manual__scan", "exception": echoed})
+    (body,) = receiver.received
+    sent = json.dumps(body) + caplog.text
+    assert f"refresh_token=***&client_id={key}&client_secret=***" in body["text"]
+    for leak in (secret, refresh, quote_plus(secret), quote_plus(refresh), basic):
+        assert leak not in sent

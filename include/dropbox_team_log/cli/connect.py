@@ -9,7 +9,8 @@ This module is the command: its arguments, the flow's steps in order (`run_conne
 prints. The steps live beside it: the inputs (connect_options.py), the OAuth exchange
 (oauth_flow.py), the connection's test and the metadata DB (connection_store.py). No secret
 (app secret, refresh/access token, authorization code) is ever printed or logged; the tokens are
-registered with Airflow's secrets masker as soon as they exist.
+registered with Airflow's secrets masker as soon as they exist, and everything the command
+prints after the flow started is scrubbed (`client.redaction`): a server's answer may echo them.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from dropbox_team_log.cli.connection_store import (
     verify_saved,
 )
 from dropbox_team_log.cli.oauth_flow import finish_flow, mask_secrets, start_flow
+from dropbox_team_log.client.redaction import scrub
 from dropbox_team_log.errors import DropboxTeamLogError
 from dropbox_team_log.settings import (
     APP_SECRET_ENV,
@@ -241,21 +243,22 @@ def connect_command(args: argparse.Namespace) -> int:
         opts = options_from_args(args)
         result = run_connect(opts, read_code=_prompt_code if is_terminal(sys.stdin) else None)
     except UsageError as exc:
-        print(f"dropbox-team-log connect: error: {exc}", file=sys.stderr)
+        print(f"dropbox-team-log connect: error: {scrub(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except DropboxTeamLogError as exc:
-        print(f"dropbox-team-log connect: failed: {exc}", file=sys.stderr)
+        print(f"dropbox-team-log connect: failed: {scrub(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except (KeyboardInterrupt, EOFError):
         print("\ndropbox-team-log connect: interrupted, nothing saved", file=sys.stderr)
         return EXIT_FAILURE
-    print(_success(result))
+    print(scrub(_success(result)))
     return EXIT_OK
 
 
 def check_connection_command(args: argparse.Namespace) -> int:
     _quiet_libraries()
     ok, message = verify_saved(args.conn_id)
+    message = scrub(message)
     if ok:
         print(f"OK: {message}")
         return EXIT_OK

@@ -4,7 +4,9 @@ The Dropbox SDK's flow runs on the project's HTTP session, so `--api-base-url` (
 is honoured for the token call and the link alike. It asks for offline access: a refresh token
 is the only grant that runs unattended. Each way the token endpoint can fail becomes a reason a
 person can act on, and every token is registered with Airflow's secrets masker as soon as it
-exists.
+exists. What the token call carries (app secret, code, PKCE verifier) is registered with
+`client.redaction` before it is sent, so an error body that echoes it is shown scrubbed; the
+session refuses redirects (`transport.NoRedirectSession`), so none of it goes elsewhere.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 import requests
 
 from dropbox_team_log.cli.connect_options import ConnectError, ConnectOptions
+from dropbox_team_log.client import redaction
 from dropbox_team_log.client.transport import build_session, rewrite_url
 from dropbox_team_log.settings import REQUIRED_SCOPES
 
@@ -48,6 +51,8 @@ def finish_flow(
 ) -> OAuth2FlowNoRedirectResult:
     """Code -> tokens, with a reason a person can act on for each way it fails."""
     where = opts.base_url or "https://api.dropboxapi.com"
+    redaction.register(opts.app_secret, code, getattr(flow, "code_verifier", None))
+    redaction.register_basic(opts.app_key, opts.app_secret)
     try:
         result = flow.finish(code)
     except requests.HTTPError as exc:
@@ -80,9 +85,10 @@ def _token_error(response: requests.Response | None, opts: ConnectOptions) -> Co
             body = response.json()
             error = str(body.get("error", ""))
             description = str(body.get("error_description", ""))
-        except ValueError:
+        except (ValueError, AttributeError):  # not JSON, or JSON but not an object
             pass
-    description = _scrub(description, opts)[:200]
+    error = redaction.scrub(error)[:100]
+    description = redaction.scrub(description)[:200]
     if error == "invalid_grant":
         return ConnectError(
             f"Dropbox rejected the authorization code (invalid_grant: {description or 'unknown'})"
@@ -109,19 +115,13 @@ def _token_error(response: requests.Response | None, opts: ConnectOptions) -> Co
 
 
 def mask_secrets(*secrets: str | None) -> None:
-    """Register secrets with Airflow's masker: any log line carrying one shows *** instead."""
+    """Register secrets with Airflow's masker (any log line carrying one shows *** instead) and
+    with `client.redaction` (any message quoting one, in any encoding, too)."""
     values = [s for s in secrets if s]
     if not values:
         return
+    redaction.register(*values)
     from airflow.sdk.log import mask_secret
 
     for value in values:
         mask_secret(value)
-
-
-def _scrub(text: str, opts: ConnectOptions) -> str:
-    """`text` with the app secret shown as *** (an error description may echo what was sent)."""
-    for secret in (opts.app_secret,):
-        if secret:
-            text = text.replace(secret, "***")
-    return text

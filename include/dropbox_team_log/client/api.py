@@ -2,8 +2,9 @@
 
 The SDK retries 5xx with its own unbounded-ish backoff, retries 429 forever by default, and does
 not retry dropped connections or timeouts at all. We switch its retries off and keep one bounded
-policy here (honouring Retry-After), while the SDK still does auth, token refresh and the wire
-format. Every failure leaves as one of `errors.py`'s exceptions, with no secret in its text.
+policy here (honouring Retry-After in any form, bounded), while the SDK still does auth, token
+refresh and the wire format. Every failure leaves as one of `errors.py`'s exceptions, with no
+secret in its text: whatever a server answered is scrubbed (`redaction`) before it is quoted.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from dropbox.exceptions import (
 )
 
 from dropbox_team_log import settings
+from dropbox_team_log.client.redaction import scrub
+from dropbox_team_log.client.retry_after import rate_limit_error, wait_seconds
 from dropbox_team_log.client.transport import TokenWatch
 from dropbox_team_log.errors import (
     AccessDeniedError,
     AppCredentialsError,
     DropboxUnreachableError,
     MissingScopeError,
+    PermanentError,
     RefreshTokenRevokedError,
     RouteError,
     TransientApiError,
@@ -54,7 +58,12 @@ class RetryPolicy:
     max_rate_limited: int = 10  # 429 answers honoured per call
     backoff_base: float = 1.0  # seconds; doubles per attempt, full jitter
     backoff_cap: float = 60.0
-    max_retry_after: float = 300.0  # a larger Retry-After is clipped, not obeyed blindly
+    max_retry_after: float = settings.RETRY_AFTER_MAX_SECONDS  # a larger one is clipped
+    default_retry_after: float = settings.RETRY_AFTER_DEFAULT_SECONDS  # none, or nonsense
+
+    def rate_limit_wait(self, retry_after: object) -> float:
+        """The wait a 429 asks for (seconds, a decimal or an HTTP-date), bounded."""
+        return wait_seconds(retry_after, default=self.default_retry_after, cap=self.max_retry_after)
 
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
@@ -79,14 +88,32 @@ class CallStats:
             self.retries[kind] += 1
 
 
+class DropboxTeamClient(dropbox.DropboxTeam):
+    """The SDK's team client, except that a 429 never crashes on its Retry-After.
+
+    The SDK parses the header with `int()` and the body's `retry_after` strictly, so a decimal,
+    an HTTP-date or a negative value raised instead of waiting; `retry_after.rate_limit_error`
+    reads every form (its token refresh goes through here too).
+    """
+
+    def raise_dropbox_error_for_resp(self, res: requests.Response) -> None:
+        if res.status_code == 429:
+            raise rate_limit_error(res)
+        super().raise_dropbox_error_for_resp(res)
+
+
+class TokenRefreshError(PermanentError):
+    """The token endpoint refused a refresh for another reason than the grant or the app."""
+
+
 class RouteResponseError(Exception):
     """A 409 route error, decoded; callers that can recover (reset, bad_cursor) catch it."""
 
     def __init__(self, route: str, error: dict, summary: str) -> None:
         self.route = route
         self.error = error
-        self.tag = error.get(".tag", "unknown") if isinstance(error, dict) else str(error)
-        self.summary = summary
+        self.tag = scrub(error.get(".tag", "unknown") if isinstance(error, dict) else error)
+        self.summary = scrub(summary)
         super().__init__(f"{route}: {self.tag}")
 
     def as_route_error(self) -> RouteError:
@@ -183,7 +210,7 @@ class TeamApiClient:
                         "the run stops rather than hammer the team's limit: retry later or lower "
                         "the dropbox_api pool's slots"
                     ) from None
-                wait = min(float(exc.backoff or 5.0), self.policy.max_retry_after)
+                wait = self.policy.rate_limit_wait(exc.backoff)
                 log.warning("Dropbox rate limit on %s: waiting %.1f s (Retry-After)", route, wait)
                 self.rate_gate.hold(wait)  # every thread of this sync waits, not just this one
                 self._sleep(wait)  # this one the full Retry-After
@@ -261,7 +288,12 @@ class TeamApiClient:
             if "invalid_scope" in (exc.message or ""):
                 # The refresh asks for the job's scopes; the grant lacks one of them.
                 raise MissingScopeError(self.conn_id, self._ungranted_scope()) from None
-            raise
+            raise TokenRefreshError(
+                f"Dropbox's token endpoint refused to refresh the access token of connection "
+                f"'{self.conn_id}' (HTTP 400: {_first_line(exc.message) or 'no reason given'}): "
+                "check the connection's login (app key), password (app secret) and host; if it "
+                f"persists, reconnect with `dropbox-team-log connect --conn-id {self.conn_id}`"
+            ) from None
 
     def _ungranted_scope(self) -> str:
         """Which requested scope the grant lacks: refresh with each alone (failure path only)."""
@@ -341,4 +373,6 @@ def _exhausted(route: str, kind: str, attempts: int, exc: BaseException) -> Exce
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0][:300] if text and text.strip() else ""
+    """The first line of a server's text, secrets scrubbed (before it is cut: no half secret)."""
+    text = scrub(text or "").strip()
+    return text.splitlines()[0][:300] if text else ""

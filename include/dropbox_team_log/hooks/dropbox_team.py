@@ -7,7 +7,12 @@ the UI's Test button and `airflow connections test`.
 Connection contract (docs and the connect command rely on it exactly):
     login = app key, password = app secret (empty for PKCE apps),
     extra.refresh_token, extra.connected_at (ISO-8601 UTC), extra.team_id, extra.team_name,
-    host = optional API base URL override (http:// only on loopback).
+    host = optional API base URL override (http:// only on loopback), with schema and port
+    when the host is bare (`127.0.0.1`, `::1`).
+
+No secret leaves with a message: the connection's secrets are registered with Airflow's masker
+and with `client.redaction` (which also knows their encoded forms), and the test's answer is
+scrubbed whatever went wrong.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import dropbox
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from dropbox_team_log.client.api import RetryPolicy, TeamApiClient
+from dropbox_team_log.client import redaction
+from dropbox_team_log.client.api import DropboxTeamClient, RetryPolicy, TeamApiClient
 from dropbox_team_log.client.reader import GET_EVENTS, EventReader
-from dropbox_team_log.client.transport import TokenWatch, build_session, normalize_base_url
+from dropbox_team_log.client.transport import TokenWatch, base_url_of_connection, build_session
 from dropbox_team_log.errors import ConnectionConfigError, DropboxTeamLogError
 from dropbox_team_log.settings import (
     CONN_TYPE,
@@ -75,11 +81,8 @@ class DropboxTeamConnection:
             )
         base_url = None
         if conn.host:
-            host = conn.host if "://" in conn.host else f"{conn.schema or 'https'}://{conn.host}"
-            if conn.port and host.count(":") < 2:
-                host = f"{host}:{conn.port}"
             try:
-                base_url = normalize_base_url(host)
+                base_url = base_url_of_connection(conn.host, scheme=conn.schema, port=conn.port)
             except ValueError as exc:
                 raise ConnectionConfigError(f"Connection '{conn_id}' host: {exc}") from None
         timeout = _number(extra, "timeout", DEFAULT_TIMEOUT_SECONDS, conn_id, positive=True)
@@ -161,6 +164,8 @@ class DropboxTeamHook(BaseHook):
         for secret in (settings.app_secret, settings.refresh_token):
             if secret:
                 mask_secret(secret)
+        redaction.register(settings.app_secret, settings.refresh_token)
+        redaction.register_basic(settings.app_key, settings.app_secret)
         return settings
 
     def get_conn(self) -> dropbox.DropboxTeam:
@@ -169,7 +174,7 @@ class DropboxTeamHook(BaseHook):
     @cached_property
     def _client(self) -> dropbox.DropboxTeam:
         s = self.settings
-        return dropbox.DropboxTeam(
+        return DropboxTeamClient(
             oauth2_refresh_token=s.refresh_token,
             app_key=s.app_key,
             app_secret=s.app_secret,
@@ -213,10 +218,15 @@ class DropboxTeamHook(BaseHook):
         return EventReader(self.api, page_limit=page_limit)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Team info plus one events call: both scopes proven, or a precise reason."""
+        """Team info plus one events call: both scopes proven, or a precise reason.
+
+        Never raises: the UI's Test button, `airflow connections test` and `connect` show the
+        answer, so an unexpected error is an answer too, scrubbed of secrets like every other.
+        """
         probe = DropboxTeamHook(
             dropbox_team_conn_id=self.dropbox_team_conn_id,
             retry_policy=RetryPolicy(max_attempts=2, max_rate_limited=1, backoff_base=0.5),
+            sleep=self._sleep,
         )
         try:
             info = probe.get_team_info()
@@ -226,9 +236,14 @@ class DropboxTeamHook(BaseHook):
                 {"limit": 1, "time": {"start_time": to_wire(now - DAY), "end_time": to_wire(now)}},
             )
         except DropboxTeamLogError as exc:
-            return False, str(exc)
+            return False, redaction.scrub(exc)
+        except Exception as exc:  # an answer for the Test button, never a traceback with a body
+            return False, redaction.scrub(
+                f"Unexpected {type(exc).__name__} while testing connection "
+                f"'{self.dropbox_team_conn_id}': {exc}"
+            )
         licensed = info.get("num_licensed_users")
-        return True, (
+        return True, redaction.scrub(
             f"Connected to Dropbox team '{info.get('name')}' ({info.get('team_id')}): "
             f"{licensed} licensed users; team_info.read and events.read work"
         )

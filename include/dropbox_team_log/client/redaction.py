@@ -1,0 +1,115 @@
+"""Secrets out of any text a server or a library hands back, before it becomes a message.
+
+A token endpoint or an API host that echoes the request (an error page, a debugging proxy, a
+hostile host override) would put the refresh token, the app secret, an access token or the
+authorization code into an exception, a log line, the connection test's answer, the `connect`
+output or an alert. Every secret a request carries is registered here as soon as it is known,
+with the forms it travels in (raw, percent-encoded, JSON-escaped, base64 and the `Basic`
+`key:secret` pair), and `scrub()` shows each of them as `***`.
+
+`SECRETS` is the process-wide registry (like Airflow's secrets masker, which does not know the
+encoded forms): the hook, the OAuth flow and the token watcher register, the messages scrub.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import threading
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from dropbox_team_log.settings import MIN_SCRUBBED_SECRET_LENGTH
+
+MASK = "***"
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The ways `secret` can appear in an echoed request: as is, in a form body or a URL,
+    in JSON, in HTML, and base64-encoded (a `Basic` header carries `key:secret` so)."""
+    raw = secret.encode()
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        html.escape(secret),
+    }
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode()
+        forms.update((text, text.rstrip("=")))
+    return {form for form in forms if form}
+
+
+def _pattern_of(form: str) -> str:
+    """A regex for `form`; its percent-escapes match in either case (%2F and %2f)."""
+    parts: list[str] = []
+    position = 0
+    for match in _PERCENT_ESCAPE.finditer(form):
+        parts.append(re.escape(form[position : match.start()]))
+        parts.append("%" + "".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in match[0][1:]))
+        position = match.end()
+    parts.append(re.escape(form[position:]))
+    return "".join(parts)
+
+
+class Redactor:
+    """A set of secrets and the one regex that finds any of their forms; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._forms: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def register(self, *secrets: str | None) -> None:
+        """Scrub these from now on; empty and too short values are ignored (they would match
+        ordinary text: see settings.MIN_SCRUBBED_SECRET_LENGTH)."""
+        forms: set[str] = set()
+        for secret in secrets:
+            if isinstance(secret, str) and len(secret) >= MIN_SCRUBBED_SECRET_LENGTH:
+                forms |= secret_forms(secret)
+        with self._lock:
+            if not forms <= self._forms:
+                self._forms |= forms
+                self._pattern = None
+
+    def register_basic(self, user: str | None, password: str | None) -> None:
+        """The `user:password` pair an HTTP Basic header carries (the SDK's app auth)."""
+        if user and password:
+            self.register(f"{user}:{password}")
+
+    def scrub(self, text: Any) -> str:
+        """`text` (made a str) with every form of every registered secret shown as ***."""
+        text = text if isinstance(text, str) else str(text)
+        pattern = self._compiled()
+        return pattern.sub(MASK, text) if pattern is not None else text
+
+    def _compiled(self) -> re.Pattern[str] | None:
+        with self._lock:
+            if self._pattern is None and self._forms:
+                # Longest first: a form that contains another is masked whole.
+                ordered = sorted(self._forms, key=len, reverse=True)
+                self._pattern = re.compile("|".join(_pattern_of(form) for form in ordered))
+            return self._pattern
+
+
+#: Every secret this process has seen; what messages, logs and alerts are scrubbed of.
+SECRETS = Redactor()
+
+
+def register(*secrets: str | None) -> None:
+    """Add secrets to the process-wide registry."""
+    SECRETS.register(*secrets)
+
+
+def register_basic(user: str | None, password: str | None) -> None:
+    """Add a `user:password` pair (as an HTTP Basic header carries it) to the registry."""
+    SECRETS.register_basic(user, password)
+
+
+def scrub(text: Any) -> str:
+    """`text` with every secret this process has seen shown as ***."""
+    return SECRETS.scrub(text)
