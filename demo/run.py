@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,10 +62,10 @@ def main() -> int:
     run(
         ["airflow", "pools", "set", "dropbox_api", "4", "Dropbox team API concurrency"], env, "pool"
     )
-    with emulator(port, connected_at, env):
+    with emulator(port, connected_at, env) as control:
         step("Emulator (local Dropbox API)", base_url)
         connect(base_url, env)
-        inject_incidents(EmulatorClient(base_url), connected_at)
+        inject_incidents(control, connected_at)
         step("Backfill: 60 days before the connection", "dropbox_team_log_backfill")
         run(
             ["airflow", "dags", "test", "dropbox_team_log_backfill", connected_at.isoformat()],
@@ -74,7 +74,7 @@ def main() -> int:
         )
         for offset in INCREMENTAL_AT:
             at = connected_at + offset
-            EmulatorClient(base_url).set_clock(at)
+            control.set_clock(at)
             step(f"Incremental run at connection + {offset}", at.isoformat())
             run(
                 ["airflow", "dags", "test", "dropbox_team_log_incremental", at.isoformat()],
@@ -136,12 +136,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def emulator(port: int, clock: datetime, env: dict[str, str]):
+def emulator(
+    port: int, clock: datetime, env: dict[str, str]
+) -> Generator[EmulatorClient, None, None]:
+    """The emulator in its own process; yields its control client (which holds the run's
+    control token: the Airflow processes never get it)."""
     args = ["--seed", "7", "--clock", clock.isoformat(), "--events-per-day", "400"]
     with (LOGS / "emulator.log").open("w") as log:
         try:
-            with emulator_process(port, args, log=log, env=env) as (proc, _client):
-                yield proc
+            with emulator_process(port, args, log=log, env=env) as (_proc, client):
+                yield client
         except EmulatorStartError as exc:
             raise SystemExit(f"{exc} (log: {LOGS / 'emulator.log'})") from None
 

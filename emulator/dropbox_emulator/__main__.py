@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from .config import DAY, DEMO_APP_KEY, DEMO_APP_SECRET, EmulatorConfig
+from .config import (
+    CONTROL_TOKEN_ENV,
+    CONTROL_TOKEN_HEADER,
+    DAY,
+    DEMO_APP_KEY,
+    DEMO_APP_SECRET,
+    EmulatorConfig,
+)
 from .server import EmulatorServer, check_loopback
 
 
@@ -150,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="generated events kept in memory (~3 KB each); older days are made again on use "
         "(default 200000)",
     )
+    p.add_argument(
+        "--control-token",
+        default=None,
+        help=f"the control API's token (default: ${CONTROL_TOKEN_ENV}, else a random one per "
+        "run; printed at start-up). Prefer the environment variable: a command line is "
+        "visible to other local users",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return p
 
@@ -194,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = config_from_args(args)
-        server = EmulatorServer(config, host=args.host, port=args.port)
+        server = EmulatorServer(
+            config, host=args.host, port=args.port, control_token=args.control_token
+        )
     except (ValueError, OSError) as exc:
         print(f"dropbox-emulator: {exc}", file=sys.stderr)
         return 2
@@ -212,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"  events:     ~{config.events_per_day:g}/day over {(hi - lo) / DAY:.0f} days")
     print(f"  control:    {server.base_url}/__emulator/health")
+    print(f"  control token (send it in the {CONTROL_TOKEN_HEADER} header; clients read")
+    print(f"  ${CONTROL_TOKEN_ENV}): {server.control_token}")
     sys.stdout.flush()
     try:
         server.serve_forever()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Generator
@@ -15,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from .clock import floor_second, format_ts
-from .config import EmulatorConfig
+from .config import CONTROL_TOKEN_ENV, CONTROL_TOKEN_HEADER, EmulatorConfig
 from .server import EmulatorServer
 
 # Hosts the SDK builds URLs for; approve() sends them to the emulator instead.
@@ -36,8 +37,9 @@ def _http(
     body: bytes | None = None,
     content_type: str = "application/json",
     timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=body, method=method)  # ruff: ignore[suspicious-url-open-usage] - http(s) only
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # ruff: ignore[suspicious-url-open-usage] - http(s) only
     if body is not None:
         req.add_header("Content-Type", content_type)
     try:
@@ -113,6 +115,14 @@ def approve(authorize_url: str, base_url: str | None = None, decision: str = "al
     return result.code.strip()
 
 
+def _message(data: bytes) -> str:
+    """The `error` of a control API answer, or its first bytes."""
+    try:
+        return str(json.loads(data)["error"])
+    except (ValueError, KeyError, TypeError):
+        return repr(data[:300])
+
+
 def _iso(value: datetime | str | int) -> str:
     """Control-API time: aware/naive-UTC datetime, epoch seconds, or an ISO string as is."""
     if isinstance(value, datetime):
@@ -122,17 +132,34 @@ def _iso(value: datetime | str | int) -> str:
     return value
 
 
-class EmulatorClient:
-    """The control API over HTTP, for an emulator in this process or another one."""
+class ControlRefusedError(RuntimeError):
+    """The emulator answered 403: no or a wrong control token, or a browser-style request."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+
+class EmulatorClient:
+    """The control API over HTTP, for an emulator in this process or another one.
+
+    `token` is the emulator's per-run control token (printed when it starts); without one,
+    the `CONTROL_TOKEN_ENV` environment variable's.
+    """
+
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token or os.environ.get(CONTROL_TOKEN_ENV) or ""
         self.timeout = timeout  # seconds per control call: a first look at a huge day is slow
+
+    def _request(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """One control call with the token; (status, body)."""
+        headers = {CONTROL_TOKEN_HEADER: self.token} if self.token else {}
+        status, _, data = _http(method, url, body, timeout=self.timeout, headers=headers)
+        if status == 403:
+            raise ControlRefusedError(f"emulator refused {method} {url}: {_message(data)}")
+        return status, data
 
     def _call(self, method: str, name: str, payload: Any = None, query: str = "") -> Any:
         body = None if payload is None else json.dumps(payload).encode()
         url = f"{self.base_url}/__emulator/{name}" + (f"?{query}" if query else "")
-        status, _, data = _http(method, url, body, timeout=self.timeout)
+        status, data = self._request(method, url, body)
         if status != 200:
             raise RuntimeError(f"emulator {method} {name} -> {status}: {data[:500]!r}")
         return json.loads(data) if data else None
@@ -163,7 +190,7 @@ class EmulatorClient:
             if v is not None
         }
         url = f"{self.base_url}/__emulator/truth?{urlencode(params)}"
-        status, _, data = _http("GET", url, timeout=self.timeout)
+        status, data = self._request("GET", url)
         if status != 200:
             raise RuntimeError(f"truth -> {status}: {data[:300]!r}")
         return data.splitlines()
@@ -225,7 +252,7 @@ class EmulatorHandle(EmulatorClient):
     """What `running_emulator()` yields: the control client plus the in-process server."""
 
     def __init__(self, server: EmulatorServer) -> None:
-        super().__init__(server.base_url)
+        super().__init__(server.base_url, token=server.control_token)
         self.server = server
         self.config = server.config
         self.state = server.state
@@ -233,17 +260,23 @@ class EmulatorHandle(EmulatorClient):
 
 @contextlib.contextmanager
 def running_emulator(
-    config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0, **overrides: Any
+    config: EmulatorConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    control_token: str | None = None,
+    **overrides: Any,
 ) -> Generator[EmulatorHandle, None, None]:
     """Serve an emulator on a free loopback port in a background thread, for a `with` block.
 
-    `overrides` are EmulatorConfig fields (applied on top of `config`).
+    `overrides` are EmulatorConfig fields (applied on top of `config`). The handle knows the
+    control token (`control_token`, else the environment's or a random one).
     """
     if config is None:
         config = EmulatorConfig(**overrides)
     elif overrides:
         config = dataclasses.replace(config, **overrides)
-    server = EmulatorServer(config, host=host, port=port).start()
+    server = EmulatorServer(config, host=host, port=port, control_token=control_token).start()
     try:
         yield EmulatorHandle(server)
     finally:

@@ -18,6 +18,10 @@ from .clock import floor_second, format_ts
 DEMO_APP_KEY = "emu-demo-app-key"
 DEMO_APP_SECRET = "emu-demo-app-secret"  # ruff: ignore[hardcoded-password-string] - public demo value, not a credential
 DEFAULT_SCOPES = ("events.read", "team_info.read")
+# The control API's per-run token: sent in this header; read from this environment variable
+# when the emulator or a client is given none (a server then makes a random one).
+CONTROL_TOKEN_HEADER = "X-Emulator-Token"  # ruff: ignore[hardcoded-password-string] - a header name
+CONTROL_TOKEN_ENV = "DROPBOX_EMULATOR_CONTROL_TOKEN"  # ruff: ignore[hardcoded-password-string] - a variable name
 
 DAY = 86_400
 

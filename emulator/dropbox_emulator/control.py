@@ -1,14 +1,27 @@
 """The control API under `/__emulator/`: clock, ground truth, faults, custom events, tokens,
-stats. Used by tests, the demo and the benchmark; never counted as API calls or faulted."""
+stats. Used by tests, the demo and the benchmark; never counted as API calls or faulted.
+
+It can inject events, revoke tokens and set faults, so it answers only its own clients: every
+call must carry the emulator's per-run token (`CONTROL_TOKEN_HEADER`; printed at start-up, or
+set with `--control-token` / `CONTROL_TOKEN_ENV`), and what a browser sends on behalf of another
+web page is refused before the token is even looked at: an `Origin` other than the emulator's
+own, `Sec-Fetch-Site: cross-site` or `same-site`, or a body of a type an HTML form can send
+without a CORS preflight (form-urlencoded, multipart, text/plain). The answer is 403 with what
+to do. (A custom header such as the token's is itself something a cross-origin page cannot
+send without a preflight, which this server never grants.)
+"""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
 from .clock import format_ts, parse_iso, parse_wire_ts
+from .config import CONTROL_TOKEN_ENV, CONTROL_TOKEN_HEADER
 from .faults import KINDS
 from .responses import NDJSON, Response, json_response
 from .state import EmulatorState
@@ -26,11 +39,74 @@ def _error(message: str, status: int = 400) -> Response:
     return json_response({"error": message}, status)
 
 
-class Control:
-    def __init__(self, state: EmulatorState) -> None:
-        self.s = state
+#: Body types a cross-origin HTML form (or a "simple" fetch) sends without a CORS preflight.
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+#: `Sec-Fetch-Site` values of requests a page of this origin, or no page at all, made.
+_OWN_FETCH_SITES = frozenset({"same-origin", "none"})
 
-    def handle(self, method: str, path: str, query: str, body: bytes) -> Response:
+
+def new_control_token() -> str:
+    """A random per-run control token."""
+    return secrets.token_urlsafe(24)
+
+
+def own_origins(port: int) -> frozenset[str]:
+    """The origins of this emulator's own pages: its loopback names on its port."""
+    return frozenset(f"http://{host}:{port}" for host in ("127.0.0.1", "localhost", "[::1]"))
+
+
+class ControlGuard:
+    """Who may use the control API: the emulator's own clients, holding its per-run token."""
+
+    def __init__(self, token: str, origins: Iterable[str]) -> None:
+        if not token:
+            raise ValueError("the control token must not be empty")
+        self.token = token
+        self.origins = frozenset(origins)
+
+    def refusal(self, headers: Mapping[str, str]) -> str | None:
+        """Why a control request is refused, or None to serve it."""
+        origin = headers.get("Origin")
+        if origin is not None and origin not in self.origins:
+            return (
+                f"cross-origin request refused: Origin {origin!r} is not this emulator; the "
+                "control API only serves its own clients (EmulatorClient, the demo, the tests)"
+            )
+        site = (headers.get("Sec-Fetch-Site") or "none").strip().lower()
+        if site not in _OWN_FETCH_SITES:
+            return (
+                f"cross-site request refused (Sec-Fetch-Site: {site}): a web page may not drive "
+                "the emulator's control API"
+            )
+        media_type = (headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+        if media_type in _FORM_TYPES:
+            return (
+                f"a {media_type} body is refused on the control API (what a web page's form "
+                "sends): send JSON with Content-Type: application/json"
+            )
+        given = headers.get(CONTROL_TOKEN_HEADER) or ""
+        if not secrets.compare_digest(given.encode(), self.token.encode()):
+            state = "a wrong" if given else "no"
+            return (
+                f"{state} control token: send the emulator's per-run token in the "
+                f"{CONTROL_TOKEN_HEADER} header (it is printed when the emulator starts; set "
+                f"it with --control-token or {CONTROL_TOKEN_ENV}; EmulatorClient(base_url, "
+                "token=...) sends it)"
+            )
+        return None
+
+
+class Control:
+    def __init__(self, state: EmulatorState, guard: ControlGuard) -> None:
+        self.s = state
+        self.guard = guard
+
+    def handle(
+        self, method: str, path: str, query: str, body: bytes, headers: Mapping[str, str]
+    ) -> Response:
+        refusal = self.guard.refusal(headers)
+        if refusal is not None:
+            return _error(refusal, 403)
         name = path[len(PREFIX) :].strip("/")
         handler = getattr(self, f"{method.lower()}_{name}", None)
         if handler is None:

@@ -9,12 +9,25 @@ Everything is counter-based, so a given sequence of calls always fails the same 
 from __future__ import annotations
 
 import fnmatch
+import re
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
 CONTINUE_ROUTE = "2/team_log/get_events/continue"
+
+DEEP_NESTING = 100_000  # far past any JSON decoder's recursion limit
+# How `corrupt_event` damages the first event of a page (what Dropbox should never send).
+CORRUPTIONS: dict[str, str] = {
+    "invalid_utf8": "a string holding the byte 0xff",
+    "lone_surrogate": 'a string holding the escape "\\ud800" (half a UTF-16 pair)',
+    "deep_nesting": f"a value nested {DEEP_NESTING} arrays deep",
+    "not_an_object": "the number 42 before the first event",
+    "timestamp": "its timestamp replaced by `timestamp`",
+    "duplicate_timestamp": "a second `timestamp` key, the one given, right after its own",
+}
+DEFAULT_CORRUPT_TIMESTAMP = "1970-01-01T00:00:00Z"
 
 # kind -> short description (also the list of valid kinds)
 KINDS: dict[str, str] = {
@@ -33,6 +46,8 @@ KINDS: dict[str, str] = {
     "bad_cursor": "409 bad_cursor (get_events/continue)",
     "revoke_refresh_token": "revoke the refresh token behind this call, then answer normally "
     "(API routes -> 401 invalid_access_token, refresh -> invalid_grant)",
+    "corrupt_event": "a team_log page whose first event is damaged as `corruption` says "
+    f"({', '.join(sorted(CORRUPTIONS))}); `timestamp` for the timestamp kinds",
 }
 # Kinds that replace the response before the route runs / that mangle the real response.
 PRE_KINDS = frozenset(
@@ -46,7 +61,7 @@ PRE_KINDS = frozenset(
         "bad_cursor",
     }
 )
-POST_KINDS = frozenset({"truncated_body", "drop_mid_body"})
+POST_KINDS = frozenset({"truncated_body", "drop_mid_body", "corrupt_event"})
 
 
 @dataclass
@@ -68,6 +83,8 @@ class Fault:
     retry_after: int = 1  # rate_limit (seconds)
     seconds: float = 1.0  # slow, latency
     fraction: float = 0.5  # truncated_body / drop_mid_body: share of the body sent
+    corruption: str = "invalid_utf8"  # corrupt_event: one of CORRUPTIONS
+    timestamp: str = DEFAULT_CORRUPT_TIMESTAMP  # corrupt_event: timestamp, duplicate_timestamp
     matched: int = 0
     injected: int = 0
 
@@ -86,6 +103,8 @@ class Fault:
             "retry_after",
             "seconds",
             "fraction",
+            "corruption",
+            "timestamp",
         }
         extra = set(data) - known
         if extra:
@@ -118,6 +137,16 @@ class Fault:
             fault.seconds = max(0.0, float(data["seconds"]))
         if "fraction" in data:
             fault.fraction = min(max(float(data["fraction"]), 0.0), 0.99)
+        if "corruption" in data:
+            fault.corruption = str(data["corruption"])
+            if fault.corruption not in CORRUPTIONS:
+                raise ValueError(
+                    f"unknown corruption {fault.corruption!r}; valid: {sorted(CORRUPTIONS)}"
+                )
+        if "timestamp" in data:
+            fault.timestamp = str(data["timestamp"])
+            if not _WIRE_TIMESTAMP.fullmatch(fault.timestamp):
+                raise ValueError("timestamp must look like 2026-01-01T00:00:00Z")
         return fault
 
     def to_json(self) -> dict[str, Any]:
@@ -132,6 +161,8 @@ class Fault:
             return call.route.startswith("2/")
         if self.kind == "revoke_refresh_token":
             return call.route.startswith("2/") or call.is_refresh
+        if self.kind == "corrupt_event":
+            return call.route.startswith("2/team_log/get_events")
         return True
 
     def fires(self) -> bool:
@@ -141,6 +172,38 @@ class Fault:
         if m <= 0 or (self.count is not None and self.injected >= self.count):
             return False
         return not (self.every is not None and m % self.every != 0)
+
+
+_WIRE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_FIRST_EVENT = re.compile(rb'"events"\s*:\s*\[\s*')
+_TIMESTAMP_VALUE = re.compile(rb'"timestamp"\s*:\s*"[^"]*"')
+
+
+def corrupt_page(body: bytes, fault: Fault) -> bytes:
+    """A page body with its first event damaged as `fault.corruption` says.
+
+    A page without events is sent as it is, except for `not_an_object`, which adds one.
+    """
+    start = _FIRST_EVENT.search(body)
+    if start is None:
+        return body
+    at = start.end()
+    if fault.corruption == "not_an_object":
+        return body[:at] + (b"42," if body[at : at + 1] == b"{" else b"42") + body[at:]
+    if body[at : at + 1] != b"{":
+        return body
+    head, event = body[:at], body[at:]
+    given = b'"timestamp":"' + fault.timestamp.encode() + b'"'
+    if fault.corruption == "timestamp":
+        return head + _TIMESTAMP_VALUE.sub(given, event, count=1)
+    if fault.corruption == "duplicate_timestamp":
+        return head + _TIMESTAMP_VALUE.sub(lambda own: own.group() + b"," + given, event, count=1)
+    inserted = {
+        "invalid_utf8": b'"corrupt":"\xff",',
+        "lone_surrogate": b'"corrupt":"\\ud800",',
+        "deep_nesting": b'"corrupt":' + b"[" * DEEP_NESTING + b"]" * DEEP_NESTING + b",",
+    }[fault.corruption]
+    return head + b"{" + inserted + event[1:]
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 from typing import IO
 
 from .client import EmulatorClient
+from .config import CONTROL_TOKEN_ENV
+from .control import new_control_token
 
 START_TIMEOUT = 30.0  # seconds for the process to answer /health
 
@@ -23,14 +26,19 @@ class EmulatorStartError(RuntimeError):
 def emulator_process(
     port: int, args: Sequence[str], *, log: IO, env: dict[str, str] | None = None
 ) -> Generator[tuple[subprocess.Popen, EmulatorClient], None, None]:
-    """`dropbox-emulator --port PORT ARGS...` on loopback, healthy; stopped (TERM, then KILL)."""
+    """`dropbox-emulator --port PORT ARGS...` on loopback, healthy; stopped (TERM, then KILL).
+
+    The yielded client holds the run's control token: a fresh random one, handed to the
+    process in its environment (not its command line, which other local users can read).
+    """
+    token = new_control_token()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dropbox_emulator", "--port", str(port), *args],
-        env=env,
+        env={**(os.environ if env is None else env), CONTROL_TOKEN_ENV: token},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    client = EmulatorClient(f"http://127.0.0.1:{port}")
+    client = EmulatorClient(f"http://127.0.0.1:{port}", token=token)
     try:
         _wait_healthy(client, proc)
         yield proc, client

@@ -1,7 +1,8 @@
 """The HTTP server: stdlib ThreadingHTTPServer, loopback only, keep-alive, faults applied here.
 
 Every response carries `X-Dropbox-Request-Id`. Control routes (`/__emulator/...`) are neither
-counted nor faulted; every other call is counted per route and may be faulted.
+counted nor faulted, and answer only a caller with the per-run token (control.py); every other
+call is counted per route and may be faulted.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -17,9 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
 from .api import DropboxApi
-from .config import EmulatorConfig
-from .control import PREFIX, Control
-from .faults import POST_KINDS, PRE_KINDS, CallInfo, Fault
+from .config import CONTROL_TOKEN_ENV, CONTROL_TOKEN_HEADER, EmulatorConfig
+from .control import PREFIX, Control, ControlGuard, new_control_token, own_origins
+from .faults import POST_KINDS, PRE_KINDS, CallInfo, Fault, corrupt_page
 from .oauth import ApiAuthError
 from .responses import (
     HTML,
@@ -105,7 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         try:
             if path.startswith(PREFIX):
-                self._send(self.server.control.handle(method, path, query, body))
+                self._send(self.server.control.handle(method, path, query, body, self.headers))
                 return
             self._api_call(method, path, query, body, arrived)
         except (BrokenPipeError, ConnectionResetError):
@@ -159,7 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "":
             return html_response(
                 b"<!doctype html><title>Dropbox API emulator</title><h1>Dropbox API emulator"
-                b"</h1><p>Control API: <a href='/__emulator/health'>/__emulator/health</a></p>"
+                b"</h1><p>Control API: <code>/__emulator/health</code> and the rest, for "
+                b"clients sending the <code>" + CONTROL_TOKEN_HEADER.encode() + b"</code> "
+                b"header the emulator printed when it started (not for browsers).</p>"
             )
         else:
             return error_page(f"Not found: /{route}", 404)
@@ -217,6 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
             oauth.revoke_id(rid)
 
     def _send_mangled(self, resp: Response, fault: Fault) -> None:
+        if fault.kind == "corrupt_event":
+            if resp.status == 200:
+                resp = Response(200, corrupt_page(resp.body, fault), JSON, resp.headers)
+            self._send(resp)
+            return
         cut = resp.body[: int(len(resp.body) * fault.fraction)]
         if fault.kind == "truncated_body":
             self._send(Response(200, cut, JSON, resp.headers))
@@ -255,19 +264,32 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class EmulatorServer:
-    """One emulator: state + HTTP server. `start()` serves from a daemon thread."""
+    """One emulator: state + HTTP server. `start()` serves from a daemon thread.
+
+    `control_token` guards the control API (see control.py); without one, the
+    `CONTROL_TOKEN_ENV` environment variable's, else a random one (`control_token` tells it).
+    """
 
     def __init__(
-        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: EmulatorConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        control_token: str | None = None,
     ) -> None:
         bind = check_loopback(host)
         self.config = config or EmulatorConfig()
         self.state = EmulatorState(self.config)
+        self.control_token = (
+            control_token or os.environ.get(CONTROL_TOKEN_ENV) or new_control_token()
+        )
         cls = _IPv6HTTPServer if ":" in bind else _HTTPServer
         self.httpd = cls((bind, port), _Handler)
         self.httpd.state = self.state
         self.httpd.api = DropboxApi(self.state)
-        self.httpd.control = Control(self.state)
+        guard = ControlGuard(self.control_token, own_origins(self.port))
+        self.httpd.control = Control(self.state, guard)
         self._thread: threading.Thread | None = None
 
     @property

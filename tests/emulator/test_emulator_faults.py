@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import orjson
 import pytest
 import requests
 from dropbox.exceptions import ApiError, AuthError, InternalServerError, RateLimitError
@@ -198,6 +199,53 @@ def test_invalid_fault_specs_are_refused(emulator):
         {"kind": "slow", "bogus": 1},
         {"kind": "server_error", "status": 404},
         {"kind": "rate_limit", "every": 0},
+        {"kind": "corrupt_event", "corruption": "melted"},
+        {"kind": "corrupt_event", "corruption": "timestamp", "timestamp": "yesterday"},
     ):
         with pytest.raises(RuntimeError, match="400"):
             emulator.set_faults([spec])
+
+
+SPAN_BODY = orjson.dumps(
+    {"limit": 5, "time": {"start_time": "2026-02-01T00:00:00Z", "end_time": "2026-02-20T00:00:00Z"}}
+)
+
+
+@pytest.mark.parametrize(
+    ("corruption", "fields", "damaged"),
+    [
+        ("invalid_utf8", {}, b'[{"corrupt":"\xff",'),
+        ("lone_surrogate", {}, b'[{"corrupt":"\\ud800",'),
+        ("deep_nesting", {}, b'[{"corrupt":' + b"[" * 100_000 + b"]" * 100_000 + b","),
+        ("not_an_object", {}, b"[42,{"),
+        (
+            "timestamp",
+            {"timestamp": "2001-02-03T04:05:06Z"},
+            b'[{"timestamp":"2001-02-03T04:05:06Z",',
+        ),
+    ],
+)
+def test_corrupt_event_damages_the_first_event_of_a_page(
+    emulator, raw, corruption, fields, damaged
+):
+    clean = raw(GET, SPAN_BODY).content
+    emulator.set_faults(
+        [{"kind": "corrupt_event", "route": GET, "corruption": corruption, **fields}]
+    )
+    body = raw(GET, SPAN_BODY).content
+    assert damaged in body and damaged not in clean
+    assert body.endswith(clean[clean.index(b"},{") :]), "the other events are untouched"
+    assert raw(GET, SPAN_BODY).content == clean  # count exhausted
+    assert emulator.stats()["faults_injected"] == {"corrupt_event": 1}
+
+
+def test_corrupt_event_duplicate_timestamp_follows_the_event_s_own(emulator, raw):
+    clean = raw(GET, SPAN_BODY).content
+    own = clean[clean.index(b'[{"timestamp":"') + 1 :][
+        : len(b'{"timestamp":"2026-02-01T00:00:00Z"')
+    ]
+    emulator.set_faults(
+        [{"kind": "corrupt_event", "route": GET, "corruption": "duplicate_timestamp"}]
+    )
+    body = raw(GET, SPAN_BODY).content
+    assert own + b',"timestamp":"1970-01-01T00:00:00Z",' in body

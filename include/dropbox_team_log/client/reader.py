@@ -8,7 +8,10 @@ then the reader re-reads `[t, end)` with a fresh query. Consumers can stream pag
 with the exact multiset.
 
 Pages are decoded with `client.wire.decode_page`: each event stays the exact JSON bytes the API
-sent (no dicts are built; `transform.events.events_to_batch` reads them directly).
+sent (no dicts are built; `transform.events.events_to_batch` reads them directly). Every page
+carries its `PagePosition`, so an error about its data names the day, the page and the event;
+data that cannot be stored (invalid UTF-8, lone surrogates, absurd nesting) is a permanent
+`WireDataError`, never retried as a bad body.
 """
 
 from __future__ import annotations
@@ -16,13 +19,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import msgspec
 import orjson
 
 from dropbox_team_log.client.api import RouteResponseError, TeamApiClient
-from dropbox_team_log.client.wire import EventsPage, decode_page
+from dropbox_team_log.client.wire import (
+    EventsPage,
+    PagePosition,
+    WireDataError,
+    decode_page,
+    invalid_utf8_event,
+    page_problem,
+)
 from dropbox_team_log.errors import CursorRestartLimitError, RouteError
 from dropbox_team_log.timeutil import from_wire, to_wire
 
@@ -38,10 +48,12 @@ class EventPage:
 
     `events` holds each event's exact JSON bytes as the API sent them: bytes-like
     `msgspec.Raw` objects (use `bytes(raw)`, or `memoryview(raw)` for no copy) that borrow
-    from the page body. `transform.events.events_to_batch` takes them as they are.
+    from the page body. `transform.events.events_to_batch` takes them as they are. `position`
+    says which page of which query this is, and the range its events must lie in.
     """
 
     events: list[msgspec.Raw]
+    position: PagePosition
     discard_from: int | None = None  # epoch seconds
     has_more: bool = False  # more pages of this range follow (lets a consumer stop and split)
 
@@ -95,20 +107,17 @@ class EventReader:
         discard_from: int | None = None
         restarts = 0
         while True:
+            position = PagePosition(start, end, query_start, 1, restarts)
             if query_start >= end:  # a reset at the very end: everything before it is in hand
-                yield EventPage([], discard_from)
+                yield EventPage([], position, discard_from)
                 return
             try:
-                result = self.api.call(
-                    GET_EVENTS,
-                    self._query(query_start, end, category),
-                    decode=_page_decoder(GET_EVENTS),
-                )
+                result = self._call(GET_EVENTS, self._query(query_start, end, category), position)
             except RouteResponseError as exc:
                 raise exc.as_route_error() from None
             try:
-                for page, more in self._follow(result):
-                    yield EventPage(page, discard_from, more)
+                for page, more, at in self._follow(result, position):
+                    yield EventPage(page, at, discard_from, more)
                     discard_from = None
                 return
             except RouteResponseError as exc:
@@ -132,28 +141,35 @@ class EventReader:
             query["category"] = {".tag": category}
         return query
 
-    def _follow(self, result: EventsPage) -> Iterator[tuple[list[msgspec.Raw], bool]]:
+    def _follow(
+        self, result: EventsPage, position: PagePosition
+    ) -> Iterator[tuple[list[msgspec.Raw], bool, PagePosition]]:
         """Pages of one query: the first result, then /continue with the latest cursor."""
         while True:
             events = result.events
             self.stats.count_page(len(events))
             has_more = bool(result.has_more)
-            yield events, has_more
+            yield events, has_more, position
             if not has_more:
                 return
             cursor = result.cursor
             if not cursor:
                 raise RouteError(GET_EVENTS_CONTINUE, "malformed_page", "has_more without a cursor")
+            position = replace(position, page=position.page + 1)
             try:
-                result = self.api.call(
-                    GET_EVENTS_CONTINUE,
-                    {"cursor": cursor},
-                    decode=_page_decoder(GET_EVENTS_CONTINUE),
-                )
+                result = self._call(GET_EVENTS_CONTINUE, {"cursor": cursor}, position)
             except RouteResponseError as exc:
                 if exc.tag in ("reset", "bad_cursor"):
                     raise
                 raise exc.as_route_error() from None
+
+    def _call(self, route: str, arg: dict, position: PagePosition) -> EventsPage:
+        """One page call; a body that is not UTF-8 is a `WireDataError` naming the event."""
+        try:
+            return self.api.call(route, arg, decode=_page_decoder(route, position))
+        except UnicodeDecodeError as exc:  # the SDK decodes the body before we see it
+            body = exc.object if isinstance(exc.object, bytes) else b""
+            raise _not_utf8(route, position, body, exc) from None
 
     @staticmethod
     def _restart_point(exc: RouteResponseError, start: int, end: int) -> int:
@@ -167,12 +183,14 @@ class EventReader:
         return start
 
 
-def _page_decoder(route: str) -> Callable[[str | bytes], EventsPage]:
-    """The body decoder for `route`'s answers, for `TeamApiClient.call`.
+def _page_decoder(route: str, position: PagePosition) -> Callable[[str | bytes], EventsPage]:
+    """The body decoder for `route`'s answers at `position`, for `TeamApiClient.call`.
 
-    Not JSON, or JSON but not an object: a ValueError, which the client retries as a bad body
-    (as for any route). A JSON object that is not a page (no events list, a has_more that is
-    not a boolean, ...): a permanent `malformed_page` route error: asking again will not help.
+    Not JSON (cut short, an HTML error page), or JSON but not an object: a ValueError, which
+    the client retries as a bad body (as for any route). A JSON object that is not a page (no
+    events list, a has_more that is not a boolean, ...): a permanent `malformed_page` route
+    error. Complete JSON whose data cannot be stored (a lone surrogate, nesting deeper than
+    the decoder follows): a `WireDataError`. Asking again will not help either of the last two.
     """
 
     def decode(body: str | bytes) -> EventsPage:
@@ -191,5 +209,27 @@ def _page_decoder(route: str) -> Callable[[str | bytes], EventsPage]:
             if not is_object:
                 raise
             raise RouteError(route, "malformed_page", f"not an events page: {exc}") from None
+        except UnicodeDecodeError as exc:  # in a string msgspec reads (the cursor)
+            raise _not_utf8(route, position, data, exc) from None
+        except (msgspec.DecodeError, RecursionError) as exc:
+            found = page_problem(data, too_deep=isinstance(exc, RecursionError))
+            if found is None:
+                raise  # not JSON: the client retries it as a bad body
+            event, event_type, problem = found
+            raise WireDataError(position, problem, event=event, event_type=event_type) from None
 
     return decode
+
+
+def _not_utf8(
+    route: str, position: PagePosition, body: bytes, exc: UnicodeDecodeError
+) -> WireDataError:
+    """The permanent error for an answer that is not UTF-8, naming the event if it is one."""
+    event, event_type = invalid_utf8_event(body)
+    where = f" at byte {exc.start} of it" if exc.object is body else ""  # else: of one string
+    return WireDataError(
+        position,
+        f"the {route} answer is not valid UTF-8 ({exc.reason}{where})",
+        event=event,
+        event_type=event_type,
+    )

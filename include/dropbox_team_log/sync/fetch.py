@@ -5,6 +5,11 @@ slices (`slicing.plan`) read by a few threads at once, which only wait on the AP
 thread transforms the pages they hand over and adds them to the day's spool. Each slice reads
 with its own cursor and applies its own restart discards, so the result is the same multiset as
 one sequential read.
+
+Every event must lie in the range its page's query asked for (Dropbox answers `[start_time,
+end_time)`): one outside it (1970, the far future, a `timestamp` the query did not ask for) is
+a `WireDataError` naming the event, the page and the range, and nothing of the day is written.
+So is an event the transform refuses (not an object, no event type, a bad timestamp...).
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dropbox_team_log.client.reader import EventPage, EventReader
+from dropbox_team_log.client.wire import WireDataError, event_type_of
 from dropbox_team_log.dataset.spool import NewRows
 from dropbox_team_log.sync import slicing
 from dropbox_team_log.sync.slicing import DensityProfile
-from dropbox_team_log.timeutil import Range
-from dropbox_team_log.transform.events import events_to_batch
+from dropbox_team_log.timeutil import Range, to_wire
+from dropbox_team_log.transform.events import MalformedEventError, events_to_batch
 from dropbox_team_log.transform.pseudonymise import Pseudonymiser
 
 Planned = tuple[Range, float]  # a slice and the events it is expected to hold
@@ -47,11 +53,41 @@ class _PageStore:
             self.spool.discard_from(batch_ids, page.discard_from)
         if not page.events:
             return None
-        batch = events_to_batch(page.events, team_id=self.team_id, ingested_at=self.ingested_at)
+        batch = _page_batch(page, self.team_id, self.ingested_at)
         if self.pseudonymiser is not None:
             batch = self.pseudonymiser(batch)
         batch_ids.append(self.spool.add(batch))
         return batch
+
+
+def _page_batch(page: EventPage, team_id: str, ingested_at: datetime) -> pa.RecordBatch:
+    """A page's rows; an event that cannot be stored, or lies outside the range its query
+    asked for, is a `WireDataError` naming it."""
+    at = page.position
+    try:
+        batch = events_to_batch(page.events, team_id=team_id, ingested_at=ingested_at)
+    except MalformedEventError as exc:
+        event = exc.position if 0 <= exc.position < len(page.events) else None
+        kind = None if event is None else event_type_of(page.events[event])
+        raise WireDataError(at, exc.problem, event=event, event_type=kind) from None
+    except RecursionError:  # pragma: no cover - the page decoder refuses such nesting first
+        raise WireDataError(at, "it is nested deeper than the decoder follows") from None
+    if not len(batch):
+        return batch
+    bounds = pc.min_max(batch.column("timestamp"))
+    if at.query_start <= bounds["min"].value and bounds["max"].value < at.end:
+        return batch
+    seconds = batch.column("timestamp").cast(pa.int64())
+    inside = pc.and_(pc.greater_equal(seconds, at.query_start), pc.less(seconds, at.end))
+    event = int(pc.index(inside, False).as_py())
+    raise WireDataError(
+        at,
+        f"its timestamp {to_wire(seconds[event].as_py())} lies outside the range the query "
+        f"asked for, {to_wire(at.query_start)}..{to_wire(at.end)} (Dropbox answers only "
+        "events of the requested range, so this timestamp is wrong)",
+        event=event,
+        event_type=batch.column("event_type")[event].as_py(),
+    )
 
 
 class _PageWorker:
