@@ -75,3 +75,17 @@ class RouteError(DropboxTeamLogError):
 
 class CursorRestartLimitError(DropboxTeamLogError):
     """The cursor kept resetting; the range was not read (nothing partial is returned)."""
+
+
+class DamagedDayFileError(PermanentError):
+    """A day file cannot be read back whole (truncated, footer broken, a page checksum wrong)
+    and could not be moved aside: reading it again cannot help."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"day file {path} is damaged ({reason}): move it aside with "
+            "`dropbox-team-log verify --quarantine` (it needs write access to the dataset); "
+            "the next sync whose window covers that day fetches the day again"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -20,14 +21,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dropbox_team_log.dataset import merge
+from dropbox_team_log.dataset import integrity, merge
 from dropbox_team_log.dataset.file_format import COVERAGE_KEY, VERSION_KEY
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.spool import SPOOL_CACHE_BATCHES, NewRows, RowSpool
 from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.errors import DamagedDayFileError, PermanentError
 from dropbox_team_log.schema import DAY_FILES_GLOB, EVENT_SCHEMA
+from dropbox_team_log.settings import QUARANTINE_DIR
 from dropbox_team_log.timeutil import day_bounds, to_wire
 from dropbox_team_log.transform.events import events_to_batch
+from tests.helpers.damage import flip_inside_page, truncate
 from tests.helpers.dataset import read_dataset
 from tests.helpers.paths import REPO, SPEC_EVENTS
 
@@ -211,6 +215,7 @@ def test_foreign_file_is_refused(ds: EventDataset):
     pq.write_table(pa.table({"x": [1]}), ds.day_path(DAY))
     with pytest.raises(ValueError, match="coverage"):
         ds.read_coverage(DAY)
+    assert os.path.exists(ds.day_path(DAY)) and ds.quarantined == []  # refused, not moved
 
 
 def test_row_groups_are_bounded(ds: EventDataset, monkeypatch: pytest.MonkeyPatch):
@@ -781,3 +786,117 @@ def test_a_write_holds_about_one_row_group_however_many_rows(
     assert max(cached) <= SPOOL_CACHE_BATCHES
     one_row_group = make_batch(list(range(LO, LO + 60)), "size").nbytes
     assert big <= small + one_row_group, (small, big)
+
+
+# --- damaged day files -----------------------------------------------------------------------
+
+
+def quarantined_files(ds: EventDataset) -> list[Path]:
+    return sorted(Path(ds.root, QUARANTINE_DIR).rglob("*"))
+
+
+def write_hour(ds: EventDataset, tag: str = "a") -> None:
+    ds.write_day(
+        DAY, [(LO, LO + H)], [make_batch(list(range(LO, LO + 600, 3)), tag)], fetched_at=HI
+    )
+
+
+def test_every_page_carries_a_checksum_that_reads_verify(ds: EventDataset):
+    """Bytes changed inside a page, footer intact: without a checksum they decode as other rows."""
+    write_hour(ds)
+    flip_inside_page(ds.day_path(DAY), "raw_event")
+    with pytest.raises(OSError, match="CRC checksum verification failed"):
+        pq.ParquetFile(ds.day_path(DAY), page_checksum_verification=True).read()
+
+
+def test_a_truncated_day_reads_as_uncovered_and_is_moved_aside(
+    ds: EventDataset, caplog: pytest.LogCaptureFixture
+):
+    write_hour(ds)
+    path = ds.day_path(DAY)
+    left = truncate(path)
+    with caplog.at_level(logging.WARNING, logger="dropbox_team_log.dataset.store"):
+        assert ds.read_coverage(DAY) == Coverage()
+    (moved,) = quarantined_files(ds)[1:]  # [the day's folder, the file]
+    assert moved.read_bytes() == left  # kept as it was, for inspection
+    assert moved.parent.name == f"event_date={DAY}" and moved.name.startswith("events.parquet.")
+    assert not os.path.exists(path) and ds.days() == []
+    assert read_dataset(ds.root).num_rows == 0  # outside the readers' glob
+    (entry,) = ds.quarantined
+    assert (entry.day, entry.path, entry.moved_to) == (DAY, path, str(moved))
+    assert "footer unreadable" in entry.reason
+    warning = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert path in warning and str(moved) in warning and "fetches it again" in warning
+    assert ds.has_quarantined(DAY)
+
+
+def test_a_damaged_neighbour_reads_as_unknown(ds: EventDataset):
+    """The density hint reads neighbours' timestamps: a damaged one is moved aside, not fatal."""
+    write_hour(ds)
+    flip_inside_page(ds.day_path(DAY), "timestamp")
+    assert ds.read_seconds(DAY) is None
+    assert [q.path for q in ds.quarantined] == [ds.day_path(DAY)]
+    assert "CRC checksum" in ds.quarantined[0].reason
+
+
+def test_a_write_over_a_page_damaged_file_sets_it_aside_and_claims_only_what_it_fetched(
+    ds: EventDataset,
+):
+    write_hour(ds, "old")
+    flip_inside_page(ds.day_path(DAY), "raw_event")
+    assert ds.read_coverage(DAY).intervals  # the footer is intact: only the pages tell
+    result = ds.write_day(DAY, [(LO + 10, LO + 20)], [make_batch([LO + 12], "new")], HI + 1)
+    assert (result.rows_before, result.rows_after) == (0, 1)
+    assert ids(ds.read_day(DAY)) == ["new#0"]
+    assert ds.read_coverage(DAY) == Coverage(((LO + 10, LO + 20, HI + 1),))  # the rest: due
+    assert len(ds.quarantined) == 1 and len(quarantined_files(ds)) == 2
+
+
+def test_a_damaged_file_that_cannot_be_moved_is_a_permanent_error_naming_it(
+    ds: EventDataset, monkeypatch: pytest.MonkeyPatch
+):
+    write_hour(ds)
+    truncate(ds.day_path(DAY))
+
+    def read_only(*_args: object) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(integrity, "move_aside", read_only)
+    with pytest.raises(DamagedDayFileError) as raised:
+        ds.read_coverage(DAY)
+    assert isinstance(raised.value, PermanentError)  # a task fails at once, no retry
+    message = str(raised.value)
+    assert ds.day_path(DAY) in message and "footer unreadable" in message
+    assert "dropbox-team-log verify --quarantine" in message
+
+
+def test_a_failed_read_of_a_whole_file_is_read_again_not_moved():
+    """A read error is no verdict (a dropped connection): the full check finds the file whole."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class DropsTheFirstRead(MemoryFileSystem):
+        protocol = "dropsfirst"
+        dropped = 0
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            return super()._strip_protocol(path.replace("dropsfirst://", "memory://", 1))
+
+        def _open(self, path, mode="rb", **kwargs):
+            if mode == "rb" and not DropsTheFirstRead.dropped:
+                DropsTheFirstRead.dropped += 1
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return super()._open(path, mode, **kwargs)
+
+    fsspec.register_implementation("dropsfirst", DropsTheFirstRead, clobber=True)
+    lock = threading.Lock()
+    ds = EventDataset("dropsfirst://bucket/events", lock_factory=lambda day: lock)
+    try:
+        DropsTheFirstRead.dropped = 1  # writing reads nothing; let the first read of it fail
+        write_hour(ds)
+        DropsTheFirstRead.dropped = 0
+        assert ds.read_coverage(DAY) == Coverage(((LO, LO + H, HI),))
+        assert DropsTheFirstRead.dropped == 1 and ds.quarantined == []
+    finally:
+        fsspec.filesystem("memory").rm("/bucket", recursive=True)

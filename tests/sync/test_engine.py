@@ -17,13 +17,13 @@ import pyarrow.compute as pc
 import pytest
 
 from dropbox_team_log.client.reader import EventReader
+from dropbox_team_log.client.wire import WireDataError
 from dropbox_team_log.dataset.spool import RowSpool
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.errors import CursorRestartLimitError
 from dropbox_team_log.sync import engine
 from dropbox_team_log.sync.planning import DaySpan, SyncPolicy
 from dropbox_team_log.timeutil import day_start
-from dropbox_team_log.transform.events import MalformedEventError
 from tests.helpers.pipeline import grant_app, multiset, reader_at, utc
 
 T = utc(2026, 11, 20, 12, 0, 0)
@@ -164,7 +164,7 @@ def test_a_malformed_event_fails_the_day_with_its_reason_and_writes_nothing(
     broken = {key: value for key, value in good.items() if key != "event_type"}
     broken["timestamp"] = utc(day.year, day.month, day.day, 13).strftime("%Y-%m-%dT%H:%M:%SZ")
     emu.add_events([broken], visible_at=lo + 14 * 3600)
-    with pytest.raises(MalformedEventError, match="event_type"):
+    with pytest.raises(WireDataError, match="event_type"):
         sync_the_day(emu, refresh_token, tmp_path / "dataset", concurrency, day=day)
     assert len(spools) == 1 and spools[0].closed
     assert files_open_in(spool_dir) == []

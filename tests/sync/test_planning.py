@@ -1,4 +1,5 @@
-"""Planning rules: params -> ranges, day spans, the run's clock."""
+"""Planning rules: params -> ranges, day spans, the run's clock; and which spans the plan keeps
+when a day file in the window is damaged."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.sync import engine
 from dropbox_team_log.sync.planning import (
     ParamError,
     SyncPolicy,
@@ -19,6 +22,8 @@ from dropbox_team_log.sync.planning import (
     split_days,
 )
 from dropbox_team_log.timeutil import DAY, day_start
+from dropbox_team_log.transform.events import events_to_batch
+from tests.helpers.damage import truncate
 
 CONNECTED = int(datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC).timestamp())
 LATER = CONNECTED + 3 * DAY
@@ -109,3 +114,49 @@ def test_now_comes_from_the_run_never_the_wall_clock():
     assert as_of_from_context({"logical_date": None, "dag_run": run}) == int(t.timestamp())
     with pytest.raises(ParamError):
         as_of_from_context({})
+
+
+# --- a damaged day file in the window ----------------------------------------------------------
+
+
+def written_window(root: str, lo: int, hi: int, as_of: int) -> EventDataset:
+    """Every day of [lo, hi) written as fetched at `as_of`: nothing due at `as_of`."""
+    ds = EventDataset(root)
+    for span in split_days(lo, hi):
+        rows = events_to_batch([], team_id="dbtid:test", ingested_at=datetime.now(UTC))
+        ds.write_day(span.day, [(span.lo, span.hi)], [rows], fetched_at=as_of)
+    return ds
+
+
+def planned(ds: EventDataset, lo: int, hi: int, as_of: int) -> dict[date, list]:
+    """What the plan task keeps: the spans with ranges due (coverage read for every day)."""
+    policy = SyncPolicy()
+    due = {
+        span.day: engine.due_ranges(ds, span, as_of=as_of, policy=policy)
+        for span in split_days(lo, hi)
+    }
+    return {day: ranges for day, ranges in due.items() if ranges}
+
+
+def test_a_truncated_day_is_planned_whole_and_the_other_days_are_not(tmp_path):
+    """The plan reads every day's footer: a cut-short file fails nothing and is due again."""
+    as_of = LATER
+    lo, hi = CONNECTED - 5 * DAY, CONNECTED
+    ds = written_window(str(tmp_path / "events"), lo, hi, as_of)
+    assert planned(ds, lo, hi, as_of) == {}
+    middle = date(2026, 11, 17)
+    truncate(ds.day_path(middle))
+    assert planned(ds, lo, hi, as_of) == {middle: [(day_start(middle), day_start(middle) + DAY)]}
+    assert [q.day for q in ds.quarantined] == [middle]
+
+
+def test_the_first_day_of_a_window_comes_back_whole_once_its_file_was_moved_aside(tmp_path):
+    """The window starts mid-day: a day whose file was moved aside is due from its midnight,
+    not from the window's start, or its first hours would be lost for good."""
+    as_of = LATER
+    lo, hi = CONNECTED - 2 * DAY, CONNECTED  # starts at 10:30:15 on its first day
+    first = split_days(lo, hi)[0]
+    assert first.lo > day_start(first.day)
+    ds = written_window(str(tmp_path / "events"), day_start(first.day), hi, as_of)
+    truncate(ds.day_path(first.day))
+    assert planned(ds, lo, hi, as_of) == {first.day: [(day_start(first.day), first.hi)]}

@@ -19,12 +19,19 @@ generated events. Column meanings: docs/querying.md and docs/data_dictionary.md.
 
 from __future__ import annotations
 
+import logging
+import shlex
+
 import duckdb
 import fsspec
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from dropbox_team_log.analytics import detections, ocsf
+from dropbox_team_log.dataset import integrity, roots
 from dropbox_team_log.schema import DAY_FILES_GLOB, READER_SCHEMA
+
+log = logging.getLogger(__name__)
 
 #: The question views, in the order `query --views` lists them (`events` first: the others use it).
 VIEW_NAMES = (
@@ -157,9 +164,10 @@ VIEWS_SQL = {
 
 
 def files_glob(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The dataset's filesystem and the glob of its day files (`_reports/` etc. never match)."""
+    """The dataset's filesystem and the glob of its day files (`_reports/` etc. never match),
+    the root taken literally (a `[`, `*` or `?` in it matches itself only)."""
     fs, path = fsspec.core.url_to_fs(str(root))
-    return fs, f"{path.rstrip('/')}/{DAY_FILES_GLOB}"
+    return fs, roots.glob_under(path, DAY_FILES_GLOB)
 
 
 def connect(root: str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
@@ -172,30 +180,87 @@ def connect(root: str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.D
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     fs, pattern = files_glob(root)
-    if not fs.glob(pattern):
-        empty = READER_SCHEMA.empty_table()
-        con.register("_dropbox_team_log_arrow", empty)
-        con.execute(
-            "CREATE OR REPLACE TABLE dropbox_team_log_empty AS "
-            "SELECT * FROM _dropbox_team_log_arrow"
-        )
-        con.unregister("_dropbox_team_log_arrow")
-        source = "SELECT * FROM dropbox_team_log_empty"
+    files = fs.glob(pattern)
+    if not files:
+        source = _no_rows(con)
     else:
         if not isinstance(fs, LocalFileSystem):
             con.register_filesystem(fs)
             pattern = fs.unstrip_protocol(pattern)
-        source = (
-            "SELECT * FROM read_parquet("  # ruff: ignore[hardcoded-sql-expression] (quoted)
-            + _literal(pattern)
-            + ", hive_partitioning = true, hive_types = {'event_date': DATE})"
-        )
+        source = _read_parquet(_literal(pattern))
+        source = _without_unreadable(con, fs, root, files, source)
     con.execute(f"CREATE OR REPLACE VIEW dropbox_team_log_rows AS {source}")
     for name, sql in VIEWS_SQL.items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     detections.register(con)
     ocsf.register_view(con, SOURCE_VIEW)
     return con
+
+
+def _no_rows(con: duckdb.DuckDBPyConnection) -> str:
+    """The rows of a dataset with no (readable) file: an empty table of the readers' schema."""
+    con.register("_dropbox_team_log_arrow", READER_SCHEMA.empty_table())
+    con.execute(
+        "CREATE OR REPLACE TABLE dropbox_team_log_empty AS SELECT * FROM _dropbox_team_log_arrow"
+    )
+    con.unregister("_dropbox_team_log_arrow")
+    return "SELECT * FROM dropbox_team_log_empty"
+
+
+def _read_parquet(files_sql: str) -> str:
+    """The rows of these files (a quoted glob or a list of quoted paths), `event_date` added."""
+    return (
+        "SELECT * FROM read_parquet("  # ruff: ignore[hardcoded-sql-expression] (quoted)
+        + files_sql
+        + ", hive_partitioning = true, hive_types = {'event_date': DATE})"
+    )
+
+
+def _without_unreadable(
+    con: duckdb.DuckDBPyConnection,
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    files: list[str],
+    source: str,
+) -> str:
+    """`source`, unless a day file's footer cannot be read: then the readable files only.
+
+    Counting rows reads every footer and nothing else. A damaged day file is moved aside by the
+    pipeline as soon as a sync reads it, but until then it would fail every query: it is left
+    out here, and named with the command that moves it aside. The file list is then fixed for
+    this connection. Bytes damaged inside a page are not seen here: DuckDB does not verify page
+    checksums, `dropbox-team-log verify` does.
+    """
+    try:
+        con.execute("SELECT count(*) FROM (" + source + ")")  # ruff: ignore[hardcoded-sql-expression]
+        return source
+    except duckdb.Error:
+        pass
+    readable, unreadable = [], []
+    for path in files:
+        try:
+            with fs.open(path, "rb") as f:
+                pq.read_metadata(f)
+        except integrity.READ_ERRORS as exc:
+            if not integrity.may_be_damage(exc):
+                raise
+            unreadable.append(path)
+        else:
+            readable.append(path)
+    if not unreadable:
+        return source  # not a file's fault: the query will say what it is
+    log.warning(
+        "left out %d damaged day file(s) that cannot be read: %s; move them aside with "
+        "`dropbox-team-log verify --root %s --quarantine` (their days are then fetched again)",
+        len(unreadable),
+        ", ".join(unreadable),
+        shlex.quote(str(root)),
+    )
+    if not isinstance(fs, LocalFileSystem):
+        readable = [fs.unstrip_protocol(path) for path in readable]
+    if not readable:
+        return _no_rows(con)
+    return _read_parquet("[" + ", ".join(_literal(roots.literal(p)) for p in readable) + "]")
 
 
 def view_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:

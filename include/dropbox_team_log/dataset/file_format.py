@@ -4,14 +4,19 @@ A day file is zstd Parquet, sorted by timestamp (declared as its sorting column)
 key-value metadata holds two keys: COVERAGE_KEY, the JSON of the day's `Coverage` (which ranges
 its rows answer exactly, as of when: see ledger.py), and VERSION_KEY, the format version. A file
 without them was not written by this package and is refused rather than guessed at, since
-"exact" could no longer be checked. Changing anything here changes the bytes every deployment
-writes; the row-group size is set by the writer (merge.py).
+"exact" could no longer be checked. Every page carries a CRC32 of its bytes, and every read of
+this package verifies them (`open_file`, `read_table`), so bytes changed inside a page fail the
+read instead of becoming other rows (integrity.py says what happens then). Changing anything
+here changes the bytes every deployment writes; the row-group size is set by the writer
+(merge.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import IO
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dropbox_team_log.dataset.ledger import Coverage
@@ -41,7 +46,18 @@ def open_writer(sink: IO[bytes], coverage: Coverage) -> pq.ParquetWriter:
         use_dictionary=_DICTIONARY_COLUMNS,
         write_statistics=_STATISTICS_COLUMNS,
         sorting_columns=[pq.SortingColumn(0)],
+        write_page_checksum=True,
     )
+
+
+def open_file(source: str | IO[bytes], *, pre_buffer: bool = True) -> pq.ParquetFile:
+    """A day file opened for reading: each page's checksum is verified as the page is read."""
+    return pq.ParquetFile(source, pre_buffer=pre_buffer, page_checksum_verification=True)
+
+
+def read_table(source: IO[bytes], columns: Sequence[str] | None = None) -> pa.Table:
+    """A day file's rows (these columns, else all), every page's checksum verified."""
+    return open_file(source).read(columns=columns)
 
 
 def coverage_of(metadata: pq.FileMetaData, path: str) -> Coverage:

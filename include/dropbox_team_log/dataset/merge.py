@@ -17,7 +17,6 @@ from typing import IO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dropbox_team_log.dataset import file_format
 from dropbox_team_log.dataset.columns import check_schema, conform, epoch_seconds, in_ranges
@@ -89,7 +88,7 @@ class _OldRows:
 
     def __init__(self, source: IO[bytes] | None, taken: Sequence[Range], path: str | None):
         # no pre_buffer: it would read every row group's bytes up front and keep them
-        self.file = None if source is None else pq.ParquetFile(source, pre_buffer=False)
+        self.file = None if source is None else file_format.open_file(source, pre_buffer=False)
         self.taken = taken
         self.path = path
         self.rows = 0 if self.file is None else self.file.metadata.num_rows

@@ -8,6 +8,11 @@ Memory stays bounded however big the day: the fetch adds each page's batch to th
 `RowSpool` (held in memory up to a budget, then a temp file) as soon as it is transformed, and a
 restart discards through the spool, so past the budget only the rows' timestamps stay in memory
 until `write_day` streams them into the file.
+
+A damaged day file never stops a sync: the dataset moves it aside when a read or the write finds
+it (dataset/integrity.py) and the day then reads as uncovered. Found by the plan, the whole span
+is fetched; found by the write (a page damaged behind an intact footer), the file holds just the
+ranges fetched, and a second pass fetches the rest of the span. Each move is in the report.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import numpy as np
 from dropbox_team_log import settings
 from dropbox_team_log.client.reader import EventReader
 from dropbox_team_log.dataset.columns import in_ranges
+from dropbox_team_log.dataset.merge import WriteResult
 from dropbox_team_log.dataset.spool import RowSpool
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.sync.fetch import fetch_ranges
 from dropbox_team_log.sync.planning import DaySpan, SyncPolicy
 from dropbox_team_log.sync.slicing import DensityProfile
-from dropbox_team_log.timeutil import DAY, Range, to_wire
+from dropbox_team_log.timeutil import DAY, Range, day_start, to_wire
 from dropbox_team_log.transform.pseudonymise import Pseudonymiser
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,8 @@ class DaySyncReport:
     restarts: int = 0
     rows_before: int = 0
     rows_after: int = 0
+    #: Damaged day files moved aside during this sync (this day's or a neighbour's).
+    quarantined: list[dict[str, str]] = field(default_factory=list)
 
     def to_xcom(self) -> dict:
         return asdict(self)
@@ -69,10 +77,17 @@ class DaySyncReport:
 def due_ranges(
     dataset: EventDataset, span: DaySpan, *, as_of: int, policy: SyncPolicy
 ) -> list[Range]:
-    """The ranges of this day span that must be (re)read at `as_of`."""
+    """The ranges of this day span that must be (re)read at `as_of`.
+
+    A day whose file was moved aside as damaged is due whole, not only from where the span
+    starts: the first day of a window would otherwise lose its hours before the window for good.
+    """
     coverage = dataset.read_coverage(span.day)
+    lo = span.lo
+    if lo > day_start(span.day) and dataset.has_quarantined(span.day):
+        lo = day_start(span.day)
     return coverage.due_for_refetch(
-        span.lo,
+        lo,
         min(span.hi, as_of),
         as_of=as_of,
         settle=policy.settle_seconds,
@@ -131,35 +146,32 @@ def sync_day(
     `concurrency` (default `api_concurrency()`) caps this day's API calls in flight.
     """
     report = DaySyncReport(day=span.day.isoformat())
-    ranges = due_ranges(dataset, span, as_of=as_of, policy=policy)
-    if not ranges:
-        log.info("%s: nothing due at %s (covered and settled or fresh)", span.day, to_wire(as_of))
-        return report
-    ingested_at = datetime.now(UTC)
+    moved_before = len(dataset.quarantined)
     calls_before = reader.api.stats.calls
     concurrency = api_concurrency() if concurrency is None else concurrency
-    # One call at a time never slices: no need to read the neighbours' timestamps.
-    profile = expected_density(dataset, span.day, ranges) if concurrency > 1 else None
-    with RowSpool() as spool:  # closed (its temp file deleted) on every path
-        fetch_ranges(
-            reader,
-            ranges,
-            spool,
-            team_id=team_id,
-            ingested_at=ingested_at,
-            concurrency=concurrency,
-            pseudonymiser=pseudonymiser,
-            profile=profile,
+    results: list[WriteResult] = []
+    # One pass, and a second only if the write found the day file damaged and set it aside:
+    # what it held is then due again (a whole day has nothing due once written at `as_of`).
+    for _pass in range(2):
+        ranges = due_ranges(dataset, span, as_of=as_of, policy=policy)
+        if not ranges:
+            break
+        events, result = _fetch_and_write(
+            reader, dataset, span, ranges, as_of, team_id, pseudonymiser, concurrency
         )
-        report.ranges = [[to_wire(start), to_wire(end)] for start, end in ranges]
-        result = dataset.write_day(span.day, ranges, spool, fetched_at=as_of)
-        report.events = spool.live_rows()
+        report.ranges += [[to_wire(start), to_wire(end)] for start, end in ranges]
+        report.events += events
+        results.append(result)
+    report.quarantined = [q.to_xcom() for q in dataset.quarantined[moved_before:]]
+    if not results:
+        log.info("%s: nothing due at %s (covered and settled or fresh)", span.day, to_wire(as_of))
+        return report
     report.pages = reader.stats.pages
     report.api_calls = reader.api.stats.calls - calls_before
     report.retries = dict(reader.api.stats.retries)
     report.restarts = reader.stats.restarts
-    report.rows_before = result.rows_before
-    report.rows_after = result.rows_after
+    report.rows_before = results[0].rows_before
+    report.rows_after = results[-1].rows_after
     log.info(
         "%s: ranges %s -> %d events in %d pages (%d API calls, retries %s, cursor restarts %d); "
         "partition rows %d -> %d",
@@ -174,3 +186,31 @@ def sync_day(
         report.rows_after,
     )
     return report
+
+
+def _fetch_and_write(
+    reader: EventReader,
+    dataset: EventDataset,
+    span: DaySpan,
+    ranges: list[Range],
+    as_of: int,
+    team_id: str,
+    pseudonymiser: Pseudonymiser | None,
+    concurrency: int,
+) -> tuple[int, WriteResult]:
+    """Fetch `ranges` of the span's day and replace them in its file: (events, the write)."""
+    # One call at a time never slices: no need to read the neighbours' timestamps.
+    profile = expected_density(dataset, span.day, ranges) if concurrency > 1 else None
+    with RowSpool() as spool:  # closed (its temp file deleted) on every path
+        fetch_ranges(
+            reader,
+            ranges,
+            spool,
+            team_id=team_id,
+            ingested_at=datetime.now(UTC),
+            concurrency=concurrency,
+            pseudonymiser=pseudonymiser,
+            profile=profile,
+        )
+        result = dataset.write_day(span.day, ranges, spool, fetched_at=as_of)
+        return spool.live_rows(), result

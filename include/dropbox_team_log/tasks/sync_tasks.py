@@ -30,6 +30,7 @@ from dropbox_team_log.sync.planning import (
     policy_from_params,
     split_days,
 )
+from dropbox_team_log.tasks.dataset_root import open_dataset_root, use_aws_connection
 from dropbox_team_log.tasks.worker_memory import use_lean_allocators
 from dropbox_team_log.timeutil import to_wire
 from dropbox_team_log.transform.pseudonymise import (
@@ -88,14 +89,17 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
     except ParamError as exc:
         raise AirflowFailException(f"Bad parameter: {exc}") from None
     pseudonymised = load_pseudonymiser() is not None
-    root = deployment.output_root()
+    root, aws_conn_id = open_dataset_root()  # resolved once: the day tasks write this very root
     try:  # a root that cannot be written fails here, saying why, before any API call
         check_output_root(root)
     except OutputRootError as exc:
         raise AirflowFailException(str(exc)) from None
     dataset = EventDataset(root)
     spans = split_days(lo, hi)
-    due = [span for span in spans if engine.due_ranges(dataset, span, as_of=as_of, policy=policy)]
+    try:  # a damaged day file that cannot be moved aside: retrying cannot help
+        due = [s for s in spans if engine.due_ranges(dataset, s, as_of=as_of, policy=policy)]
+    except PermanentError as exc:
+        raise AirflowFailException(str(exc)) from None
     log.info(
         "%s plan at %s: [%s, %s) over %d days, %d with work due; connection '%s', dataset %s",
         kind,
@@ -111,6 +115,7 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
         "as_of": as_of,
         "conn_id": conn_id,
         "root": root,
+        "aws_conn_id": aws_conn_id,
         "team_id": settings.team_id,
         "pseudonymised": pseudonymised,
         "policy": policy.to_xcom(),
@@ -129,6 +134,7 @@ def sync_day(job: dict[str, Any]) -> dict[str, Any]:
             "re-run the DAG"
         )
     try:
+        use_aws_connection(job["root"], job.get("aws_conn_id"))
         team_id = job.get("team_id") or str(hook.get_team_info().get("team_id"))
         report = engine.sync_day(
             reader=hook.event_reader(),
