@@ -25,6 +25,7 @@ RANKS = {
     "schema": 0,
     "timeutil": 0,
     "errors": 0,
+    "display": 0,
     "deployment": 1,
     "client": 2,
     "transform": 3,

@@ -76,6 +76,9 @@ MAX_REPORT_DAYS = 366
 #: (pyarrow and Spark skip `_`-prefixed folders too).
 REPORTS_DIR = "_reports"
 REPORT_FILE = "dropbox_team_log_report.html"
+#: Where damaged day files are moved, kept for inspection: `<root>/_quarantine/event_date=D/`,
+#: outside the readers' glob (dataset/integrity.py).
+QUARANTINE_DIR = "_quarantine"
 
 # --- detections and findings (analytics/detections.py, docs/detections.md) -------------------
 
@@ -150,3 +153,29 @@ REQUIRED_SCOPES = ("events.read", "team_info.read")
 DEFAULT_TIMEOUT_SECONDS = 60.0
 #: Events per team_log page: Dropbox's maximum, the fewest calls.
 PAGE_LIMIT = 1000
+
+# --- secrets and rate limits on the wire (client/redaction.py, client/retry_after.py) --------
+
+#: A 429's Retry-After is obeyed up to this many seconds; a larger one is clipped.
+RETRY_AFTER_MAX_SECONDS = 300.0
+#: The wait after a 429 whose Retry-After is missing or nonsense (negative, not a number/date).
+RETRY_AFTER_DEFAULT_SECONDS = 5.0
+#: Secrets shorter than this are not scrubbed from text: they would match ordinary words.
+MIN_SCRUBBED_SECRET_LENGTH = 5
+
+# --- the dataset root and S3 (deployment.py, dataset/object_store.py, dataset/roots.py) ------
+
+#: Airflow connection (type `aws`) the S3 dataset root is read and written with: login = access
+#: key id, password = secret access key, extra `region_name`, `endpoint_url`,
+#: `aws_session_token` (or whatever the Amazon provider's AwsBaseHook accepts, e.g. a role to
+#: assume). Unset: the standard AWS chain of each process (environment, profile, role).
+AWS_CONN_ID_VARIABLE = "dropbox_team_log_aws_conn_id"
+#: URL schemes of an S3 dataset root.
+S3_PROTOCOLS = ("s3", "s3a")
+#: A day file larger than this goes to S3 as a multipart upload of parts this size (S3 takes
+#: 5 MiB to 5 GiB per part; boto3's transfers use 8 MiB too): what the upload holds in memory,
+#: about twice over while a part is sent, instead of the whole file.
+S3_PART_BYTES = 8 * 2**20
+#: A multipart upload of a day's key older than this was left by a writer killed mid-upload: the
+#: next multipart write of that key aborts it (a live upload takes minutes).
+S3_STALE_UPLOAD_HOURS = 24

@@ -10,6 +10,7 @@ Modules, from the entry point down:
 - `ledger`: `Coverage`, which ranges of a day the rows answer exactly, as of when.
 - `columns`: EVENT_SCHEMA enforced on every batch, timestamps as numpy seconds, range masks.
 - `files`: the day lock, private folders, `write_atomically` (temp file, fsync, rename).
+- `integrity`: is a day file whole (every page's checksum)? Moving a damaged one aside.
 - `object_store`: the S3 calls (conditional PUT) a plain filesystem does not have.
 - `root_check`: is a dataset root writable? Checked before any API call.
 """

@@ -26,6 +26,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from dropbox_team_log.dataset import object_store
+from dropbox_team_log.dataset.roots import glob_under, literal
 
 DIR_MODE = 0o750
 FILE_MODE = 0o640
@@ -89,10 +90,14 @@ def _split(path: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def write_atomically(fs: fsspec.AbstractFileSystem, path: str) -> Generator[IO[bytes], None, None]:
+def write_atomically(
+    fs: fsspec.AbstractFileSystem, path: str, *, durable: bool = True
+) -> Generator[IO[bytes], None, None]:
     """A binary sink that becomes `path` only if the `with` block ends without an error.
 
     Locally: a temp file beside `path` (folders created as needed), fsynced and renamed onto it.
+    Without `durable` nothing is fsynced (for files a re-run rewrites): readers still never see
+    a partial file, but after a power loss the file may be missing or incomplete.
     On another fsspec store (one whose writers a `lock_factory` serialises): a temp file there,
     moved onto `path` (a copy and a delete). Either way the temp file is gone afterwards.
     """
@@ -113,18 +118,21 @@ def write_atomically(fs: fsspec.AbstractFileSystem, path: str) -> Generator[IO[b
         with os.fdopen(fd, "wb") as sink:
             yield sink
             sink.flush()
-            os.fsync(sink.fileno())
+            if durable:
+                os.fsync(sink.fileno())
         os.replace(temp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-    fsync_dir(folder)
+    if durable:
+        fsync_dir(folder)
 
 
 def remove_stale_temps(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """Remove the temp files killed writers left beside `path` (only while holding its lock)."""
+    """Remove the temp files killed writers left beside `path` (only while holding its lock);
+    the folder taken literally, so a `[`, `*` or `?` in the root never reaches another folder."""
     folder, name = _split(path)
-    for temp in fs.glob(f"{folder}/.{name}.*{_TEMP_SUFFIX}"):
+    for temp in fs.glob(glob_under(folder, f".{literal(name)}.*{_TEMP_SUFFIX}")):
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(temp)
 

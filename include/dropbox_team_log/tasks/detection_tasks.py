@@ -45,12 +45,13 @@ def evaluate(context: dict[str, Any]) -> dict[str, Any]:
     from dropbox_team_log import deployment
     from dropbox_team_log.analytics.detections import DetectionConfig, DetectionConfigError
     from dropbox_team_log.analytics.findings import run_detections
+    from dropbox_team_log.tasks.dataset_root import open_dataset_root
 
     try:
         cfg = DetectionConfig.from_json(deployment.detections_setting())
     except DetectionConfigError as exc:
         raise AirflowFailException(str(exc)) from None
-    root = deployment.output_root()
+    root, _ = open_dataset_root()
     triggers = context.get("triggering_asset_events") or {}
     asset_events = sum(len(events) for events in triggers.values())
     result = run_detections(root, cfg, now=run_time(context))
@@ -71,11 +72,11 @@ def evaluate(context: dict[str, Any]) -> dict[str, Any]:
 
 def notify(context: dict[str, Any]) -> dict[str, Any]:
     """Send each findings file not alerted yet, oldest first, and mark it sent."""
-    from dropbox_team_log import deployment
     from dropbox_team_log.analytics.findings import FindingsStore
     from dropbox_team_log.notifications.alerts import send_findings
+    from dropbox_team_log.tasks.dataset_root import open_dataset_root
 
-    store = FindingsStore(deployment.output_root())
+    store = FindingsStore(open_dataset_root()[0])
     sent = 0
     with store.lock():
         for name, findings in store.pending():

@@ -17,6 +17,7 @@ from dropbox_team_log.analytics.period import resolve_period
 from dropbox_team_log.analytics.report import build
 from dropbox_team_log.analytics.text import report_text
 from dropbox_team_log.dataset.files import write_text
+from dropbox_team_log.tasks.dataset_root import open_dataset_root
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def render(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     period = resolve_period(
         days=int(params.get("days") or settings.REPORT_DAYS), today=when.astimezone(UTC).date()
     )
-    root = deployment.output_root()
+    root, _ = open_dataset_root()
     out = deployment.report_path(root)
     data = build(root, period)
     log.info("Report of %s:\n%s", period.label(), report_text(data))
