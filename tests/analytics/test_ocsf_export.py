@@ -5,6 +5,7 @@ only, on a local folder and on S3 (moto), and through the CLI.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from datetime import UTC, date, datetime
@@ -160,6 +161,62 @@ def test_a_failed_export_leaves_whole_files_only(tmp_path, root):
     after = {name: (out / name).read_bytes() for name in files(out)}
     assert set(after) == set(before) - {blocked}  # no temp file left, none lost
     assert after == {name: before[name] for name in after}  # each whole (the same records)
+
+
+def row_groups(out: Path) -> dict[str, list[int]]:
+    """Each hive file's row group sizes."""
+    sizes = {}
+    for name in files(out):
+        if HIVE_FILE.fullmatch(name):
+            metadata = pq.read_metadata(out / name)
+            sizes[name] = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    return sizes
+
+
+def test_a_file_whose_day_fits_the_row_group_bound_is_one_row_group(root, tmp_path, monkeypatch):
+    # The bound just above the largest day, and batches smaller than a day: a file's rows go
+    # out together once the rows move past its day, never split where a batch ends. Rows come
+    # in day order from one DuckDB thread (several threads interleave days: more, smaller
+    # row groups, the same records).
+    days = Counter(day for day, _ in raw_rows(root))
+    monkeypatch.setattr(ocsf_export, "_BATCH_ROWS", 100)
+    monkeypatch.setattr(settings, "OCSF_ROW_GROUP_ROWS", max(days.values()) + 1)
+    ocsf_export.export(str(root), str(tmp_path), threads=1)
+    sizes = row_groups(tmp_path)
+    assert {name: groups for name, groups in sizes.items() if len(groups) > 1} == {}
+
+
+def test_no_row_group_holds_more_than_the_bound(root, tmp_path, monkeypatch):
+    """OCSF_ROW_GROUP_ROWS bounds the rows of a row group (and those waiting in memory)."""
+    monkeypatch.setattr(settings, "OCSF_ROW_GROUP_ROWS", 7)
+    result = ocsf_export.export(str(root), str(tmp_path))
+    sizes = row_groups(tmp_path)
+    assert max(size for groups in sizes.values() for size in groups) == 7
+    assert sum(sum(groups) for groups in sizes.values()) == result.records
+
+
+def test_both_layouts_hold_the_same_bytes(exported):
+    """Each file is encoded once and written to both layouts."""
+    out, _ = exported
+    sources = settings.OCSF_SECURITY_LAKE_SOURCES
+    for name in files(out):
+        if hive := HIVE_FILE.fullmatch(name):
+            day = hive["day"].replace("-", "")
+            lake = f"ext/{sources[int(hive['cls'])]}/region=eu-west-1/accountId=123456789012"
+            lake += f"/eventDay={day}/records.parquet"
+            assert (out / name).read_bytes() == (out / lake).read_bytes(), name
+
+
+def test_the_export_does_not_fsync(root, tmp_path, monkeypatch):
+    """Re-runnable output: an fsync per file would cost more than the small files' records."""
+
+    def fsync(fd: int) -> None:
+        raise AssertionError("the OCSF export fsynced a file")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = ocsf_export.export(str(root), str(tmp_path))
+    assert result.records == len(raw_rows(root))
+    assert len(row_groups(tmp_path)) == len(result.written)
 
 
 def test_export_to_s3(root, exported, s3_endpoint, bucket):

@@ -9,14 +9,17 @@ The second is what a Security Lake custom source reads (one source per class, `<
 `settings.OCSF_SECURITY_LAKE_SOURCES`): with `out` the lake's bucket, the files land where the
 sources' Glue crawlers look. A file's name is fixed, so re-exporting a day replaces its files
 (and removes those of classes the day no longer has): re-runnable, never duplicated. Each file
-appears whole: locally a temp file renamed onto it, on S3 one PUT. Rows stream from DuckDB a
-batch at a time, so a day's size is bounded by its files, not by memory (S3: one file's bytes).
+appears whole: locally a temp file renamed onto it, on S3 one PUT. Local files are not fsynced:
+after a power loss, run the export again. Each file is encoded once, whatever the number of
+layouts. Rows stream from DuckDB a small batch at a time and a file's rows are written once its
+day is done, so a day's size is bounded by its files, not by memory (S3: one file's bytes).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import itertools
 import time
 from collections.abc import Generator, Iterable, Iterator
@@ -33,7 +36,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from dropbox_team_log import settings
 from dropbox_team_log.analytics import ocsf
-from dropbox_team_log.dataset import object_store
+from dropbox_team_log.dataset import object_store, roots
 from dropbox_team_log.dataset.files import write_atomically
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.schema import PARTITION_KEY
@@ -44,8 +47,11 @@ _UNIQUE_TEXT = frozenset(
      "unmapped.access_method"}
 )  # fmt: skip
 EPOCH_DAY = date(1970, 1, 1)
-#: Rows DuckDB hands over per Arrow batch.
-_BATCH_ROWS = 32_768
+#: Rows DuckDB hands over per Arrow batch: small, so that each batch's buffers (and its sorted
+#: copy) are freed and reused while they are hot, instead of fresh memory faulted in per batch.
+_BATCH_ROWS = 4096
+#: Bytes the writer's output is buffered in before each write to a local file.
+_WRITE_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -116,12 +122,49 @@ def _writer_options(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
-class _ClassFile:
-    """One class's Parquet file(s) of one day, written to every layout's sink at once."""
+class _Fanout:
+    """A binary file that writes to several (every layout's copy of a file): each file is
+    encoded once, whatever the number of layouts."""
 
-    def __init__(self, sinks: list[IO[bytes] | pa.BufferOutputStream], schema: pa.Schema):
-        options = _writer_options(schema)
-        self._writers = [pq.ParquetWriter(sink, schema, **options) for sink in sinks]
+    closed = False
+
+    def __init__(self, sinks: list[IO[bytes]]) -> None:
+        self._sinks = sinks
+        self._position = 0
+
+    def write(self, data: bytes) -> int:
+        for sink in self._sinks:
+            sink.write(data)
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        """The sinks are flushed where they are finished (`_Output.sink`)."""
+
+    def close(self) -> None:
+        """The sinks are closed where they are finished (`_Output.sink`)."""
+
+
+class _ClassFile:
+    """One class's Parquet file of one day, in every layout. Rows wait until `flush` writes
+    them as one row group; the file is in place once `close` returns, and `discard` leaves
+    whatever was there before."""
+
+    def __init__(self, output: _Output, paths: list[str], schema: pa.Schema) -> None:
+        self._sinks = contextlib.ExitStack()
+        try:
+            sinks = [self._sinks.enter_context(output.sink(path)) for path in paths]
+            # The writer makes many small writes: Arrow gathers them, one Python call per buffer.
+            self._stream = pa.BufferedOutputStream(
+                pa.PythonFile(_Fanout(sinks), mode="w"), _WRITE_BUFFER
+            )
+            self._writer = pq.ParquetWriter(self._stream, schema, **_writer_options(schema))
+        except BaseException:
+            self.discard()
+            raise
         self._pending: list[pa.RecordBatch] = []
         self.pending = 0
         self.records = 0
@@ -132,17 +175,25 @@ class _ClassFile:
         self.records += batch.num_rows
 
     def flush(self) -> None:
-        """Write what is pending as one row group."""
+        """Write what is pending as one row group (OCSF_ROW_GROUP_ROWS at most)."""
         if self._pending:
             table = pa.Table.from_batches(self._pending)
-            for writer in self._writers:
-                writer.write_table(table, row_group_size=max(1, table.num_rows))
+            self._writer.write_table(table, row_group_size=settings.OCSF_ROW_GROUP_ROWS)
         self._pending, self.pending = [], 0
 
     def close(self) -> None:
         self.flush()
-        for writer in self._writers:
-            writer.close()
+        self._writer.close()
+        self._stream.flush()
+        self._sinks.close()
+
+    def discard(self) -> None:
+        with contextlib.suppress(_Discarded):
+            self._sinks.__exit__(_Discarded, _Discarded(), None)
+
+
+class _Discarded(Exception):
+    """Raised into a file's sinks so that they drop what was written to them."""
 
 
 class _Output:
@@ -154,15 +205,16 @@ class _Output:
         self.is_object_store = object_store.is_object_store(self.fs)
 
     @contextlib.contextmanager
-    def sink(self, path: str) -> Generator[IO[bytes] | pa.BufferOutputStream, None, None]:
-        """Yields where the file's bytes go; they replace `path` only when the block ends well."""
+    def sink(self, path: str) -> Generator[IO[bytes], None, None]:
+        """Yields where the file's bytes go; they replace `path` only when the block ends well.
+        Locally not fsynced: an export is re-run, not recovered (docs/ocsf.md)."""
         if self.is_object_store:
-            buffer = pa.BufferOutputStream()
+            buffer = io.BytesIO()
             yield buffer  # ruff: ignore[fallible-context-manager] (an error: no PUT, wanted)
-            self.fs.pipe_file(path, buffer.getvalue().to_pybytes())
+            self.fs.pipe_file(path, buffer.getvalue())
             return
-        with write_atomically(self.fs, path) as sink:
-            yield sink
+        with write_atomically(self.fs, path, durable=False) as file:
+            yield file
 
     def remove(self, path: str) -> bool:
         if not self.fs.exists(path):
@@ -182,7 +234,7 @@ def _source(dataset: EventDataset, days: list[date]) -> str:
     paths = [dataset.day_path(day) for day in days]
     if not dataset.is_local:
         paths = [dataset.fs.unstrip_protocol(path) for path in paths]
-    quoted = ", ".join("'" + path.replace("'", "''") + "'" for path in paths)
+    quoted = ", ".join("'" + roots.literal(path).replace("'", "''") + "'" for path in paths)
     return (
         f"read_parquet([{quoted}], hive_partitioning = true, hive_types = {{'event_date': DATE}})"
     )
@@ -239,6 +291,32 @@ def _split(batch: pa.RecordBatch) -> Iterator[tuple[int, date, pa.RecordBatch]]:
         yield class_uid, day, part
 
 
+class _Files:
+    """The open files of one query, one per (class, day) it has rows of."""
+
+    def __init__(self, layouts: _Layouts, result: ExportResult) -> None:
+        self._layouts = layouts
+        self._result = result
+        self.by_key: dict[tuple[int, date], _ClassFile] = {}
+
+    def add(self, class_uid: int, day: date, part: pa.RecordBatch) -> None:
+        if (class_uid, day) not in self.by_key:
+            paths = self._layouts.paths(class_uid, day)
+            self.by_key[class_uid, day] = _ClassFile(self._layouts.output, paths, part.schema)
+            self._result.written.extend(self._layouts.output.display(path) for path in paths)
+        self.by_key[class_uid, day].add(part)
+
+    def flush_before(self, day: date) -> None:
+        """Write the pending rows of the days before `day` (done, if rows come in day order)."""
+        for (_, file_day), class_file in self.by_key.items():
+            if file_day < day:
+                class_file.flush()
+
+    @property
+    def pending(self) -> int:
+        return sum(class_file.pending for class_file in self.by_key.values())
+
+
 def _export_chunk(
     con: duckdb.DuckDBPyConnection,
     dataset: EventDataset,
@@ -246,34 +324,35 @@ def _export_chunk(
     layouts: _Layouts,
     result: ExportResult,
 ) -> None:
-    """One query over `days`; its rows go to one file per (class, day) and layout. What is
-    pending is written as a row group once OCSF_ROW_GROUP_ROWS rows wait, bounding memory."""
-    output = layouts.output
-    files: dict[tuple[int, date], _ClassFile] = {}
-    pending = 0
-    with contextlib.ExitStack() as stack:
+    """One query over `days`; its rows go to one file per (class, day) and layout. A file's rows
+    are written as one row group once the rows have moved on to a later day (one DuckDB thread
+    reads the day files in order; several interleave them), or sooner when OCSF_ROW_GROUP_ROWS
+    rows wait in all: the memory bound. A row that comes late only makes one more row group:
+    the files stay open to the end."""
+    files = _Files(layouts, result)
+    try:
         reader = con.sql(ocsf.select_sql(_source(dataset, days))).to_arrow_reader(_BATCH_ROWS)
         for batch in reader:
+            latest = EPOCH_DAY
             for class_uid, day, part in _split(batch):
-                if (class_uid, day) not in files:
-                    paths = layouts.paths(class_uid, day)
-                    sinks = [stack.enter_context(output.sink(path)) for path in paths]
-                    files[class_uid, day] = _ClassFile(sinks, part.schema)
-                    result.written.extend(output.display(path) for path in paths)
-                files[class_uid, day].add(part)
-            pending += batch.num_rows
-            if pending >= settings.OCSF_ROW_GROUP_ROWS:
-                for class_file in files.values():
-                    class_file.flush()
-                pending = 0
-        for class_file in files.values():
+                files.add(class_uid, day, part)
+                latest = max(latest, day)
+            files.flush_before(latest)
+            if files.pending >= settings.OCSF_ROW_GROUP_ROWS:
+                files.flush_before(latest + timedelta(days=1))
+        for class_file in files.by_key.values():
             class_file.close()
-    for (class_uid, _), class_file in files.items():
+    except BaseException:
+        for class_file in files.by_key.values():
+            class_file.discard()
+        raise
+    for (class_uid, _), class_file in files.by_key.items():
         result.by_class[class_uid] = result.by_class.get(class_uid, 0) + class_file.records
         result.records += class_file.records
+    output = layouts.output
     for day in days:
         for class_uid in ocsf.CLASS_COLUMNS:
-            if (class_uid, day) in files:
+            if (class_uid, day) in files.by_key:
                 continue
             for path in layouts.paths(class_uid, day):
                 if output.remove(path):
