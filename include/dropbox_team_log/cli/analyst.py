@@ -20,6 +20,7 @@ import sys
 from datetime import date
 from typing import Any, TextIO
 
+from dropbox_team_log.cli.dataset_root import add_root_argument, dataset_root
 from dropbox_team_log.display import visible
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -38,7 +39,7 @@ def add_analyst_parsers(subparsers: Any) -> None:
         ),
     )
     q.add_argument("sql", nargs="?", help="the SQL to run (several statements: the last prints)")
-    _root_argument(q)
+    add_root_argument(q)
     q.add_argument("--format", choices=_FORMATS, default="table", help="output format (table)")
     q.add_argument("--max-rows", type=int, default=1000, help="table format: rows shown (1000)")
     q.add_argument("--views", action="store_true", help="list the views and their columns")
@@ -53,7 +54,7 @@ def add_analyst_parsers(subparsers: Any) -> None:
             "prints the key tables. Default period: the last 30 days up to today (UTC)."
         ),
     )
-    _root_argument(r)
+    add_root_argument(r)
     r.add_argument("--start", type=date.fromisoformat, help="first day, YYYY-MM-DD (UTC)")
     r.add_argument("--end", type=date.fromisoformat, help="last day, included (default: today)")
     r.add_argument("--days", type=int, help="period length in days (default 30)")
@@ -68,30 +69,6 @@ def add_analyst_parsers(subparsers: Any) -> None:
     r.set_defaults(handler=report_command)
 
 
-def _root_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--root",
-        help=(
-            "dataset root: a folder or an fsspec URL such as s3://bucket/prefix (default: the "
-            "Airflow Variable dropbox_team_log_output, else data/dropbox_team_log)"
-        ),
-    )
-
-
-def _root(args: argparse.Namespace) -> str:
-    if args.root:
-        return args.root
-    from dropbox_team_log import deployment  # reads Airflow Variables: only without --root
-    from dropbox_team_log.errors import ConnectionConfigError
-
-    root = deployment.output_root()
-    try:  # the deployment's S3 credentials too, when it names an AWS connection
-        deployment.use_aws_connection(root, deployment.aws_conn_id())
-    except ConnectionConfigError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    return root
-
-
 # --- query -------------------------------------------------------------------------------------
 
 
@@ -101,7 +78,7 @@ def query_command(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
     from dropbox_team_log.analytics import views as query
 
     stdin = stdin or sys.stdin
-    con = query.connect(_root(args))
+    con = query.connect(dataset_root(args))
     try:
         if args.views:
             for name, columns in query.view_columns(con).items():
@@ -180,7 +157,7 @@ def report_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    root = _root(args)
+    root = dataset_root(args)
     out = args.out
     if out is None:
         from dropbox_team_log import deployment

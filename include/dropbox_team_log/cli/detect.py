@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any, TextIO
 
 from dropbox_team_log.cli.analyst import EXIT_OK, EXIT_USAGE
+from dropbox_team_log.cli.dataset_root import add_root_argument, dataset_root
 
 COLUMNS = ["severity", "detection", "first_seen", "last_seen", "actor", "asset", "events"]
 
@@ -32,13 +33,7 @@ def add_detect_parser(subparsers: Any) -> None:
             "findings not raised before are added to <root>/_findings/."
         ),
     )
-    p.add_argument(
-        "--root",
-        help=(
-            "dataset root: a folder or an fsspec URL such as s3://bucket/prefix (default: the "
-            "Airflow Variable dropbox_team_log_output, else data/dropbox_team_log)"
-        ),
-    )
+    add_root_argument(p)
     p.add_argument("--start", type=date.fromisoformat, help="first day, YYYY-MM-DD (UTC)")
     p.add_argument("--end", type=date.fromisoformat, help="last day, included (default: today)")
     p.add_argument("--days", type=int, help="period length in days (default 30)")
@@ -107,25 +102,11 @@ def _config(args: argparse.Namespace) -> Any:
     return DetectionConfig.from_json(text).override(overrides, "--set")
 
 
-def _root(args: argparse.Namespace) -> str:
-    if args.root:
-        return args.root
-    from dropbox_team_log import deployment  # reads Airflow Variables: only without --root
-    from dropbox_team_log.errors import ConnectionConfigError
-
-    root = deployment.output_root()
-    try:  # the deployment's S3 credentials too, when it names an AWS connection
-        deployment.use_aws_connection(root, deployment.aws_conn_id())
-    except ConnectionConfigError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    return root
-
-
 def _findings(args: argparse.Namespace, cfg: Any) -> tuple[list[dict[str, Any]], str | None]:
     from dropbox_team_log.analytics.findings import FindingsStore, evaluate, run_detections
     from dropbox_team_log.analytics.period import resolve_period
 
-    root = _root(args)
+    root = dataset_root(args)
     store = FindingsStore(root)
     now = datetime.now(UTC).replace(microsecond=0)
     if args.changed:

@@ -14,7 +14,8 @@ import sys
 from datetime import date
 from typing import Any
 
-from dropbox_team_log.cli.analyst import EXIT_OK, EXIT_USAGE, _root_argument
+from dropbox_team_log.cli.analyst import EXIT_OK, EXIT_USAGE
+from dropbox_team_log.cli.dataset_root import add_root_argument, dataset_root
 
 LAYOUTS = ("hive", "security-lake", "both")
 _ACCOUNT_ID = re.compile(r"\d{12}")
@@ -35,7 +36,7 @@ def add_ocsf_export_parser(subparsers: Any) -> None:
             "eventDay=YYYYMMDD/. Re-running replaces a day's files."
         ),
     )
-    _root_argument(p)
+    add_root_argument(p)
     p.add_argument(
         "--out",
         help=(
@@ -75,7 +76,6 @@ def _security_lake(args: argparse.Namespace) -> tuple[Any, str | None]:
 def ocsf_export_command(args: argparse.Namespace) -> int:
     from dropbox_team_log.analytics import ocsf_export
     from dropbox_team_log.analytics.ocsf_map import CLASSES
-    from dropbox_team_log.cli.analyst import _root
 
     lake, problem = _security_lake(args)
     if problem is None and args.start and args.end and args.start > args.end:
@@ -83,7 +83,7 @@ def ocsf_export_command(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    root = _root(args)
+    root = dataset_root(args)
     out = args.out or ocsf_export.default_out(root)
     days = None
     if args.start or args.end:

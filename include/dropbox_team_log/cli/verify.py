@@ -17,7 +17,8 @@ import sys
 from datetime import date, timedelta
 from typing import Any, TextIO
 
-from dropbox_team_log.cli.analyst import EXIT_FAILURE, EXIT_OK, _root, _root_argument
+from dropbox_team_log.cli.analyst import EXIT_FAILURE, EXIT_OK
+from dropbox_team_log.cli.dataset_root import add_root_argument, dataset_root
 from dropbox_team_log.display import visible
 from dropbox_team_log.settings import BACKFILL_DAG_ID
 
@@ -34,7 +35,7 @@ def add_verify_parser(subparsers: Any) -> None:
             "inspection) and their days can be fetched again."
         ),
     )
-    _root_argument(v)
+    add_root_argument(v)
     v.add_argument(
         "--quarantine",
         "--fix",
@@ -49,7 +50,7 @@ def verify_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from dropbox_team_log.dataset.store import EventDataset
 
     out = out or sys.stdout
-    root = _root(args)
+    root = dataset_root(args)
     dataset = EventDataset(root)
     if not dataset.fs.exists(dataset.root):
         print(f"error: the dataset root {visible(root)} does not exist", file=sys.stderr)
