@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
 
 from dropbox_team_log import settings
 from dropbox_team_log.tasks import dag_spec
@@ -27,16 +27,13 @@ from dropbox_team_log.tasks import dag_spec
         "days": dag_spec.days_param(
             settings.BACKFILL_DAYS,
             settings.MAX_BACKFILL_DAYS,
+            "Days to load",
             "Days before the connection's connected_at to load",
         ),
-        "start": Param(
-            None,
-            type=["null", "string"],
-            description="Explicit range start (UTC, YYYY-MM-DD[THH:MM:SSZ]); with end",
+        "start": dag_spec.instant_param(
+            "Range start", "Explicit range start instead of days; give end too"
         ),
-        "end": Param(
-            None, type=["null", "string"], description="Explicit range end, exclusive; with start"
-        ),
+        "end": dag_spec.instant_param("Range end", "Explicit range end, exclusive; with start"),
         "conn_id": dag_spec.conn_id_param(),
     },
 )

@@ -24,6 +24,7 @@ from dropbox_team_log.tasks import dag_spec, detection_tasks
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    is_paused_upon_creation=False,  # runs on the first dataset write, no unpause step
     default_args=detection_tasks.DEFAULT_ARGS,
     tags=["dropbox", "audit-log", "detections"],
     doc_md=__doc__,

@@ -30,19 +30,25 @@ from dropbox_team_log.tasks import dag_spec
             settings.SETTLE_HOURS,
             type="number",
             minimum=settings.MIN_SETTLE_HOURS,
-            description="Age after which data is final (Dropbox: <= 24 h late)",
+            title="Settle after (hours)",
+            description="Age after which data is final (Dropbox: events up to 24 h late); "
+            f"at least {settings.MIN_SETTLE_HOURS:g} (default {settings.SETTLE_HOURS:g}).",
         ),
         "refresh_hours": Param(
             settings.REFRESH_HOURS,
             type="number",
             minimum=0,
-            description="Re-read unsettled data this often; 0 = only settle",
+            title="Refresh every (hours)",
+            description="Re-read data not yet settled this often, for late events sooner: "
+            f"at least 0; 0 = only settle (default {settings.REFRESH_HOURS:g}).",
         ),
         "catchup_days": Param(
             settings.CATCHUP_DAYS,
             type="number",
             minimum=1,
-            description="How far back a run fills gaps after an outage",
+            title="Catch up (days)",
+            description="How far back a run fills gaps after an outage; at least 1 "
+            f"(default {settings.CATCHUP_DAYS:g}).",
         ),
         "conn_id": dag_spec.conn_id_param(),
     },

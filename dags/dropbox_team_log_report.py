@@ -9,7 +9,7 @@ to the run's day and compares them with the days before. Written to the Variable
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from airflow.sdk import dag
 
@@ -23,16 +23,16 @@ from dropbox_team_log.tasks import dag_spec
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "data-engineering",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-    },
+    is_paused_upon_creation=False,  # runs on the first dataset write, no unpause step
+    default_args=dag_spec.REPORT_DEFAULT_ARGS,
     tags=["dropbox", "audit-log", "report"],
     doc_md=__doc__,
     params={
         "days": dag_spec.days_param(
-            settings.REPORT_DAYS, settings.MAX_REPORT_DAYS, "Days the report covers"
+            settings.REPORT_DAYS,
+            settings.MAX_REPORT_DAYS,
+            "Report period",
+            "Days the report covers, up to the run's day",
         ),
     },
 )

@@ -188,7 +188,8 @@ def test_incremental_alone_fills_from_before_the_connection(emu, dagbag, connect
     [
         ({"days": 0}, "days"),
         ({"start": "2026-10-05", "end": "2026-10-01"}, "must be after start"),
-        ({"start": "not-a-date", "end": "2026-10-01"}, "is not a date"),
+        ({"start": "not-a-date", "end": "2026-10-01"}, "does not match"),  # the trigger form's check
+        ({"start": "2026-13-45", "end": "2026-10-01"}, "is not a date"),  # the plan's
         ({"conn_id": "no_such_connection"}, "does not exist"),
     ],
 )
@@ -207,6 +208,22 @@ def test_bad_params_fail_before_any_api_call(emu, dagbag, connected, output, con
         assert message in seen.out + seen.err
     assert event_calls(emu) == calls_before
     assert not output.exists()
+
+
+def test_sync_tasks_are_labelled_by_connection_and_day(emu, dagbag, connected, output):
+    run = run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 2})
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        labels = {
+            ti.map_index: ti.rendered_map_index
+            for ti in session.query(TaskInstance).filter_by(
+                dag_id="dropbox_team_log_backfill", run_id=run.run_id, task_id="sync_day"
+            )
+        }
+    days = [(T0 - timedelta(days=n)).date().isoformat() for n in (2, 1, 0)]
+    assert sorted(labels.values()) == [f"dropbox_team_default {day}" for day in days]
 
 
 @pytest.mark.parametrize("kill_at_days", [2, 25])

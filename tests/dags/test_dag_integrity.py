@@ -39,28 +39,58 @@ def test_tags_retries_and_single_writer(dagbag, dag_id):
     assert [outlet.name for outlet in sync.outlets] == ["dropbox_team_log_events"]
 
 
-def test_report_runs_after_every_dataset_update(dagbag):
-    dag = dagbag.dags["dropbox_team_log_report"]
+@pytest.mark.parametrize("dag_id", sorted(ASSET_DAGS))
+def test_asset_dags_run_after_every_dataset_update_from_the_start(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
     assert "dropbox" in dag.tags and dag.max_active_runs == 1 and dag.catchup is False
     assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
     assert [asset.name for asset in dag.timetable.asset_condition.objects] == [
         "dropbox_team_log_events"
     ]
-    for task in dag.tasks:
-        assert task.retries >= 1, task.task_id
-
-
-def test_detections_run_after_every_dataset_update(dagbag):
-    dag = dagbag.dags["dropbox_team_log_detections"]
-    assert "dropbox" in dag.tags and dag.max_active_runs == 1 and dag.catchup is False
-    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
-    assert [asset.name for asset in dag.timetable.asset_condition.objects] == [
-        "dropbox_team_log_events"
-    ]
-    assert [t.task_id for t in dag.tasks] == ["evaluate_detections", "notify_findings"]
-    assert dag.get_task("notify_findings").upstream_task_ids == {"evaluate_detections"}
+    assert dag.is_paused_upon_creation is False  # nobody has to find and unpause them
     for task in dag.tasks:
         assert task.retries >= 1 and task.on_failure_callback, task.task_id
+
+
+def test_detections_evaluate_then_notify(dagbag):
+    dag = dagbag.dags["dropbox_team_log_detections"]
+    assert [t.task_id for t in dag.tasks] == ["evaluate_detections", "notify_findings"]
+    assert dag.get_task("notify_findings").upstream_task_ids == {"evaluate_detections"}
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_every_param_has_a_title_and_says_its_range_or_format(dagbag, dag_id):
+    for name, param in dagbag.dags[dag_id].params.items():
+        schema, description = param.schema, param.description or ""
+        assert schema.get("title") and description, (dag_id, name)
+        if "maximum" in schema:  # the form clamps numbers silently: the range must be written
+            assert f"from {schema['minimum']} to {schema['maximum']}" in description
+        if "minimum" in schema and "maximum" not in schema:
+            assert "at least" in description, (dag_id, name)
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        (None, True),
+        ("2026-11-01", True),
+        ("2026-11-01T06:30:00Z", True),
+        ("yesterday", False),
+        ("2026-11-01 06:30", False),
+        ("2026-11-01T06:30:00+02:00", False),
+    ],
+)
+def test_start_and_end_take_a_utc_day_or_second_only(dagbag, value, accepted):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for name in ("start", "end"):
+        param = dagbag.dags["dropbox_team_log_backfill"].params.get_param(name)
+        assert "YYYY-MM-DD" in param.description
+        if accepted:
+            assert param.resolve(value) == value
+        else:
+            with pytest.raises(ParamValidationError):
+                param.resolve(value)
 
 
 def test_incremental_schedule_and_backfill_is_manual(dagbag):

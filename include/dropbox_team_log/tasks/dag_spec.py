@@ -38,9 +38,39 @@ INCREMENTAL_DEFAULT_ARGS = {
 }
 
 
-def days_param(default: int, maximum: int, description: str) -> Param:
-    """A whole number of days from 1 to `maximum` (the backfill's range, the report's period)."""
-    return Param(default, type="integer", minimum=1, maximum=maximum, description=description)
+#: What the `start` and `end` params accept: a UTC day or a UTC second, as the API writes them.
+INSTANT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)?$"
+INSTANT_FORMAT = "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC"
+REPORT_DEFAULT_ARGS = {
+    "owner": "data-engineering",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "on_failure_callback": on_failure,
+}
+
+
+def days_param(default: int, maximum: int, title: str, description: str) -> Param:
+    """A whole number of days from 1 to `maximum` (the backfill's range, the report's period);
+    the range is in the description, since the trigger form clamps a number silently."""
+    return Param(
+        default,
+        type="integer",
+        minimum=1,
+        maximum=maximum,
+        title=title,
+        description=f"{description}: a whole number from 1 to {maximum} (default {default}).",
+    )
+
+
+def instant_param(title: str, description: str) -> Param:
+    """An optional UTC day or second; other text is refused when the run is triggered."""
+    return Param(
+        None,
+        type=["null", "string"],
+        pattern=INSTANT_PATTERN,
+        title=title,
+        description=f"{description} ({INSTANT_FORMAT}); leave empty for the default.",
+    )
 
 
 def conn_id_param() -> Param:
@@ -48,8 +78,9 @@ def conn_id_param() -> Param:
     return Param(
         None,
         type=["null", "string"],
-        description=f"Connection id (default: Variable {settings.CONN_ID_VARIABLE}, "
-        f"else {settings.DEFAULT_CONN_ID})",
+        title="Connection id",
+        description=f"The Dropbox Team connection to read; leave empty for the Variable "
+        f"{settings.CONN_ID_VARIABLE}, else {settings.DEFAULT_CONN_ID}.",
     )
 
 
@@ -63,14 +94,26 @@ def plan_and_sync(kind: str) -> XComArg:
         return sync_tasks.plan_days(kind, context["params"], context)
 
     @task(
-        task_id="sync_day", pool=settings.API_POOL, outlets=[EVENTS_ASSET], multiple_outputs=False
+        task_id="sync_day",
+        pool=settings.API_POOL,
+        outlets=[EVENTS_ASSET],
+        multiple_outputs=False,
+        map_index_template="{{ sync_label }}",  # the grid shows the day, not 0..60
     )
     def sync_day(job: dict) -> dict:
+        from airflow.sdk import get_current_context
+
         from dropbox_team_log.tasks import sync_tasks
 
+        get_current_context()["sync_label"] = job_label(job)  # type: ignore[typeddict-unknown-key]
         return sync_tasks.sync_day(job)
 
     return sync_day.expand(job=plan_days())
+
+
+def job_label(job: dict) -> str:
+    """A sync task's name in the grid: its connection and UTC day."""
+    return f"{job.get('conn_id', '')} {job.get('day', '?')}".strip()
 
 
 def render_report() -> XComArg:
