@@ -50,6 +50,8 @@ INCREMENTAL_DAG_ID = "dropbox_team_log_incremental"
 REPORT_DAG_ID = "dropbox_team_log_report"
 #: Caps concurrent day tasks of both sync DAGs: size it to the team's rate limit.
 API_POOL = "dropbox_api"
+#: Slots `connect` gives the pool when it creates it (an existing pool's size is kept).
+API_POOL_SLOTS = 4
 #: Emitted by every successful day write, so downstream DAGs run on new data. The `x-` scheme
 #: is Airflow's mark of a user-defined URI: not normalised, so defining it loads no provider's
 #: URI handlers (the Amazon one would import boto3 into every task process).

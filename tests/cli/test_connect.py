@@ -102,6 +102,7 @@ def default_conn(airflow_db, monkeypatch):
 
 def test_connect_end_to_end(emu, default_conn, monkeypatch, transcript, spy, caplog):
     conn_id = default_conn
+    pool_before = pool_slots("dropbox_api")
     links = interactive(monkeypatch, transcript, emu)
     monkeypatch.setenv("DROPBOX_APP_SECRET", APP_SECRET)
     # No --conn-id: the default connection the DAGs use.
@@ -122,7 +123,7 @@ def test_connect_end_to_end(emu, default_conn, monkeypatch, transcript, spy, cap
     assert row.login == emu.config.app_key
     assert row.password == APP_SECRET
     assert row.host == emu.base_url
-    assert row.port is None and not row.schema
+    assert row.port == 0 and not row.schema  # what Airflow 3.3.2's Test button sends back
     assert set(extra) == CONTRACT_EXTRA
     assert extra["team_id"] == emu.config.resolved_team_id
     assert extra["team_name"] == emu.config.team_name
@@ -135,6 +136,9 @@ def test_connect_end_to_end(emu, default_conn, monkeypatch, transcript, spy, cap
     assert f"{emu.config.num_licensed_users} licensed users" in out
     assert f"Created Airflow connection '{conn_id}'" in out
     assert "airflow dags trigger dropbox_team_log_backfill" in out
+    # The pool the sync tasks wait for exists (created here, or kept as the admin sized it).
+    assert pool_slots("dropbox_api") in (4, pool_before or 4)
+    assert ("Created the Airflow pool 'dropbox_api'" in out) == (pool_before is None)
 
     # Airflow's own test (what the UI's Test button runs) passes on the saved connection ...
     proc = run_cli("airflow", "connections", "test", conn_id)
@@ -156,6 +160,31 @@ def test_connect_end_to_end(emu, default_conn, monkeypatch, transcript, spy, cap
     transcript.assert_clean([APP_SECRET, *spy.tokens], caplog.text)
     assert spy.tokens  # the check above did look for real tokens ...
     assert "Refreshing access token" in caplog.text  # ... in the SDK's log lines too
+
+
+def pool_slots(name: str) -> int | None:
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        pool = session.query(Pool).filter(Pool.pool == name).one_or_none()
+        return None if pool is None else pool.slots
+
+
+def test_connect_creates_the_missing_pool_and_keeps_an_existing_one(emu, conn_id, transcript):
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(Pool).filter(Pool.pool == "dropbox_api").delete()
+    assert cli.main(connect_argv(emu, conn_id, f"--code={fresh_code(emu)}")) == 0
+    assert pool_slots("dropbox_api") == 4
+    assert "Created the Airflow pool 'dropbox_api' (4 slots" in transcript.take()[0]
+    with create_session() as session:
+        session.query(Pool).filter(Pool.pool == "dropbox_api").update({"slots": 9})
+    assert cli.main(connect_argv(emu, conn_id, f"--code={fresh_code(emu)}")) == 0  # reconnect
+    assert pool_slots("dropbox_api") == 9
+    assert "Created the Airflow pool" not in transcript.take()[0]
 
 
 def test_connect_with_pkce(emu, conn_id, monkeypatch, transcript, spy, caplog):

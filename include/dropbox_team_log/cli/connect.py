@@ -33,6 +33,7 @@ from dropbox_team_log.cli.connect_options import (
 )
 from dropbox_team_log.cli.connection_store import (
     build_connection,
+    ensure_pool,
     extra_of,
     fetch_team_info,
     load_saved,
@@ -44,6 +45,8 @@ from dropbox_team_log.cli.oauth_flow import finish_flow, mask_secrets, start_flo
 from dropbox_team_log.client.redaction import scrub
 from dropbox_team_log.errors import DropboxTeamLogError
 from dropbox_team_log.settings import (
+    API_POOL,
+    API_POOL_SLOTS,
     APP_SECRET_ENV,
     BACKFILL_DAG_ID,
     CONN_TYPE,
@@ -69,6 +72,7 @@ class ConnectResult:
     created: bool
     kept_connected_at: bool
     test_message: str
+    pool_created: bool = False
 
 
 def add_connect_parser(subparsers: Any) -> None:
@@ -208,9 +212,10 @@ def run_connect(
         connected_at=connected_at,
         extra_keep=keep,
     )
-    created = False
+    created = pool_created = False
     if opts.save:
         created = save_connection(final)
+        pool_created = ensure_pool(API_POOL, API_POOL_SLOTS, "Dropbox team API concurrency")
     return ConnectResult(
         conn_id=opts.conn_id,
         team_id=team_id,
@@ -219,6 +224,7 @@ def run_connect(
         connected_at=connected_at,
         saved=opts.save,
         created=created,
+        pool_created=pool_created,
         kept_connected_at=kept,
         test_message=message,
     )
@@ -308,6 +314,11 @@ def _success(result: ConnectResult) -> str:
             if result.conn_id == DEFAULT_CONN_ID
             else f' --conf \'{{"conn_id": "{result.conn_id}"}}\''
         )
+        if result.pool_created:
+            lines.append(
+                f"Created the Airflow pool '{API_POOL}' ({API_POOL_SLOTS} slots: sync tasks "
+                "running at once); resize it with `airflow pools set`."
+            )
         lines += [
             "",
             "Next steps:",

@@ -1,4 +1,5 @@
-"""The Airflow connection `connect` writes: built in memory, tested, then read and saved in the DB.
+"""What `connect` writes in Airflow: the connection (built in memory, tested, then saved in the
+DB) and the `dropbox_api` pool the sync tasks wait for.
 
 The test is the one the UI's Test button runs (the hook's own), on a connection that is not
 saved yet, so nothing is written unless it passes. Saving updates an existing row in place, so
@@ -98,9 +99,24 @@ def save_connection(conn: Any) -> bool:
         row.login = conn.login
         row.password = conn.password or None
         row.schema = None
-        row.port = None
+        # 0, not empty: Airflow 3.3.2's Test button sends port 0 for a connection without one
+        # and refuses the test when the stored port differs. The hook reads 0 as "no port".
+        row.port = 0
         row.set_extra(conn.extra)
     return created
+
+
+def ensure_pool(name: str, slots: int, description: str) -> bool:
+    """Create the pool if it is missing (without it the sync tasks wait forever, silently);
+    an existing pool is left as it is. True if created."""
+    from airflow.models.pool import Pool
+    from sqlalchemy import select
+
+    with _db_session() as session:
+        if session.scalar(select(Pool).where(Pool.pool == name)) is not None:
+            return False
+        session.add(Pool(pool=name, slots=slots, description=description, include_deferred=False))
+    return True
 
 
 def _orm_connection() -> Any:
