@@ -191,6 +191,46 @@ def test_ui_test_button_and_api_masking(emu, airflow_db, monkeypatch, transcript
         delete_row("hook_ui")
 
 
+def test_the_ui_test_button_as_airflow_3_3_2_sends_it_names_no_throwaway_id(
+    emu, airflow_db, monkeypatch, transcript, spy, caplog
+):
+    """The body the 3.3.2 form posts (port 0, empty fields); on a revoked grant the fix names
+    no made-up connection id."""
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    saved(emu, "hook_ui_form")
+    try:
+        from airflow.api_fastapi.app import create_app
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client = TestClient(create_app())
+        form = {
+            "connection_id": "hook_ui_form",
+            "conn_type": "dropbox_team",
+            "description": "",
+            "host": db_row("hook_ui_form").host,
+            "port": 0,
+            "schema": "",
+        }
+        tested = client.post("/api/v2/connections/test", json=form)
+        assert tested.status_code == 200, tested.text
+        assert tested.json()["status"] is True, tested.json()
+
+        emu.revoke_refresh_tokens()
+        tested = client.post("/api/v2/connections/test", json=form)
+        assert tested.status_code == 200, tested.text
+        answer = tested.json()
+        assert answer["status"] is False
+        assert answer["message"] == str(RefreshTokenRevokedError("<connection id>"))
+        transcript.add(tested.text)
+        refresh_token = json.loads(db_row("hook_ui_form").extra)["refresh_token"]
+        transcript.assert_clean([APP_SECRET, refresh_token, *spy.tokens], caplog.text)
+    finally:
+        delete_row("hook_ui_form")
+
+
 def test_no_network_for_a_bad_host(monkeypatch):
     """A non-loopback http host is refused by the hook itself, before any request."""
 

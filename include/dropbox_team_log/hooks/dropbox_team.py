@@ -17,6 +17,8 @@ scrubbed whatever went wrong.
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,9 +238,9 @@ class DropboxTeamHook(BaseHook):
                 {"limit": 1, "time": {"start_time": to_wire(now - DAY), "end_time": to_wire(now)}},
             )
         except DropboxTeamLogError as exc:
-            return False, redaction.scrub(exc)
+            return False, self._failure_text(exc)
         except Exception as exc:  # an answer for the Test button, never a traceback with a body
-            return False, redaction.scrub(
+            return False, self._failure_text(
                 f"Unexpected {type(exc).__name__} while testing connection "
                 f"'{self.dropbox_team_conn_id}': {exc}"
             )
@@ -247,6 +249,29 @@ class DropboxTeamHook(BaseHook):
             f"Connected to Dropbox team '{info.get('name')}' ({info.get('team_id')}): "
             f"{licensed} licensed users; team_info.read and events.read work"
         )
+
+    def _failure_text(self, failure: object) -> str:
+        """A failed test's message, scrubbed. Airflow's UI tests a connection under a random
+        throwaway id (`get_random_string()`, set as an env connection for the test): a fix
+        naming that id would be wrong, so the message names `<connection id>` instead."""
+        text = redaction.scrub(failure)
+        conn_id = self.dropbox_team_conn_id
+        if _is_throwaway_test_id(conn_id):
+            text = text.replace(conn_id, "<connection id>")
+        return text
+
+
+def _is_throwaway_test_id(conn_id: str) -> bool:
+    """Whether `conn_id` looks like the id Airflow's test route makes up: eight letters and
+    digits, mixed case, present only as an environment connection."""
+    return (
+        re.fullmatch(_THROWAWAY_ID, conn_id) is not None
+        and conn_id != conn_id.lower()
+        and f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ
+    )
+
+
+_THROWAWAY_ID = r"[A-Za-z0-9]{8}"
 
 
 def _mask_once() -> Callable[[str], None]:
