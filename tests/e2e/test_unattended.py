@@ -21,6 +21,8 @@ pytestmark = pytest.mark.e2e
 
 BACKFILL = "dropbox_team_log_backfill"
 INCREMENTAL = "dropbox_team_log_incremental"
+REPORT = "dropbox_team_log_report"
+DETECTIONS = "dropbox_team_log_detections"
 BACKFILL_DAYS = 3
 POOL_SLOTS = 2
 SETTLE = timedelta(hours=25)
@@ -124,6 +126,15 @@ def test_scheduler_runs_both_dags_unattended_on_celery(deployment, emu, connecte
     extra = fresh - multiset(emu.truth(settled_until, as_of, as_of=as_of + HORIZON))
     assert not extra, f"{sum(extra.values())} recent rows more than the API holds"
 
+    # The DAGs on the dataset's Asset ran with nobody unpausing them; findings were sent.
+    for dag_id in (REPORT, DETECTIONS):
+        runs = stack.wait_for(
+            f"a finished {dag_id} run",
+            lambda d=dag_id: [r for r in rest.runs(d) if r["state"] in TERMINAL],
+            timeout=240,
+        )
+        assert all(r["state"] == "success" for r in runs), runs
+
     # A revoked token: the next run fails at once (no retry) and raises an alert.
     emu.revoke_refresh_tokens()
     day = (connected_at - timedelta(days=9)).replace(hour=0, minute=0)  # one UTC day: one task
@@ -137,8 +148,11 @@ def test_scheduler_runs_both_dags_unattended_on_celery(deployment, emu, connecte
         t for t in rest.task_instances(BACKFILL, run["dag_run_id"]) if t["task_id"] == "sync_day"
     ]
     assert failed["state"] == "failed" and failed["try_number"] == 1, failed
-    alerts = stack.wait_for("the alert", lambda: list(alert_target.received), timeout=60)
-    (alert,) = alerts
+
+    def failure_alerts():  # the detections DAG sends its findings to the same target
+        return [a for a in alert_target.received if a.get("dag_id") == BACKFILL]
+
+    (alert,) = stack.wait_for("the alert", failure_alerts, timeout=60)
     assert alert["dag_id"] == BACKFILL and alert["task_id"] == "sync_day"
     assert "refresh token revoked" in alert["reason"] and "reconnect" in alert["reason"].lower()
     assert "ALERT Dropbox team log" in "".join(

@@ -128,7 +128,7 @@ def _run_fails_before_any_call(emu, dag_id, conf, message, output, capfd):
         (
             "dropbox_team_log_backfill",
             {"start": "2026-11-01T00:00:00.5Z", "end": "2026-11-02"},
-            "second granularity",
+            "does not match",  # refused by the trigger form's pattern (the plan says more)
         ),
         (
             "dropbox_team_log_backfill",
