@@ -47,9 +47,9 @@ _UNIQUE_TEXT = frozenset(
      "unmapped.access_method"}
 )  # fmt: skip
 EPOCH_DAY = date(1970, 1, 1)
-#: Rows DuckDB hands over per Arrow batch: enough that the per-batch costs (the sort, one part
-#: per class and day) stay small, few enough that a batch and its sorted copy stay a few MB.
-_BATCH_ROWS = 16_384
+#: Rows DuckDB hands over per Arrow batch: small, so that each batch's buffers (and its sorted
+#: copy) are freed and reused while they are hot, instead of fresh memory faulted in per batch.
+_BATCH_ROWS = 4096
 #: Bytes the writer's output is buffered in before each write to a local file.
 _WRITE_BUFFER = 1 << 20
 #: A file whose first row group has fewer rows is written as a small one (`_writer_options`).
