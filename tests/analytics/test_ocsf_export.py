@@ -219,24 +219,6 @@ def test_the_export_does_not_fsync(root, tmp_path, monkeypatch):
     assert len(row_groups(tmp_path)) == len(result.written)
 
 
-def test_small_and_large_files_read_back_alike(root, exported, tmp_path, monkeypatch):
-    """A small file (`_SMALL_ROWS`) is written with cheaper encodings, which a reader never
-    sees: the same columns, types and records as when every file is written as a large one."""
-    out, _ = exported
-    bound = ocsf_export._SMALL_ROWS
-    monkeypatch.setattr(ocsf_export, "_SMALL_ROWS", 0)  # every file written as a large one
-    ocsf_export.export(str(root), str(tmp_path))
-    hive = [n for n in files(out) if HIVE_FILE.fullmatch(n)]
-    assert files(tmp_path) == hive
-    small = 0
-    for name in hive:
-        table, large = pq.read_table(out / name), pq.read_table(tmp_path / name)
-        assert table.schema == large.schema, name
-        assert table.equals(large), name
-        small += table.num_rows < bound
-    assert small, "no small file: the small files' encodings go untested"
-
-
 def test_a_re_export_writes_the_same_bytes(root, tmp_path):
     ocsf_export.export(str(root), str(tmp_path))
     before = {name: (tmp_path / name).read_bytes() for name in files(tmp_path)}

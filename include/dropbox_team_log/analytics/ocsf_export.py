@@ -52,8 +52,6 @@ EPOCH_DAY = date(1970, 1, 1)
 _BATCH_ROWS = 4096
 #: Bytes the writer's output is buffered in before each write to a local file.
 _WRITE_BUFFER = 1 << 20
-#: A file whose first row group has fewer rows is written as a small one (`_writer_options`).
-_SMALL_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -110,19 +108,17 @@ def _leaves(prefix: str, data_type: pa.DataType) -> Iterator[str]:
 
 
 @functools.cache
-def _writer_options(schema: pa.Schema, *, small: bool) -> dict[str, Any]:
+def _writer_options(schema: pa.Schema) -> dict[str, Any]:
     """How each Parquet column is written. The per-event JSON text (the bulk of the bytes):
     zstd, no dictionary, no min/max. The other columns repeat few values: dictionary-encoded,
-    with statistics, and snappy, whose per-column setup costs less than zstd's. A `small` file
-    (a class's day of a handful of rows, most files) is mostly that per-column setup: there the
-    other columns are plain and uncompressed, with statistics for the top-level ones only."""
+    with statistics, and snappy, whose per-column setup costs less than zstd's (a class's file
+    of a day often holds a handful of rows, so that setup is most of its cost)."""
     leaves = [path for f in schema for path in _leaves(f.name, f.type)]
     repeated = [path for path in leaves if path not in _UNIQUE_TEXT]
-    rest = "none" if small else "snappy"
     return {
-        "compression": {path: "zstd" if path in _UNIQUE_TEXT else rest for path in leaves},
-        "use_dictionary": False if small else repeated,
-        "write_statistics": [path for path in repeated if "." not in path] if small else repeated,
+        "compression": {path: "zstd" if path in _UNIQUE_TEXT else "snappy" for path in leaves},
+        "use_dictionary": repeated,
+        "write_statistics": repeated,
     }
 
 
@@ -155,8 +151,7 @@ class _Fanout:
 class _ClassFile:
     """One class's Parquet file of one day, in every layout. Rows wait until `flush` writes
     them as one row group; the file is in place once `close` returns, and `discard` leaves
-    whatever was there before. The writer starts at the first flush, which says whether the
-    file is a small one (`_writer_options`)."""
+    whatever was there before."""
 
     def __init__(self, output: _Output, paths: list[str], schema: pa.Schema) -> None:
         self._sinks = contextlib.ExitStack()
@@ -166,11 +161,10 @@ class _ClassFile:
             self._stream = pa.BufferedOutputStream(
                 pa.PythonFile(_Fanout(sinks), mode="w"), _WRITE_BUFFER
             )
+            self._writer = pq.ParquetWriter(self._stream, schema, **_writer_options(schema))
         except BaseException:
             self.discard()
             raise
-        self._schema = schema
-        self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.RecordBatch] = []
         self.pending = 0
         self.records = 0
@@ -182,23 +176,13 @@ class _ClassFile:
 
     def flush(self) -> None:
         """Write what is pending as one row group (OCSF_ROW_GROUP_ROWS at most)."""
-        if not self._pending:
-            return
-        table = pa.Table.from_batches(self._pending, self._schema)
-        small = self.pending < _SMALL_ROWS
-        if small:
-            table = table.combine_chunks()  # one slice per column, not one per batch it came in
-        if self._writer is None:
-            options = _writer_options(self._schema, small=small)
-            self._writer = pq.ParquetWriter(self._stream, self._schema, **options)
-        self._writer.write_table(table, row_group_size=settings.OCSF_ROW_GROUP_ROWS)
+        if self._pending:
+            table = pa.Table.from_batches(self._pending)
+            self._writer.write_table(table, row_group_size=settings.OCSF_ROW_GROUP_ROWS)
         self._pending, self.pending = [], 0
 
     def close(self) -> None:
         self.flush()
-        if self._writer is None:  # no rows (never, as files are opened for rows): still Parquet
-            options = _writer_options(self._schema, small=True)
-            self._writer = pq.ParquetWriter(self._stream, self._schema, **options)
         self._writer.close()
         self._stream.flush()
         self._sinks.close()
