@@ -219,6 +219,13 @@ def test_the_export_does_not_fsync(root, tmp_path, monkeypatch):
     assert len(row_groups(tmp_path)) == len(result.written)
 
 
+def test_a_re_export_writes_the_same_bytes(root, tmp_path):
+    ocsf_export.export(str(root), str(tmp_path))
+    before = {name: (tmp_path / name).read_bytes() for name in files(tmp_path)}
+    ocsf_export.export(str(root), str(tmp_path))
+    assert {name: (tmp_path / name).read_bytes() for name in files(tmp_path)} == before
+
+
 def test_export_to_s3(root, exported, s3_endpoint, bucket):
     local_out, _ = exported
     result = ocsf_export.export(str(root), f"s3://{bucket}/lake", hive=False, security_lake=LAKE)
