@@ -188,8 +188,8 @@ def test_incremental_alone_fills_from_before_the_connection(emu, dagbag, connect
     [
         ({"days": 0}, "days"),
         ({"start": "2026-10-05", "end": "2026-10-01"}, "must be after start"),
-        ({"start": "not-a-date", "end": "2026-10-01"}, "does not match"),  # the trigger form's check
-        ({"start": "2026-13-45", "end": "2026-10-01"}, "is not a date"),  # the plan's
+        ({"start": "not-a-date", "end": "2026-10-01"}, "does not match"),  # trigger form
+        ({"start": "2026-13-45", "end": "2026-10-01"}, "is not a date"),  # the plan
         ({"conn_id": "no_such_connection"}, "does not exist"),
     ],
 )
