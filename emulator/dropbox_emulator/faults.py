@@ -1,8 +1,11 @@
 """Deterministic fault injection: which call gets which failure.
 
-A fault is `{kind, route, after, count, every, ...}`. Each fault counts the calls it matches
-(route pattern + a call the kind can apply to); it skips the first `after`, then injects on
-every matching call (or every `every`-th one) until it has injected `count` times.
+A fault is `{kind, route, team, after, count, every, ...}`. Each fault counts the calls it
+matches (route pattern, team if it names one, and a call the kind can apply to); it skips the
+first `after`, then injects on every matching call (or every `every`-th one) until it has
+injected `count` times. A fault naming a team matches only calls of that team (its tokens,
+codes or consent page); Dropbox rate-limits and fails per team, so one team's faults never
+touch another's calls.
 Everything is counter-based, so a given sequence of calls always fails the same way.
 """
 
@@ -70,12 +73,14 @@ class CallInfo:
 
     route: str  # e.g. "2/team_log/get_events", "oauth2/token"
     is_refresh: bool = False  # oauth2/token with grant_type=refresh_token
+    team: str | None = None  # the team id of the call's token or code, if it has one
 
 
 @dataclass
 class Fault:
     kind: str
     route: str = "*"
+    team: str | None = None  # None: calls of any team
     after: int = 0
     count: int | None = 1  # None: unlimited
     every: int | None = None
@@ -96,6 +101,7 @@ class Fault:
         known = {
             "kind",
             "route",
+            "team",
             "after",
             "count",
             "every",
@@ -116,9 +122,13 @@ class Fault:
         every = data.get("every")
         # With `every` and no explicit count, inject on every k-th call indefinitely.
         count = data.get("count", None if every is not None else 1)
+        team = data.get("team")
+        if team is not None and (not isinstance(team, str) or not team):
+            raise ValueError("a fault's team must be a team id (or absent: every team)")
         fault = cls(
             kind=kind,
             route=route,
+            team=team,
             after=int(data.get("after", 0)),
             count=None if count is None else int(count),
             every=None if every is None else int(every),
@@ -153,6 +163,8 @@ class Fault:
         return asdict(self)
 
     def applies_to(self, call: CallInfo) -> bool:
+        if self.team is not None and call.team != self.team:
+            return False
         if not fnmatch.fnmatchcase(call.route, self.route):
             return False
         if self.kind in ("cursor_reset", "bad_cursor"):
@@ -221,10 +233,15 @@ class FaultBook:
         self._faults: list[Fault] = []
         self.injected_by_kind: Counter[str] = Counter()
 
-    def replace(self, specs: list[Any]) -> list[Fault]:
+    def replace(self, specs: list[Any], team: str | None = None) -> list[Fault]:
+        """Replace every fault, or (`team`) only the faults naming that team."""
         faults = [Fault.from_json(s) for s in specs]
         with self._lock:
-            self._faults = faults
+            if team is None:
+                self._faults = faults
+            else:
+                kept = [f for f in self._faults if f.team != team]
+                self._faults = kept + faults
         return faults
 
     def add(self, specs: list[Any]) -> list[Fault]:
@@ -233,9 +250,10 @@ class FaultBook:
             self._faults.extend(faults)
         return faults
 
-    def clear(self) -> None:
+    def clear(self, team: str | None = None) -> None:
+        """Clear every fault, or (`team`) only the faults naming that team."""
         with self._lock:
-            self._faults = []
+            self._faults = [] if team is None else [f for f in self._faults if f.team != team]
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
