@@ -19,28 +19,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from string import Template
 from urllib.parse import urlencode, urlsplit
 
 import orjson
 
 from .clock import Clock
 from .config import EmulatorConfig
+from .pages import UNSIGNED, consent_html
 from .responses import dumps
 from .team import Team
 
-SCOPE_TEXT = {
-    "events.read": "View your team's activity log",
-    "team_info.read": "View basic information about your team, including its name and policies",
-    "members.read": "View your team membership",
-    "team_data.member": "View structure of your team's and members' folders",
-}
 TOKEN_ACCESS_TYPES = ("offline", "online", "legacy")
 OFFLINE = TOKEN_ACCESS_TYPES[0]
 BEARER = "bearer"  # the OAuth token type
@@ -428,80 +420,13 @@ class OAuthService:
         return _b64(hmac.new(self._key, b"form:" + data, hashlib.sha256).digest()[:18])
 
     def consent_page(self, req: AuthRequest, params: dict[str, str]) -> bytes:
-        """The page a team admin sees: app, team (a choice when there are several), scopes,
-        Allow / Cancel."""
-        team = self.teams[req.team_id]
-        admin = team.admins[0]
-        keep = {k: v for k, v in params.items() if k not in _UNSIGNED}
-        hidden = [
-            f'  <input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-            for k, v in sorted(keep.items())
-        ]
-        hidden.append(f'  <input type="hidden" name="form_token" value="{self._sign_form(keep)}">')
-        items = "\n".join(
-            f"  <li><code>{html.escape(s)}</code> {html.escape(SCOPE_TEXT.get(s, ''))}</li>"
-            for s in req.scopes
-        )
-        access = {
-            "offline": "offline (refresh token)",
-            "online": "online (short-lived token)",
-            "legacy": "legacy",
-        }.get(req.token_access_type or "", "app default")
-        return _render(
-            "authorize.html",
-            {
-                "app_name": self.config.app_name,
-                "team_name": team.name,
-                "admin_name": admin.display_name,
-                "admin_email": admin.email,
-            },
-            {
-                "scope_items": items,
-                "hidden_fields": "\n".join(hidden),
-                "access_type": html.escape(access),
-                "team_choice": self._team_choice(req.team_id),
-            },
-        )
-
-    def _team_choice(self, chosen: str) -> str:
-        """The team select of a multi-team emulator (the admin picks who approves)."""
-        if len(self.teams) == 1:
-            return ""
-        options = "\n".join(
-            f'   <option value="{html.escape(tid)}"{" selected" if tid == chosen else ""}>'
-            f"{html.escape(t.name)} ({html.escape(t.admins[0].email)})</option>"
-            for tid, t in self.teams.items()
-        )
-        return (
-            ' <p class="team"><label for="team">Team approving the app (this emulator serves '
-            'several):</label>\n  <select id="team" name="team" form="authorize-form">\n'
-            f"{options}\n  </select></p>"
+        """The page a team admin sees, its form signed (the team choice is not)."""
+        keep = {k: v for k, v in params.items() if k not in UNSIGNED}
+        return consent_html(
+            self.config.app_name, req, list(self.teams.values()), keep, self._sign_form(keep)
         )
 
     def form_valid(self, params: dict[str, str]) -> bool:
         token = params.get("form_token", "")
-        keep = {k: v for k, v in params.items() if k not in _UNSIGNED}
+        keep = {k: v for k, v in params.items() if k not in UNSIGNED}
         return hmac.compare_digest(token, self._sign_form(keep))
-
-
-# Form fields the consent page does not sign: the admin's choices.
-_UNSIGNED = ("decision", "form_token", "team")
-
-
-def message_page(title: str, body_html: str) -> bytes:
-    """A simple page (errors, the code to paste)."""
-    return _render("page.html", {"title": title}, {"body": body_html})
-
-
-def code_page(code: str) -> bytes:
-    return message_page(
-        "Enter this code into your app",
-        " <p>Copy this code and paste it into the app to finish linking it:</p>\n"
-        f' <code id="auth-code">{html.escape(code)}</code>',
-    )
-
-
-def _render(name: str, text: dict[str, str], raw: dict[str, str]) -> bytes:
-    source = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-    values = {k: html.escape(v) for k, v in text.items()} | raw
-    return Template(source).safe_substitute(values).encode()
