@@ -83,7 +83,7 @@ class EmulatorState:
         self.teams: dict[str, TeamState] = {t.team_id: t for t in teams}
         self.default = teams[0]
         self.oauth = OAuthService(config, self.clock, [t.team for t in teams])
-        self.faults = FaultBook()
+        self.faults = FaultBook(per_team=len(teams) > 1)
         self.stats = Stats()
 
     def find_team(self, selector: str | int | None) -> TeamState | None:

@@ -289,3 +289,17 @@ def test_the_cli_serves_several_teams(tmp_path):
     for bad in ("0", "[]", '[{"colour": 1}]', str(tmp_path / "missing.json")):
         with pytest.raises(SystemExit):
             parser.parse_args(["--teams", bad])
+
+
+def test_a_fault_for_every_team_counts_each_team_s_calls_apart(emulator, clients, team_ids):
+    for client in clients:  # every client holds an access token: only get_info is counted
+        client.check_and_refresh_access_token()
+    emulator.set_faults([{"kind": "rate_limit", "route": "2/team/get_info", "after": 1}])
+    for client in clients:
+        client.team_get_info()  # each team's first call passes, whoever called before
+    for client in clients:
+        with pytest.raises(RateLimitError):
+            client.team_get_info()  # and each team's second is limited: its own limit
+    (fault,) = emulator.faults()["faults"]
+    assert (fault["matched"], fault["injected"]) == (6, 3)
+    assert fault["by_team"] == {t: [2, 1] for t in team_ids}
