@@ -161,7 +161,10 @@ class EmulatorConfig:
 
     @property
     def resolved_team_id(self) -> str:
-        """The team id: configured, or a stable `dbtid:` id derived from the seed."""
+        """The team id: configured, or a stable `dbtid:` id derived from the seed (with
+        several teams: the first team's)."""
+        if self.teams:
+            return self.team_configs[0].resolved_team_id
         if self.team_id:
             return self.team_id
         digest = hashlib.sha256(f"team/{self.seed}".encode()).digest()

@@ -90,11 +90,8 @@ class EmulatorState:
         """A team by id or index in the config's list; None if there is no such team."""
         if selector is None or selector == "":
             return None
-        team = self.teams.get(str(selector))
-        if team is None and str(selector).isdigit():
-            i = int(str(selector))
-            team = list(self.teams.values())[i] if i < len(self.teams) else None
-        return team
+        team_id = self.oauth.resolve_team(str(selector))
+        return None if team_id is None else self.teams[team_id]
 
     # The default team's parts, for single-team callers.
     @property
