@@ -303,3 +303,35 @@ def test_a_fault_for_every_team_counts_each_team_s_calls_apart(emulator, clients
     (fault,) = emulator.faults()["faults"]
     assert (fault["matched"], fault["injected"]) == (6, 3)
     assert fault["by_team"] == {t: [2, 1] for t in team_ids}
+
+
+def test_the_pipeline_s_reader_keeps_each_team_exact_while_one_is_limited_and_one_revoked(
+    emulator, session, team_ids
+):
+    """What the multi-team pipeline will see: a reader per team on its own refresh token."""
+    from dropbox_team_log.errors import RefreshTokenRevokedError
+    from tests.helpers.pipeline import multiset, read_events, reader_at
+
+    start, end = (int((CLOCK - timedelta(days=d)).timestamp()) for d in (8, 0))
+    readers = [
+        reader_at(
+            emulator.base_url,
+            page_limit=200,
+            oauth2_refresh_token=_link(emulator, session, t).refresh_token,
+            app_key=emulator.config.app_key,
+            app_secret=emulator.config.app_secret,
+        )
+        for t in team_ids
+    ]
+    limited = {"kind": "rate_limit", "route": "2/team_log/*", "every": 2, "count": 5}
+    emulator.set_faults([limited], team=team_ids[0])
+    emulator.set_faults([{"kind": "revoke_refresh_token", "after": 2}], team=team_ids[2])
+    for i in (0, 1):
+        events = read_events(readers[i], start, end)
+        assert multiset(orjson.dumps(e) for e in events) == multiset(
+            emulator.truth(start, end, team=team_ids[i])
+        )
+    with pytest.raises(RefreshTokenRevokedError):
+        read_events(readers[2], start, end)
+    (heavy, revoked) = sorted(emulator.faults()["faults"], key=lambda f: f["kind"])
+    assert heavy["injected"] == 5 and revoked["injected"] == 1
