@@ -17,6 +17,7 @@ from dropbox.exceptions import ApiError, AuthError, InternalServerError, RateLim
 
 from dropbox_emulator import EmulatorConfig, running_emulator
 from dropbox_emulator.__main__ import build_parser, config_from_args
+from dropbox_emulator.scenarios import demo_incidents
 
 from .conftest import CLOCK, SCOPES, make_session
 
@@ -256,6 +257,14 @@ def test_events_injected_into_one_team_reach_only_it(emulator, team_ids):
         emulator.add_events([event])
     with pytest.raises(RuntimeError, match="no team"):
         emulator.truth_count(team="dbtid:nobody")
+    # A team's crafted activity is made with its own config: its domain, its people.
+    light = emulator.config.team_config(1)
+    incidents = demo_incidents(light, int(CLOCK.timestamp()))
+    emulator.add_events(incidents, team=1)
+    injected = emulator.truth(CLOCK - timedelta(days=6), CLOCK, team=1)
+    assert _same([orjson.dumps(e) for e in incidents]) <= _same(injected)
+    assert light.team_domain.encode() in orjson.dumps(incidents)
+    assert emulator.truth_count(team=0) == before[0]
 
 
 def test_one_team_is_the_default_as_before(make_config):
