@@ -5,9 +5,11 @@
     with running_emulator(EmulatorConfig(seed=7)) as emu:
         emu.base_url, emu.truth(start, end), emu.set_faults([...]), emu.advance(3600)
 
-Run it standalone with `python -m dropbox_emulator` (or `dropbox-emulator`). Its control API
-(`/__emulator/...`) answers only calls carrying the per-run token it prints at start-up:
-`EmulatorClient(base_url, token=...)` sends it (`running_emulator` handles know it).
+One emulator can serve several teams (`EmulatorConfig(teams=3)`, `--teams 3`): most control
+calls then take `team=`. Run it standalone with `python -m dropbox_emulator` (or
+`dropbox-emulator`). Its control API (`/__emulator/...`) answers only calls carrying the
+per-run token it prints at start-up: `EmulatorClient(base_url, token=...)` sends it
+(`running_emulator` handles know it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .config import (
     DEMO_APP_KEY,
     DEMO_APP_SECRET,
     EmulatorConfig,
+    TeamSpec,
 )
 from .faults import KINDS as FAULT_KINDS
 from .oauth import pkce_s256
@@ -41,6 +44,7 @@ __all__ = [
     "EmulatorConfig",
     "EmulatorHandle",
     "EmulatorServer",
+    "TeamSpec",
     "approve",
     "check_loopback",
     "pkce_s256",

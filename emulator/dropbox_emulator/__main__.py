@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from .config import (
@@ -16,6 +18,7 @@ from .config import (
     DEMO_APP_KEY,
     DEMO_APP_SECRET,
     EmulatorConfig,
+    TeamSpec,
 )
 from .server import EmulatorServer, check_loopback
 
@@ -43,6 +46,25 @@ def _number(kind: type, low: float, high: float | None = None, what: str = "") -
         return value
 
     return parse
+
+
+def _teams(text: str) -> int | tuple[TeamSpec, ...]:
+    """`--teams`: a count of generated teams, or a JSON list of teams (inline or a file)."""
+    if text.strip().isdigit():
+        count = int(text)
+        if count < 1:
+            raise argparse.ArgumentTypeError("--teams must be at least 1")
+        return count
+    try:
+        source = text if text.lstrip().startswith("[") else Path(text).read_text()
+        data = json.loads(source)
+        if isinstance(data, dict):
+            data = data.get("teams")
+        if not isinstance(data, list) or not data:
+            raise ValueError('expected a non-empty JSON list of teams (or {"teams": [...]})')
+        return tuple(TeamSpec.from_json(item) for item in data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"--teams {text!r}: {exc}") from None
 
 
 def _loopback(text: str) -> str:
@@ -91,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--team-domain", default=d["team_domain"].default)
     p.add_argument(
         "--num-licensed-users", type=_number(int, 1), default=d["num_licensed_users"].default
+    )
+    p.add_argument(
+        "--teams",
+        type=_teams,
+        default=1,
+        help="serve several teams from one app: a count (distinct seeds, names and ids; the "
+        "first is the team the flags above describe) or a JSON list of teams, inline or a "
+        "file, each {team_id, team_name, team_domain, seed, events_per_day, "
+        "num_licensed_users, num_members}, all optional (default 1)",
     )
     p.add_argument(
         "--clock",
@@ -194,6 +225,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         cursor_ttl=args.cursor_ttl or None,
         access_token_lifetime=args.access_token_lifetime,
         cache_events=args.cache_events,
+        teams=args.teams,
     )
 
 
@@ -221,12 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  app secret: {config.app_secret}  (public demo value, not a real secret)")
     else:
         print("  app secret: (as configured; not shown)")
-    print(f"  team:       {config.team_name} ({config.resolved_team_id})")
+    for i, team in enumerate(config.team_configs):
+        label = "team:" if len(config.team_configs) == 1 else f"team {i}:"
+        print(f"  {label:<11} {team.team_name} ({team.resolved_team_id}), seed {team.seed}")
     print(
         f"  clock:      {config.clock:%Y-%m-%dT%H:%M:%SZ}"
         f" ({'frozen' if not config.clock_rate else f'x{config.clock_rate:g}'})"
     )
-    print(f"  events:     ~{config.events_per_day:g}/day over {(hi - lo) / DAY:.0f} days")
+    rates = "/".join(f"{c.events_per_day:g}" for c in config.team_configs)
+    print(f"  events:     ~{rates}/day over {(hi - lo) / DAY:.0f} days")
     print(f"  control:    {server.base_url}/__emulator/health")
     print(f"  control token (send it in the {CONTROL_TOKEN_HEADER} header; clients read")
     print(f"  ${CONTROL_TOKEN_ENV}): {server.control_token}")

@@ -1,7 +1,9 @@
 """The Dropbox API routes: argument checks, auth, get_info, get_events and continue.
 
 Wire behaviour follows Dropbox: 400 plain text for bad input, 401 JSON for auth errors,
-409 JSON route errors, `Content-Type: application/json` exactly on JSON answers.
+409 JSON route errors, `Content-Type: application/json` exactly on JSON answers. Every call
+is served from the access token's team: its info, its events, its cursors (another team's
+cursor is a `bad_cursor`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .clock import format_ts, parse_wire_ts
 from .cursor import BadCursor, CursorState, Query, Window
 from .oauth import ApiAuthError
 from .responses import Response, bad_input, json_response, route_error
-from .state import EmulatorState
+from .state import EmulatorState, TeamState
 
 GET_EVENTS = "2/team_log/get_events"
 CONTINUE = "2/team_log/get_events/continue"
@@ -129,23 +131,23 @@ class DropboxApi:
                 'charset=utf-8", "text/plain; charset=dropbox-cors-hack".',
             )
         try:
-            self.s.oauth.check_access(token.strip(), ROUTE_SCOPES.get(route, ""))
+            team_id = self.s.oauth.check_access(token.strip(), ROUTE_SCOPES.get(route, "")).team_id
         except ApiAuthError as exc:
             if exc.tag == "missing_scope" and route == REVOKE_ROUTE:
-                pass  # any valid token may revoke itself
+                team_id = self.s.oauth.team_of(token.strip(), "a") or self.s.default.team_id
             else:
                 return Response(401, exc.body())
         try:
-            return handler(token.strip(), body)
+            return handler(self.s.teams[team_id], token.strip(), body)
         except _BadArg as exc:
             return bad_input(name, str(exc))
 
     # Routes -------------------------------------------------------------------------------
 
-    def get_info(self, _token: str, body: bytes) -> Response:
+    def get_info(self, t: TeamState, _token: str, body: bytes) -> Response:
         if body.strip() not in (b"", b"null"):
             raise _BadArg("request body: expected null, got value")
-        team, cfg = self.s.team, self.s.config
+        team, cfg = t.team, t.config
         provisioned = len(team.members)
         return json_response(
             {
@@ -158,28 +160,28 @@ class DropboxApi:
             }
         )
 
-    def token_revoke(self, token: str, body: bytes) -> Response:
+    def token_revoke(self, _t: TeamState, token: str, body: bytes) -> Response:
         rid = self.s.oauth.refresh_id_of(token, "a")
         if rid:
             self.s.oauth.revoke_id(rid)
         return json_response(None)
 
-    def get_events(self, _token: str, body: bytes) -> Response:
+    def get_events(self, t: TeamState, _token: str, body: bytes) -> Response:
         arg = self._json_object(body)
         q = self._query(arg)
         if q.category is not None and q.event_type is not None:
             return route_error("invalid_filters")
         if q.start is not None and q.end is not None and q.start > q.end:
             return route_error("invalid_time_range")
-        if q.account_id is not None and q.account_id not in self.s.team.account_ids:
+        if q.account_id is not None and q.account_id not in t.team.account_ids:
             return route_error("account_id_not_found")
         now = self.s.clock.now()
-        window = Window(None, now, 0, self.s.store.custom_version)
-        days = self.s.store.candidate_days(q.start, q.end)
+        window = Window(None, now, 0, t.store.custom_version)
+        days = t.store.candidate_days(q.start, q.end)
         state = CursorState(q, window, days[0] if days else 0, 0, 0, None)
-        return self._serve(state)
+        return self._serve(t, state)
 
-    def get_continue(self, _token: str, body: bytes) -> Response:
+    def get_continue(self, t: TeamState, _token: str, body: bytes) -> Response:
         arg = self._json_object(body)
         extra = set(arg) - {"cursor"}
         if extra:
@@ -191,52 +193,60 @@ class DropboxApi:
                 f"request body: cursor: expected string, got {type(arg['cursor']).__name__}"
             )
         try:
-            state = self.s.cursors.decode(arg["cursor"])
+            state = t.cursors.decode(arg["cursor"])
         except BadCursor:
             return route_error("bad_cursor")
         now = self.s.clock.now()
-        ttl = self.s.config.cursor_ttl
+        ttl = t.config.cursor_ttl
         if ttl is not None and now - state.window.hi > ttl:
-            return self.reset_response(state)
+            return self.reset_response(t, state)
         if state.done:
             if state.query.end is not None:
-                return self._page_response(replace(state, n=state.n + 1), [], False)
+                return self._page_response(t, replace(state, n=state.n + 1), [], False)
             # Poll: serve what became visible since the previous snapshot.
             w = state.window
-            window = Window(w.hi, now, w.cv_hi, self.s.store.custom_version)
-            days = self.s.store.candidate_days(state.query.start, None)
+            window = Window(w.hi, now, w.cv_hi, t.store.custom_version)
+            days = t.store.candidate_days(state.query.start, None)
             state = replace(state, window=window, day=days[0] if days else 0, k=0, done=False)
-        return self._serve(state)
+        return self._serve(t, state)
 
     # Paging -------------------------------------------------------------------------------
 
-    def _serve(self, state: CursorState) -> Response:
-        cfg = self.s.config
+    def _serve(self, t: TeamState, state: CursorState) -> Response:
+        cfg = t.config
         q, w = state.query, state.window
         size = min(q.limit, cfg.page_size)
-        page = self.s.store.page(q, w, state.day, state.k, size)
-        if page.bodies and cfg.empty_page_rate and self._roll(state, "empty") < cfg.empty_page_rate:
-            return self._page_response(replace(state, n=state.n + 1), [], True)
+        page = t.store.page(q, w, state.day, state.k, size)
+        if (
+            page.bodies
+            and cfg.empty_page_rate
+            and self._roll(t, state, "empty") < cfg.empty_page_rate
+        ):
+            return self._page_response(t, replace(state, n=state.n + 1), [], True)
         bodies = page.bodies
-        rng = random.Random(int(self._roll(state, "shuffle") * 2**53))
+        rng = random.Random(int(self._roll(t, state, "shuffle") * 2**53))
         rng.shuffle(bodies)  # pages are not sorted
         seen = page.ts if state.latest is None else [*page.ts, state.latest]
         latest = max(seen, default=None)
         nxt = CursorState(q, w, page.day, page.k, state.n + 1, latest, not page.has_more)
-        return self._page_response(nxt, bodies, page.has_more)
+        return self._page_response(t, nxt, bodies, page.has_more)
 
-    def _roll(self, state: CursorState, what: str) -> float:
-        """A deterministic number in [0, 1) for this point of this cursor chain."""
+    @staticmethod
+    def _roll(t: TeamState, state: CursorState, what: str) -> float:
+        """A deterministic number in [0, 1) for this point of this team's cursor chain."""
         q, w = state.query, state.window
         key = (
-            f"{self.s.config.seed}|{what}|{q.start}|{q.end}|{q.category}|{q.event_type}|"
+            f"{t.config.seed}|{what}|{q.start}|{q.end}|{q.category}|{q.event_type}|"
             f"{q.account_id}|{w.lo}|{w.hi}|{state.day}|{state.k}|{state.n}"
         )
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
-    def _page_response(self, nxt: CursorState, bodies: list[bytes], has_more: bool) -> Response:
-        cursor = self.s.cursors.encode(nxt).encode()
+    @staticmethod
+    def _page_response(
+        t: TeamState, nxt: CursorState, bodies: list[bytes], has_more: bool
+    ) -> Response:
+        cursor = t.cursors.encode(nxt).encode()
         body = b"".join(
             (
                 b'{"events":[',
@@ -250,18 +260,20 @@ class DropboxApi:
         )
         return json_response(body)
 
-    def reset_response(self, state: CursorState) -> Response:
+    @staticmethod
+    def reset_response(t: TeamState, state: CursorState) -> Response:
         """409 reset carrying the latest timestamp this cursor returned (a restart point)."""
         at = state.latest
         if at is None:
-            at = state.query.start if state.query.start is not None else self.s.config.timeline[0]
+            at = state.query.start if state.query.start is not None else t.config.timeline[0]
         return route_error("reset", reset=format_ts(at))
 
-    def decode_cursor(self, body: bytes) -> CursorState | None:
-        """The cursor in a continue body, or None if absent or invalid (for faults)."""
+    @staticmethod
+    def decode_cursor(t: TeamState, body: bytes) -> CursorState | None:
+        """The team's cursor in a continue body, or None if absent or invalid (for faults)."""
         try:
             arg = orjson.loads(body)
-            return self.s.cursors.decode(arg["cursor"])
+            return t.cursors.decode(arg["cursor"])
         except (orjson.JSONDecodeError, BadCursor, KeyError, TypeError):
             return None
 

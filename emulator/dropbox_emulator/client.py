@@ -21,6 +21,8 @@ from .server import EmulatorServer
 
 # Hosts the SDK builds URLs for; approve() sends them to the emulator instead.
 DROPBOX_HOSTS = ("www.dropbox.com", "api.dropboxapi.com", "api.dropbox.com")
+#: A team of a multi-team emulator: its team id, or its index in the config's list.
+TeamRef = str | int
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -58,6 +60,7 @@ class _FormParser(HTMLParser):
         self.action: str | None = None
         self.code: str | None = None
         self._in_code = False
+        self._in_team = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
@@ -65,6 +68,11 @@ class _FormParser(HTMLParser):
             self.action = a.get("action")
         elif tag == "input" and a.get("type") == "hidden" and "name" in a:
             self.fields[a["name"]] = a.get("value", "")
+        elif tag == "select" and a.get("name") == "team":
+            self._in_team = True
+        elif tag == "option" and self._in_team:
+            if "selected" in a or "team" not in self.fields:
+                self.fields["team"] = a.get("value", "")
         elif a.get("id") == "auth-code":
             self._in_code = True
 
@@ -74,6 +82,8 @@ class _FormParser(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         self._in_code = False
+        if tag == "select":
+            self._in_team = False
 
 
 def _to_emulator(url: str, base_url: str | None) -> str:
@@ -84,14 +94,23 @@ def _to_emulator(url: str, base_url: str | None) -> str:
     return url
 
 
-def approve(authorize_url: str, base_url: str | None = None, decision: str = "allow") -> str:
+def approve(
+    authorize_url: str,
+    base_url: str | None = None,
+    decision: str = "allow",
+    *,
+    team: TeamRef | None = None,
+) -> str:
     """Do what the admin's browser does: open the authorize page, click Allow, return the code.
 
     `authorize_url` may be the SDK's `https://www.dropbox.com/oauth2/authorize?...`; with
     `base_url` it is sent to the emulator. With a redirect_uri the code is read from the 302
-    Location (not followed); without, from the page that shows it.
+    Location (not followed); without, from the page that shows it. `team` (an id or an index)
+    is the team chosen on the page of a multi-team emulator (default: the page's first team).
     """
     url = _to_emulator(authorize_url, base_url)
+    if team is not None:  # the page then preselects (and checks) it
+        url += ("&" if "?" in url else "?") + urlencode({"team": str(team)})
     status, _, page = _http("GET", url)
     if status != 200:
         raise RuntimeError(f"authorize page answered {status}: {page[:300]!r}")
@@ -176,20 +195,22 @@ class EmulatorClient:
     def advance(self, seconds: float) -> str:
         return self._call("POST", "clock", {"advance_seconds": int(seconds)})["now"]
 
+    def teams(self) -> list[dict[str, str]]:
+        """The teams served, `[{team_id, name}]`; the first is the default team."""
+        return self.health()["teams"]
+
     def truth(
         self,
         start: datetime | str | int | None = None,
         end: datetime | str | int | None = None,
         as_of: datetime | str | int | None = None,
+        *,
+        team: TeamRef | None = None,
     ) -> list[bytes]:
         """The exact served bytes of every event visible at as_of (default: now) with
-        timestamp in [start, end), duplicates as separate items, in (timestamp, order)."""
-        params = {
-            k: _iso(v)
-            for k, v in (("start", start), ("end", end), ("as_of", as_of))
-            if v is not None
-        }
-        url = f"{self.base_url}/__emulator/truth?{urlencode(params)}"
+        timestamp in [start, end), duplicates as separate items, in (timestamp, order):
+        of `team` (an id or an index), or of every team, team after team."""
+        url = f"{self.base_url}/__emulator/truth?{_truth_query(start, end, as_of, team)}"
         status, data = self._request("GET", url)
         if status != 200:
             raise RuntimeError(f"truth -> {status}: {data[:300]!r}")
@@ -200,52 +221,85 @@ class EmulatorClient:
         start: datetime | str | int | None = None,
         end: datetime | str | int | None = None,
         as_of: datetime | str | int | None = None,
+        *,
+        team: TeamRef | None = None,
     ) -> int:
         """How many events `truth()` would return (cheap: no bodies are sent)."""
-        params = {
-            k: _iso(v)
-            for k, v in (("start", start), ("end", end), ("as_of", as_of))
-            if v is not None
-        }
-        return self._call("GET", "truth", query=urlencode({**params, "format": "count"}))["count"]
+        query = _truth_query(start, end, as_of, team) + "&format=count"
+        return self._call("GET", "truth", query=query.lstrip("&"))["count"]
 
-    def set_faults(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self._call("POST", "faults", {"faults": faults})["faults"]
+    def set_faults(
+        self, faults: list[dict[str, Any]], *, team: TeamRef | None = None
+    ) -> list[dict[str, Any]]:
+        """Replace every fault; with `team`, only that team's faults (each then names it)."""
+        return self._call("POST", "faults", {"faults": faults}, query=_team_query(team))["faults"]
 
     def faults(self) -> dict[str, Any]:
         return self._call("GET", "faults")
 
-    def clear_faults(self) -> None:
-        self._call("DELETE", "faults")
+    def clear_faults(self, *, team: TeamRef | None = None) -> None:
+        """Clear every fault, or (`team`) that team's."""
+        self._call("DELETE", "faults", query=_team_query(team))
 
     def stats(self) -> dict[str, Any]:
+        """Calls per route, responses per route and status, calls per team and route."""
         return self._call("GET", "stats")
 
     def reset_stats(self) -> dict[str, Any]:
         return self._call("DELETE", "stats")
 
-    def revoke_refresh_tokens(self, refresh_token: str | None = None) -> str:
-        payload = {} if refresh_token is None else {"refresh_token": refresh_token}
-        return self._call("POST", "revoke", payload)["revoked"]
+    def revoke_refresh_tokens(
+        self, refresh_token: str | None = None, *, team: TeamRef | None = None
+    ) -> str:
+        """Revoke one refresh token, every one of `team`, or (neither) every one."""
+        payload: dict[str, Any] = {} if refresh_token is None else {"refresh_token": refresh_token}
+        return self._call("POST", "revoke", payload, query=_team_query(team))["revoked"]
 
-    def expire_access_tokens(self) -> None:
-        self._call("POST", "expire_tokens", {})
+    def expire_access_tokens(self, *, team: TeamRef | None = None) -> None:
+        """Every access token issued so far (to `team`, or to every team) expires."""
+        self._call("POST", "expire_tokens", {}, query=_team_query(team))
 
     def add_events(
-        self, events: list[dict[str, Any]], visible_at: datetime | str | int | None = None
+        self,
+        events: list[dict[str, Any]],
+        visible_at: datetime | str | int | None = None,
+        *,
+        team: TeamRef | None = None,
     ) -> int:
-        """Add events (raw TeamEvent dicts, or {"event"|"raw": ..., "visible_at": ...})."""
+        """Add events (raw TeamEvent dicts, or {"event"|"raw": ..., "visible_at": ...}) to
+        `team` (required when the emulator serves several)."""
         payload: dict[str, Any] = {"events": events}
         if visible_at is not None:
             payload["visible_at"] = _iso(visible_at)
-        return self._call("POST", "events", payload)["custom_version"]
+        return self._call("POST", "events", payload, query=_team_query(team))["custom_version"]
 
-    def approve(self, authorize_url: str | None = None, **params: Any) -> str:
+    def approve(
+        self, authorize_url: str | None = None, *, team: TeamRef | None = None, **params: Any
+    ) -> str:
         """Approve like a browser (given the SDK's authorize URL) or via the scripted
-        endpoint (given client_id/scope/code_challenge/redirect_uri/state keywords)."""
+        endpoint (given client_id/scope/code_challenge/redirect_uri/state keywords), as the
+        admin of `team` (an id or an index; default: the first team)."""
         if authorize_url is not None:
-            return approve(authorize_url, self.base_url)
-        return self._call("POST", "approve", params)["code"]
+            return approve(authorize_url, self.base_url, team=team)
+        return self._call("POST", "approve", params, query=_team_query(team))["code"]
+
+
+def _team_query(team: TeamRef | None) -> str:
+    return "" if team is None else urlencode({"team": str(team)})
+
+
+def _truth_query(
+    start: datetime | str | int | None,
+    end: datetime | str | int | None,
+    as_of: datetime | str | int | None,
+    team: TeamRef | None,
+) -> str:
+    params = {
+        k: _iso(v) for k, v in (("start", start), ("end", end), ("as_of", as_of)) if v is not None
+    }
+    if team is not None:
+        params["team"] = str(team)
+    return urlencode(params)
 
 
 class EmulatorHandle(EmulatorClient):

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
 
 from .clock import floor_second, format_ts
 
@@ -24,6 +28,52 @@ CONTROL_TOKEN_HEADER = "X-Emulator-Token"  # ruff: ignore[hardcoded-password-str
 CONTROL_TOKEN_ENV = "DROPBOX_EMULATOR_CONTROL_TOKEN"  # ruff: ignore[hardcoded-password-string] - a variable name
 
 DAY = 86_400
+
+# Names of the teams after the first when a config asks for several without naming them.
+TEAM_NAMES = (
+    "Contoso Pharma",
+    "Fabrikam Design",
+    "Tailspin Logistics",
+    "Woodgrove Finance",
+    "Litware Labs",
+    "Adatum Health",
+    "Proseware Media",
+    "Wingtip Retail",
+    "Alpine Ski House",
+)
+
+
+@dataclass(frozen=True)
+class TeamSpec:
+    """One Dropbox team of an emulator serving several; None takes the default.
+
+    Defaults for the i-th team: seed `config.seed + i`; the first team keeps the config's name
+    and domain, the others get names of their own; the rest comes from the config. All teams
+    authorise the config's one app.
+    """
+
+    team_id: str | None = None
+    team_name: str | None = None
+    team_domain: str | None = None
+    seed: int | None = None
+    events_per_day: float | None = None
+    num_licensed_users: int | None = None
+    num_members: int | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> TeamSpec:
+        """A spec from JSON (a dict of these fields); unknown fields are refused."""
+        if isinstance(data, TeamSpec):
+            return data
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a team must be an object of {_TEAM_FIELDS}, not {data!r}")
+        extra = set(data) - set(_TEAM_FIELDS)
+        if extra:
+            raise ValueError(f"unknown team field(s) {sorted(extra)}; known: {_TEAM_FIELDS}")
+        return cls(**data)
+
+
+_TEAM_FIELDS = tuple(f.name for f in dataclasses.fields(TeamSpec))
 
 
 @dataclass(frozen=True)
@@ -66,8 +116,12 @@ class EmulatorConfig:
     # Memory bound: generated days are kept in an LRU of about this many events (~1.3 KB
     # each); evicted days are regenerated on demand, to the same bytes.
     cache_events: int = 200_000
+    # Several teams served by one emulator (one world, one clock, one app): a count of
+    # generated teams or TeamSpecs (dicts accepted). Empty: the one team described above.
+    teams: tuple[TeamSpec, ...] | int = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "teams", _team_specs(self.teams))
         if self.page_size < 1 or self.page_size > 1000:
             raise ValueError("page_size must be within 1..1000")
         for name in ("empty_page_rate", "duplicate_rate", "late_rate", "unknown_type_rate"):
@@ -98,12 +152,19 @@ class EmulatorConfig:
             if value is not None:
                 object.__setattr__(self, name, floor_second(value))
         _ = self.timeline  # raises now (not at the first request) when reversed
+        if self.teams:
+            ids = [c.resolved_team_id for c in self.team_configs]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"team ids must differ: {ids}")
 
     # Derived values -----------------------------------------------------------------------
 
     @property
     def resolved_team_id(self) -> str:
-        """The team id: configured, or a stable `dbtid:` id derived from the seed."""
+        """The team id: configured, or a stable `dbtid:` id derived from the seed (with
+        several teams: the first team's)."""
+        if self.teams:
+            return self.team_configs[0].resolved_team_id
         if self.team_id:
             return self.team_id
         digest = hashlib.sha256(f"team/{self.seed}".encode()).digest()
@@ -126,6 +187,44 @@ class EmulatorConfig:
             raise ValueError("timeline_end is before timeline_start")
         return lo, hi
 
+    @cached_property
+    def team_configs(self) -> tuple[EmulatorConfig, ...]:
+        """One single-team config per team served; the first is the default team."""
+        if not self.teams:
+            return (self,)
+        assert isinstance(self.teams, tuple)  # normalised in __post_init__
+        return tuple(self._team_config(i, spec) for i, spec in enumerate(self.teams))
+
+    def _team_config(self, i: int, spec: TeamSpec) -> EmulatorConfig:
+        name = spec.team_name or (self.team_name if i == 0 else _team_name(i))
+        domain = spec.team_domain or (self.team_domain if i == 0 else f"{_slug(name)}.example")
+        values: dict[str, Any] = {
+            "teams": (),
+            "seed": self.seed + i if spec.seed is None else spec.seed,
+            "team_name": name,
+            "team_domain": domain,
+            "team_id": spec.team_id or (self.team_id if i == 0 else None),
+        }
+        for key in ("events_per_day", "num_licensed_users", "num_members"):
+            value = getattr(spec, key)
+            if value is not None:
+                values[key] = value
+        return dataclasses.replace(self, **values)
+
+    def team_config(self, team: str | int | None = None) -> EmulatorConfig:
+        """The config of one team: by team id or index (None: the default, first team)."""
+        configs = self.team_configs
+        if team is None:
+            return configs[0]
+        if isinstance(team, int) or (isinstance(team, str) and team.isdigit()):
+            i = int(team)
+            if 0 <= i < len(configs):
+                return configs[i]
+        for config in configs:
+            if config.resolved_team_id == team:
+                return config
+        raise KeyError(f"no team {team!r}: the teams are {[c.resolved_team_id for c in configs]}")
+
     @property
     def members_count(self) -> int:
         if self.num_members is not None:
@@ -136,7 +235,7 @@ class EmulatorConfig:
         """The config as JSON-able data, without the app secret."""
         out: dict[str, object] = {}
         for f in dataclasses.fields(self):
-            if f.name == "app_secret":
+            if f.name in ("app_secret", "teams"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, datetime):
@@ -148,7 +247,39 @@ class EmulatorConfig:
         lo, hi = self.timeline
         out["timeline_start"], out["timeline_end"] = format_ts(lo), format_ts(hi)
         out["app_secret_is_demo_default"] = self.app_secret == DEMO_APP_SECRET
+        out["teams"] = [
+            {
+                "team_id": c.resolved_team_id,
+                "team_name": c.team_name,
+                "team_domain": c.team_domain,
+                "seed": c.seed,
+                "events_per_day": c.events_per_day,
+                "num_licensed_users": c.num_licensed_users,
+            }
+            for c in self.team_configs
+        ]
         return out
+
+
+def _team_specs(teams: Any) -> tuple[TeamSpec, ...]:
+    """`teams` as a tuple of TeamSpec: a count, or specs / dicts."""
+    if isinstance(teams, bool):
+        raise ValueError("teams must be a count or a list of teams")
+    if isinstance(teams, int):
+        if teams < 0:
+            raise ValueError("teams must be >= 0")
+        return (TeamSpec(),) * teams if teams > 1 else ()
+    return tuple(TeamSpec.from_json(t) for t in teams)
+
+
+def _team_name(i: int) -> str:
+    name = TEAM_NAMES[(i - 1) % len(TEAM_NAMES)]
+    rounds = (i - 1) // len(TEAM_NAMES)
+    return f"{name} {rounds + 1}" if rounds else name
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -1,6 +1,11 @@
 """The control API under `/__emulator/`: clock, ground truth, faults, custom events, tokens,
 stats. Used by tests, the demo and the benchmark; never counted as API calls or faulted.
 
+With several teams, `team` (a team id or an index in the config's list; query parameter or
+JSON field) aims a call at one team: truth, events, faults, revoke, expire_tokens, approve.
+Without it: truth, faults, revoke and expire_tokens cover every team, approve takes the first
+team (as the consent page does), and events must name a team. The clock is shared.
+
 It can inject events, revoke tokens and set faults, so it answers only its own clients: every
 call must carry the emulator's per-run token (`CONTROL_TOKEN_HEADER`; printed at start-up, or
 set with `--control-token` / `CONTROL_TOKEN_ENV`), and what a browser sends on behalf of another
@@ -13,6 +18,7 @@ send without a preflight, which this server never grants.)
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -24,7 +30,7 @@ from .clock import format_ts, parse_iso, parse_wire_ts
 from .config import CONTROL_TOKEN_ENV, CONTROL_TOKEN_HEADER
 from .faults import KINDS
 from .responses import NDJSON, Response, json_response
-from .state import EmulatorState
+from .state import EmulatorState, TeamState
 from .store import CustomEvent
 from .web import approve_scripted
 
@@ -130,6 +136,23 @@ class Control:
         except orjson.JSONDecodeError as exc:
             raise ControlError(f"body is not JSON: {exc}") from exc
 
+    def _team(self, params: dict, arg: Any = None) -> TeamState | None:
+        """The team a call names (query `team` or JSON field `team`), None if it names none."""
+        selector = params.get("team")
+        if selector is None and isinstance(arg, dict):
+            selector = arg.get("team")
+        if selector is None or selector == "":
+            return None
+        team = self.s.find_team(str(selector))
+        if team is None:
+            raise ControlError(f"no team {selector!r}: the teams are {list(self.s.teams)}")
+        return team
+
+    def _teams(self, params: dict, arg: Any = None) -> list[TeamState]:
+        """The team a call names, or every team."""
+        team = self._team(params, arg)
+        return [team] if team is not None else list(self.s.teams.values())
+
     def _now(self) -> dict[str, Any]:
         now = self.s.clock.now()
         return {"now": format_ts(now), "epoch": now}
@@ -143,6 +166,7 @@ class Control:
                 **self._now(),
                 "team_id": self.s.team.team_id,
                 "app_key": self.s.config.app_key,
+                "teams": [{"team_id": tid, "name": t.team.name} for tid, t in self.s.teams.items()],
             }
         )
 
@@ -163,17 +187,22 @@ class Control:
         return json_response(self._now())
 
     def get_truth(self, params: dict, _b: bytes) -> Response:
+        """The served bytes of one team's visible events, or of every team's, team by team."""
         lo, hi = self.s.config.timeline
         start = parse_iso(params["start"]) if params.get("start") else lo
         end = parse_iso(params["end"]) if params.get("end") else hi
         as_of = parse_iso(params["as_of"]) if params.get("as_of") else self.s.clock.now()
-        q, w = self.s.store.truth_window(start, end, as_of)
-        plan = self.s.store.truth_plan(q, w)
-        count = sum(n for _, n, _ in plan)
+        plans = []
+        for t in self._teams(params):
+            q, w = t.store.truth_window(start, end, as_of)
+            plans.append((t, q, w, t.store.truth_plan(q, w)))
+        count = sum(n for *_, plan in plans for _, n, _ in plan)
         if params.get("format") == "count":
             return json_response({"count": count, "as_of": format_ts(as_of)})
-        length = sum(size for _, _, size in plan)
-        chunks = self.s.store.truth_chunks(q, w, [d for d, n, _ in plan if n])
+        length = sum(size for *_, plan in plans for _, _, size in plan)
+        chunks = itertools.chain.from_iterable(
+            t.store.truth_chunks(q, w, [d for d, n, _ in plan if n]) for t, q, w, plan in plans
+        )
         return Response(
             200,
             b"",
@@ -192,20 +221,49 @@ class Control:
             }
         )
 
-    def post_faults(self, _p: dict, body: bytes) -> Response:
+    def post_faults(self, params: dict, body: bytes) -> Response:
+        """Replace every fault, or (`team`) that team's faults, each then naming the team."""
         arg = self._json(body, [])
         specs = arg.get("faults", []) if isinstance(arg, dict) else arg
         if not isinstance(specs, list):
             raise ControlError('send a list of faults or {"faults": [...]}')
-        self.s.faults.replace(specs)
+        team = self._team(params, arg)
+        specs = [self._fault_team(spec) for spec in specs]
+        if team is not None:
+            specs = [self._aimed(spec, team.team_id) for spec in specs]
+        self.s.faults.replace(specs, None if team is None else team.team_id)
         return self.get_faults({}, b"")
 
-    def delete_faults(self, _p: dict, _b: bytes) -> Response:
-        self.s.faults.clear()
+    def _fault_team(self, spec: Any) -> Any:
+        """A fault spec with its `team` (an id or an index) as a team id."""
+        if not isinstance(spec, dict) or spec.get("team") is None:
+            return spec
+        team = self._team({"team": str(spec["team"])})
+        assert team is not None
+        return {**spec, "team": team.team_id}
+
+    @staticmethod
+    def _aimed(spec: Any, team_id: str) -> Any:
+        if not isinstance(spec, dict):
+            return spec
+        if spec.get("team") not in (None, team_id):
+            raise ControlError(f"a fault for team {spec['team']!r} among faults for {team_id!r}")
+        return {**spec, "team": team_id}
+
+    def delete_faults(self, params: dict, _b: bytes) -> Response:
+        team = self._team(params)
+        self.s.faults.clear(None if team is None else team.team_id)
         return self.get_faults({}, b"")
 
-    def post_events(self, _p: dict, body: bytes) -> Response:
+    def post_events(self, params: dict, body: bytes) -> Response:
         arg = self._json(body)
+        team = self._team(params, arg)
+        if team is None:
+            if len(self.s.teams) > 1:
+                raise ControlError(
+                    f"name the team the events belong to: one of {list(self.s.teams)}"
+                )
+            team = self.s.default
         default_vis = None
         items = arg
         if isinstance(arg, dict):
@@ -215,7 +273,7 @@ class Control:
         if not isinstance(items, list):
             raise ControlError('send {"events": [...], "visible_at"?: iso} or a list of events')
         events = [self._custom_event(item, default_vis) for item in items]
-        version = self.s.store.add_events(events)
+        version = team.store.add_events(events)
         return json_response({"added": len(events), "custom_version": version})
 
     def _custom_event(self, item: Any, default_vis: int | None) -> CustomEvent:
@@ -259,13 +317,18 @@ class Control:
             body=body,
         )
 
-    def post_revoke(self, _p: dict, body: bytes) -> Response:
+    def post_revoke(self, params: dict, body: bytes) -> Response:
+        """`{}`: every refresh token; `{"team": t}`: that team's; `{"refresh_token": r}`: one."""
         arg = self._json(body, {}) or {}
         token = arg.get("refresh_token") if isinstance(arg, dict) else None
-        return json_response({"revoked": self.s.oauth.revoke(token)})
+        team = self._team(params, arg)
+        return json_response(
+            {"revoked": self.s.oauth.revoke(token, None if team is None else team.team_id)}
+        )
 
-    def post_expire_tokens(self, _p: dict, _b: bytes) -> Response:
-        self.s.oauth.expire_access_tokens()
+    def post_expire_tokens(self, params: dict, body: bytes) -> Response:
+        team = self._team(params, self._json(body, {}))
+        self.s.oauth.expire_access_tokens(None if team is None else team.team_id)
         return json_response({"expired": True, **self._now()})
 
     def get_stats(self, _p: dict, _b: bytes) -> Response:
@@ -278,9 +341,12 @@ class Control:
         self.s.faults.injected_by_kind.clear()
         return self.get_stats({}, b"")
 
-    def post_approve(self, _p: dict, body: bytes) -> Response:
+    def post_approve(self, params: dict, body: bytes) -> Response:
         arg = self._json(body, {})
         if not isinstance(arg, dict):
             raise ControlError("send a JSON object")
+        team = self._team(params, arg)
+        if team is not None:
+            arg["team"] = team.team_id
         arg.setdefault("client_id", self.s.config.app_key)
         return approve_scripted(self.s, arg)

@@ -1,8 +1,13 @@
 """Deterministic fault injection: which call gets which failure.
 
-A fault is `{kind, route, after, count, every, ...}`. Each fault counts the calls it matches
-(route pattern + a call the kind can apply to); it skips the first `after`, then injects on
-every matching call (or every `every`-th one) until it has injected `count` times.
+A fault is `{kind, route, team, after, count, every, ...}`. Each fault counts the calls it
+matches (route pattern, team if it names one, and a call the kind can apply to); it skips the
+first `after`, then injects on every matching call (or every `every`-th one) until it has
+injected `count` times. A fault naming a team matches only calls of that team (its tokens,
+codes or consent page). Dropbox rate-limits per team, so when several teams are served a fault
+naming none counts each team's calls on their own (`after`, `count`, `every` per team): one
+team's calls never use up another's. `matched` and `injected` are then totals, `by_team` the
+counts per team.
 Everything is counter-based, so a given sequence of calls always fails the same way.
 """
 
@@ -12,7 +17,7 @@ import fnmatch
 import re
 import threading
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CONTINUE_ROUTE = "2/team_log/get_events/continue"
@@ -70,12 +75,14 @@ class CallInfo:
 
     route: str  # e.g. "2/team_log/get_events", "oauth2/token"
     is_refresh: bool = False  # oauth2/token with grant_type=refresh_token
+    team: str | None = None  # the team id of the call's token or code, if it has one
 
 
 @dataclass
 class Fault:
     kind: str
     route: str = "*"
+    team: str | None = None  # None: calls of any team
     after: int = 0
     count: int | None = 1  # None: unlimited
     every: int | None = None
@@ -87,6 +94,8 @@ class Fault:
     timestamp: str = DEFAULT_CORRUPT_TIMESTAMP  # corrupt_event: timestamp, duplicate_timestamp
     matched: int = 0
     injected: int = 0
+    # Per-team counters ([matched, injected]) when the book counts teams apart.
+    by_team: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Any) -> Fault:
@@ -96,6 +105,7 @@ class Fault:
         known = {
             "kind",
             "route",
+            "team",
             "after",
             "count",
             "every",
@@ -116,9 +126,13 @@ class Fault:
         every = data.get("every")
         # With `every` and no explicit count, inject on every k-th call indefinitely.
         count = data.get("count", None if every is not None else 1)
+        team = data.get("team")
+        if team is not None and (not isinstance(team, str) or not team):
+            raise ValueError("a fault's team must be a team id (or absent: every team)")
         fault = cls(
             kind=kind,
             route=route,
+            team=team,
             after=int(data.get("after", 0)),
             count=None if count is None else int(count),
             every=None if every is None else int(every),
@@ -153,6 +167,8 @@ class Fault:
         return asdict(self)
 
     def applies_to(self, call: CallInfo) -> bool:
+        if self.team is not None and call.team != self.team:
+            return False
         if not fnmatch.fnmatchcase(call.route, self.route):
             return False
         if self.kind in ("cursor_reset", "bad_cursor"):
@@ -165,13 +181,31 @@ class Fault:
             return call.route.startswith("2/team_log/get_events")
         return True
 
-    def fires(self) -> bool:
-        """Count one matching call; True if this one gets the fault."""
+    def fires(self, team: str | None = None) -> bool:
+        """Count one matching call (of `team`, when teams count apart); True if this one gets
+        the fault, which the caller then counts with `inject`."""
         self.matched += 1
-        m = self.matched - self.after
-        if m <= 0 or (self.count is not None and self.injected >= self.count):
+        if team is None:
+            matched, injected = self.matched, self.injected
+        else:
+            counts = self.by_team.setdefault(team, [0, 0])
+            counts[0] += 1
+            matched, injected = counts
+        m = matched - self.after
+        if m <= 0 or (self.count is not None and injected >= self.count):
             return False
         return not (self.every is not None and m % self.every != 0)
+
+    def inject(self, team: str | None = None) -> None:
+        self.injected += 1
+        if team is not None:
+            self.by_team[team][1] += 1
+
+    def skip(self, team: str | None = None) -> None:
+        """Count a matching call another fault took: it still counts for this one."""
+        self.matched += 1
+        if team is not None:
+            self.by_team.setdefault(team, [0, 0])[0] += 1
 
 
 _WIRE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
@@ -214,17 +248,26 @@ class Decision:
 
 
 class FaultBook:
-    """The active faults and how often each kind was injected."""
+    """The active faults and how often each kind was injected.
 
-    def __init__(self) -> None:
+    `per_team`: count each team's calls apart (several teams are served).
+    """
+
+    def __init__(self, per_team: bool = False) -> None:
+        self.per_team = per_team
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self.injected_by_kind: Counter[str] = Counter()
 
-    def replace(self, specs: list[Any]) -> list[Fault]:
+    def replace(self, specs: list[Any], team: str | None = None) -> list[Fault]:
+        """Replace every fault, or (`team`) only the faults naming that team."""
         faults = [Fault.from_json(s) for s in specs]
         with self._lock:
-            self._faults = faults
+            if team is None:
+                self._faults = faults
+            else:
+                kept = [f for f in self._faults if f.team != team]
+                self._faults = kept + faults
         return faults
 
     def add(self, specs: list[Any]) -> list[Fault]:
@@ -233,9 +276,10 @@ class FaultBook:
             self._faults.extend(faults)
         return faults
 
-    def clear(self) -> None:
+    def clear(self, team: str | None = None) -> None:
+        """Clear every fault, or (`team`) only the faults naming that team."""
         with self._lock:
-            self._faults = []
+            self._faults = [] if team is None else [f for f in self._faults if f.team != team]
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -244,23 +288,24 @@ class FaultBook:
     def decide(self, call: CallInfo) -> Decision:
         """Slow and latency faults stack; of the others, the first that fires wins."""
         out = Decision()
+        key = (call.team or "") if self.per_team else None
         with self._lock:
             for fault in self._faults:
                 if not fault.applies_to(call):
                     continue
                 if fault.kind in ("slow", "latency"):
-                    if fault.fires():
-                        fault.injected += 1
+                    if fault.fires(key):
+                        fault.inject(key)
                         if fault.kind == "slow":
                             out.slow_seconds += fault.seconds
                         else:
                             out.latency_seconds += fault.seconds
                         self.injected_by_kind[fault.kind] += 1
                     continue
-                if out.fault is None and fault.fires():
-                    fault.injected += 1
+                if out.fault is None and fault.fires(key):
+                    fault.inject(key)
                     out.fault = fault
                     self.injected_by_kind[fault.kind] += 1
                 elif out.fault is not None:
-                    fault.matched += 1  # the call still counts for later faults
+                    fault.skip(key)  # the call still counts for later faults
         return out

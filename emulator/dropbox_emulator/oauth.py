@@ -1,9 +1,13 @@
 """OAuth 2 as Dropbox does it: the consent page, single-use codes (PKCE or secret), tokens.
 
-Tokens are signed (HMAC keyed by seed + app secret) and carry their own scopes and expiry,
-so refresh tokens keep working across an emulator restart with the same config - handy when
-a demo stored one in an Airflow connection. Revocation and "expire all access tokens" are
-in-memory counters on top of that.
+Tokens are signed (HMAC keyed by seed + app secret) and carry their own scopes, expiry and
+team, so refresh tokens keep working across an emulator restart with the same config - handy
+when a demo stored one in an Airflow connection. Revocation and "expire all access tokens" are
+in-memory counters per team on top of that.
+
+With several teams, one app is authorised by each team's admin: the consent page lets the
+admin pick the team (the `team` parameter preselects one), and the code and every token that
+follows it belong to that team.
 
 Error bodies follow what Dropbox returns on `/oauth2/token` (HTTP 400 JSON):
 `{"error": "invalid_grant", "error_description": ...}` for a bad/used/expired code or a
@@ -15,27 +19,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from string import Template
 from urllib.parse import urlencode, urlsplit
 
 import orjson
 
 from .clock import Clock
 from .config import EmulatorConfig
+from .pages import UNSIGNED, consent_html
 from .responses import dumps
 from .team import Team
 
-SCOPE_TEXT = {
-    "events.read": "View your team's activity log",
-    "team_info.read": "View basic information about your team, including its name and policies",
-    "members.read": "View your team membership",
-    "team_data.member": "View structure of your team's and members' folders",
-}
 TOKEN_ACCESS_TYPES = ("offline", "online", "legacy")
 OFFLINE = TOKEN_ACCESS_TYPES[0]
 BEARER = "bearer"  # the OAuth token type
@@ -80,6 +77,7 @@ class AuthRequest:
     code_challenge: str | None
     code_challenge_method: str | None
     token_access_type: str | None
+    team_id: str  # the team whose admin approves
 
 
 @dataclass
@@ -96,6 +94,7 @@ class AccessInfo:
     app_key: str
     scopes: frozenset[str]
     refresh_id: str
+    team_id: str
 
 
 def _b64(data: bytes) -> str:
@@ -114,19 +113,35 @@ def pkce_s256(verifier: str) -> str:
 class OAuthService:
     """Codes, tokens, revocation; the HTML of the consent flow."""
 
-    def __init__(self, config: EmulatorConfig, clock: Clock, team: Team) -> None:
+    def __init__(self, config: EmulatorConfig, clock: Clock, teams: Sequence[Team]) -> None:
         self.config = config
         self.clock = clock
-        self.team = team
+        self.teams = {t.team_id: t for t in teams}
+        self.default_team = teams[0].team_id
         self._key = hashlib.sha256(
             f"oauth/{config.seed}/{config.app_key}/{config.app_secret}".encode()
         ).digest()
         self._lock = threading.Lock()
         self._codes: dict[str, _Code] = {}
         self._revoked: set[str] = set()
-        self._revoke_epoch = 0
-        self._access_gen = 0
-        self.uid = str(int.from_bytes(self._key[:4], "big") % 900_000_000 + 100_000_000)
+        self._revoke_epoch = dict.fromkeys(self.teams, 0)
+        self._access_gen = dict.fromkeys(self.teams, 0)
+        self._uids = {tid: self._uid(i, tid) for i, tid in enumerate(self.teams)}
+
+    def _uid(self, i: int, team_id: str) -> str:
+        """The approving admin's user id: one per team."""
+        key = self._key if i == 0 else hashlib.sha256(self._key + team_id.encode()).digest()
+        return str(int.from_bytes(key[:4], "big") % 900_000_000 + 100_000_000)
+
+    def resolve_team(self, selector: str | None) -> str | None:
+        """A team id from an id or an index in the config's list (None: the default team)."""
+        if not selector:
+            return self.default_team
+        if selector in self.teams:
+            return selector
+        if selector.isdigit() and int(selector) < len(self.teams):
+            return list(self.teams)[int(selector)]
+        return None
 
     # Signing ------------------------------------------------------------------------------
 
@@ -193,8 +208,18 @@ class OAuthService:
                 raise AuthorizeError(f'Invalid code_challenge_method: "{method}".')
             if not 43 <= len(challenge) <= 128:
                 raise AuthorizeError("Invalid code_challenge: must be 43-128 characters.")
+        team_id = self.resolve_team(params.get("team"))
+        if team_id is None:
+            raise AuthorizeError(f'Invalid team: "{params.get("team")}".')
         return AuthRequest(
-            client_id, scopes, redirect, params.get("state") or None, challenge, method, tat
+            client_id,
+            scopes,
+            redirect,
+            params.get("state") or None,
+            challenge,
+            method,
+            tat,
+            team_id,
         )
 
     def _redirect_allowed(self, uri: str) -> bool:
@@ -251,20 +276,22 @@ class OAuthService:
             elif secret is None:
                 raise OAuthError("invalid_client", "Invalid client_id or client_secret")
             entry.used = True  # single use, even if what follows were to fail
-            epoch = self._revoke_epoch
+            team = req.team_id
+            epoch = self._revoke_epoch[team]
         pkce = secret is None
         out: dict[str, object] = {}
         refresh_id = secrets.token_urlsafe(9) if req.token_access_type == OFFLINE else ""
-        out["access_token"] = self._access_token(req.client_id, req.scopes, refresh_id, epoch)
+        out["access_token"] = self._access_token(req.client_id, req.scopes, refresh_id, epoch, team)
         out["token_type"] = BEARER
         out["expires_in"] = self.config.access_token_lifetime
         if refresh_id:
             out["refresh_token"] = self._sign(
-                "", ["r", req.client_id, refresh_id, epoch, " ".join(req.scopes), int(pkce)]
+                "",
+                ["r", req.client_id, refresh_id, epoch, " ".join(req.scopes), int(pkce), team],
             )
         out["scope"] = " ".join(req.scopes)
-        out["uid"] = self.uid
-        out["team_id"] = self.team.team_id
+        out["uid"] = self._uids[team]
+        out["team_id"] = team
         return dumps(out)
 
     def _refresh(self, form: dict[str, str], secret: str | None) -> bytes:
@@ -272,9 +299,9 @@ class OAuthService:
         if not token:
             raise OAuthError("invalid_request", "No refresh_token provided.")
         fields = self._verify("", token)
-        if not fields or fields[0] != "r" or not self._refresh_alive(fields):
+        if not fields or len(fields) != 7 or fields[0] != "r" or not self._refresh_alive(fields):
             raise OAuthError("invalid_grant", "refresh token is invalid or revoked")
-        _, client_id, refresh_id, epoch, scope_text, pkce = fields
+        _, client_id, refresh_id, epoch, scope_text, pkce, team = fields
         if client_id != self.config.app_key:
             raise OAuthError("invalid_grant", "refresh token is invalid or revoked")
         if secret is None and not pkce:
@@ -288,25 +315,28 @@ class OAuthService:
             scopes = wanted
         return dumps(
             {
-                "access_token": self._access_token(client_id, scopes, refresh_id, epoch),
+                "access_token": self._access_token(client_id, scopes, refresh_id, epoch, team),
                 "token_type": BEARER,
                 "expires_in": self.config.access_token_lifetime,
             }
         )
 
     def _refresh_alive(self, fields: list) -> bool:
+        team = fields[6]
         with self._lock:
-            return fields[3] >= self._revoke_epoch and fields[2] not in self._revoked
+            if team not in self._revoke_epoch:
+                return False
+            return fields[3] >= self._revoke_epoch[team] and fields[2] not in self._revoked
 
     def _access_token(
-        self, client_id: str, scopes: tuple[str, ...], refresh_id: str, epoch: int
+        self, client_id: str, scopes: tuple[str, ...], refresh_id: str, epoch: int, team: str
     ) -> str:
         exp = self.clock.now() + self.config.access_token_lifetime
         with self._lock:
-            gen = self._access_gen
+            gen = self._access_gen[team]
+        nonce = secrets.token_hex(4)
         return self._sign(
-            "sl.",
-            ["a", client_id, refresh_id, epoch, exp, gen, " ".join(scopes), secrets.token_hex(4)],
+            "sl.", ["a", client_id, refresh_id, epoch, exp, gen, " ".join(scopes), nonce, team]
         )
 
     # API auth -----------------------------------------------------------------------------
@@ -314,12 +344,16 @@ class OAuthService:
     def check_access(self, token: str, scope: str) -> AccessInfo:
         """Validate a bearer token for a route needing `scope`; raises ApiAuthError (401)."""
         fields = self._verify("sl.", token)
-        if not fields or fields[0] != "a" or fields[1] != self.config.app_key:
+        if not fields or len(fields) != 9 or fields[0] != "a" or fields[1] != self.config.app_key:
             raise ApiAuthError("invalid_access_token")
-        _, app_key, refresh_id, epoch, exp, gen, scope_text, _nonce = fields
+        _, app_key, refresh_id, epoch, exp, gen, scope_text, _nonce, team = fields
+        if team not in self.teams:
+            raise ApiAuthError("invalid_access_token")
         with self._lock:
-            revoked = epoch < self._revoke_epoch or (refresh_id and refresh_id in self._revoked)
-            stale = gen < self._access_gen
+            revoked = epoch < self._revoke_epoch[team] or (
+                refresh_id and refresh_id in self._revoked
+            )
+            stale = gen < self._access_gen[team]
         if revoked:
             raise ApiAuthError("invalid_access_token")
         if stale or exp <= self.clock.now():
@@ -327,7 +361,7 @@ class OAuthService:
         scopes = frozenset(scope_text.split())
         if scope not in scopes:
             raise ApiAuthError("missing_scope", required_scope=scope)
-        return AccessInfo(app_key, scopes, refresh_id)
+        return AccessInfo(app_key, scopes, refresh_id, team)
 
     def refresh_id_of(self, token: str, kind: str) -> str | None:
         """The refresh-token id behind an access ("a") or refresh ("r") token, if any."""
@@ -336,17 +370,32 @@ class OAuthService:
             return fields[2]
         return None
 
+    def team_of(self, token: str, kind: str) -> str | None:
+        """The team of an access ("a") or refresh ("r") token this app issued, valid or not."""
+        fields = self._verify("sl." if kind == "a" else "", token)
+        if fields and fields[0] == kind and fields[-1] in self.teams:
+            return fields[-1]
+        return None
+
+    def team_of_code(self, code: str) -> str | None:
+        """The team that approved an authorization code, if the code exists."""
+        with self._lock:
+            entry = self._codes.get(code)
+        return entry.request.team_id if entry is not None else None
+
     # Control ------------------------------------------------------------------------------
 
-    def revoke(self, refresh_token: str | None = None) -> str:
-        """Revoke one refresh token (and its access tokens), or all of them.
+    def revoke(self, refresh_token: str | None = None, team: str | None = None) -> str:
+        """Revoke one refresh token (and its access tokens), or all of a team's (`team`), or
+        all of every team's.
 
-        Returns "all", "one", or "unknown" (not a refresh token this emulator issued).
+        Returns "all", "team", "one", or "unknown" (not a refresh token this emulator issued).
         """
         if refresh_token is None:
             with self._lock:
-                self._revoke_epoch += 1
-            return "all"
+                for tid in self._revoke_epoch if team is None else [team]:
+                    self._revoke_epoch[tid] += 1
+            return "all" if team is None else "team"
         rid = self.refresh_id_of(refresh_token, "r")
         if rid is None:
             return "unknown"
@@ -357,10 +406,12 @@ class OAuthService:
         with self._lock:
             self._revoked.add(refresh_id)
 
-    def expire_access_tokens(self) -> None:
-        """Every access token issued so far answers `expired_access_token` from now on."""
+    def expire_access_tokens(self, team: str | None = None) -> None:
+        """Every access token issued so far (to `team`, or to any team) answers
+        `expired_access_token` from now on."""
         with self._lock:
-            self._access_gen += 1
+            for tid in self._access_gen if team is None else [team]:
+                self._access_gen[tid] += 1
 
     # HTML ---------------------------------------------------------------------------------
 
@@ -369,58 +420,13 @@ class OAuthService:
         return _b64(hmac.new(self._key, b"form:" + data, hashlib.sha256).digest()[:18])
 
     def consent_page(self, req: AuthRequest, params: dict[str, str]) -> bytes:
-        """The page a team admin sees: app, team, scopes, Allow / Cancel."""
-        admin = self.team.admins[0]
-        keep = {k: v for k, v in params.items() if k != "decision" and k != "form_token"}
-        hidden = [
-            f'  <input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-            for k, v in sorted(keep.items())
-        ]
-        hidden.append(f'  <input type="hidden" name="form_token" value="{self._sign_form(keep)}">')
-        items = "\n".join(
-            f"  <li><code>{html.escape(s)}</code> {html.escape(SCOPE_TEXT.get(s, ''))}</li>"
-            for s in req.scopes
-        )
-        access = {
-            "offline": "offline (refresh token)",
-            "online": "online (short-lived token)",
-            "legacy": "legacy",
-        }.get(req.token_access_type or "", "app default")
-        return _render(
-            "authorize.html",
-            {
-                "app_name": self.config.app_name,
-                "team_name": self.team.name,
-                "admin_name": admin.display_name,
-                "admin_email": admin.email,
-            },
-            {
-                "scope_items": items,
-                "hidden_fields": "\n".join(hidden),
-                "access_type": html.escape(access),
-            },
+        """The page a team admin sees, its form signed (the team choice is not)."""
+        keep = {k: v for k, v in params.items() if k not in UNSIGNED}
+        return consent_html(
+            self.config.app_name, req, list(self.teams.values()), keep, self._sign_form(keep)
         )
 
     def form_valid(self, params: dict[str, str]) -> bool:
         token = params.get("form_token", "")
-        keep = {k: v for k, v in params.items() if k not in ("decision", "form_token")}
+        keep = {k: v for k, v in params.items() if k not in UNSIGNED}
         return hmac.compare_digest(token, self._sign_form(keep))
-
-
-def message_page(title: str, body_html: str) -> bytes:
-    """A simple page (errors, the code to paste)."""
-    return _render("page.html", {"title": title}, {"body": body_html})
-
-
-def code_page(code: str) -> bytes:
-    return message_page(
-        "Enter this code into your app",
-        " <p>Copy this code and paste it into the app to finish linking it:</p>\n"
-        f' <code id="auth-code">{html.escape(code)}</code>',
-    )
-
-
-def _render(name: str, text: dict[str, str], raw: dict[str, str]) -> bytes:
-    source = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-    values = {k: html.escape(v) for k, v in text.items()} | raw
-    return Template(source).safe_substitute(values).encode()

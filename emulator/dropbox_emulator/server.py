@@ -2,7 +2,9 @@
 
 Every response carries `X-Dropbox-Request-Id`. Control routes (`/__emulator/...`) are neither
 counted nor faulted, and answer only a caller with the per-run token (control.py); every other
-call is counted per route and may be faulted.
+call is counted per route (and per team) and may be faulted. A call's team is that of its
+access token, refresh token or code, or the team chosen on the consent page: faults naming a
+team hit only its calls.
 """
 
 from __future__ import annotations
@@ -119,16 +121,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _api_call(self, method: str, path: str, query: str, body: bytes, arrived: float) -> None:
         state = self.server.state
         route = path.strip("/")
-        state.stats.call(route)
-        is_refresh = route == "oauth2/token" and parse_form(body).get("grant_type") == (
-            "refresh_token"
-        )
-        decision = state.faults.decide(CallInfo(route, is_refresh))
+        form = parse_form(body) if route.startswith("oauth2/") and method == "POST" else {}
+        team = self._call_team(route, query, form)
+        state.stats.call(route, team)
+        is_refresh = route == "oauth2/token" and form.get("grant_type") == "refresh_token"
+        decision = state.faults.decide(CallInfo(route, is_refresh, team))
         if decision.slow_seconds:
             time.sleep(decision.slow_seconds)
         fault = decision.fault
         if fault is not None and fault.kind in PRE_KINDS:
-            resp = self._fault_response(fault, route, body)
+            resp = self._fault_response(fault, team, body)
             if resp is None:
                 _wait_until(arrived + decision.latency_seconds)
                 state.stats.status(route, "dropped")
@@ -144,6 +146,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_mangled(resp, fault)
         else:
             self._send(resp)
+
+    def _call_team(self, route: str, query: str, form: dict[str, str]) -> str | None:
+        """The team a call acts for, as far as its credentials or parameters tell."""
+        oauth = self.server.state.oauth
+        if route.startswith("2/"):
+            auth = self.headers.get("Authorization") or ""
+            return oauth.team_of(auth.partition(" ")[2].strip(), "a")
+        if route == "oauth2/token":
+            if form.get("grant_type") == "refresh_token":
+                return oauth.team_of(form.get("refresh_token", ""), "r")
+            return oauth.team_of_code(form.get("code", ""))
+        if route == "oauth2/authorize":
+            selector = form.get("team") if form else dict(parse_qsl(query)).get("team")
+            return oauth.resolve_team(selector)
+        return None
 
     def _route(self, method: str, route: str, query: str, body: bytes) -> Response:
         state = self.server.state
@@ -171,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # Faults -------------------------------------------------------------------------------
 
-    def _fault_response(self, fault: Fault, route: str, body: bytes) -> Response | None:
+    def _fault_response(self, fault: Fault, team: str | None, body: bytes) -> Response | None:
         kind = fault.kind
         if kind == "drop_connection":
             return None
@@ -203,10 +220,11 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "bad_cursor":
             return route_error("bad_cursor")
         if kind == "cursor_reset":
-            cursor = self.server.api.decode_cursor(body)
-            if cursor is None:
+            t = self.server.state.teams.get(team or "")
+            cursor = None if t is None else self.server.api.decode_cursor(t, body)
+            if t is None or cursor is None:
                 return route_error("bad_cursor")
-            return self.server.api.reset_response(cursor)
+            return self.server.api.reset_response(t, cursor)
         raise AssertionError(f"unhandled fault kind {kind}")
 
     def _revoke_behind(self, route: str, body: bytes) -> None:

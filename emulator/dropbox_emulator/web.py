@@ -8,7 +8,8 @@ import html
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .oauth import AuthorizeError, OAuthError, code_page, message_page
+from .oauth import AuthorizeError, OAuthError
+from .pages import code_page, message_page
 from .responses import Response, html_response, json_response
 from .state import EmulatorState
 
