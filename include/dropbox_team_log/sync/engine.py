@@ -156,12 +156,15 @@ def sync_day(
         ranges = due_ranges(dataset, span, as_of=as_of, policy=policy)
         if not ranges:
             break
+        moved_before_write = len(dataset.quarantined)
         events, result = _fetch_and_write(
             reader, dataset, span, ranges, as_of, team_id, pseudonymiser, concurrency
         )
         report.ranges += [[to_wire(start), to_wire(end)] for start, end in ranges]
         report.events += events
         results.append(result)
+        if len(dataset.quarantined) == moved_before_write:
+            break  # the write kept the day file: nothing it held is due again
     report.quarantined = [q.to_xcom() for q in dataset.quarantined[moved_before:]]
     if not results:
         log.info("%s: nothing due at %s (covered and settled or fresh)", span.day, to_wire(as_of))
