@@ -36,17 +36,17 @@ INCREMENTAL_DEFAULT_ARGS = {
     "max_retry_delay": timedelta(minutes=10),
     "on_failure_callback": on_failure,
 }
-
-
-#: What the `start` and `end` params accept: a UTC day or a UTC second, as the API writes them.
-INSTANT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)?$"
-INSTANT_FORMAT = "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC"
 REPORT_DEFAULT_ARGS = {
     "owner": "data-engineering",
     "retries": 2,
     "retry_delay": timedelta(minutes=1),
     "on_failure_callback": on_failure,
 }
+
+
+#: What the `start` and `end` params accept: a UTC day or a UTC second, as the API writes them.
+INSTANT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)?$"
+INSTANT_FORMAT = "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC"
 
 
 def days_param(default: int, maximum: int, title: str, description: str) -> Param:
