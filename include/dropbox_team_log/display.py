@@ -32,3 +32,13 @@ def visible(value: Any) -> str:
     or bidi character as its `\\uXXXX` escape (so `\\x1b[2J` prints as `\\u001b[2J`), one line."""
     text = value.isoformat() if hasattr(value, "isoformat") else str(value)
     return text.translate(_AS_ESCAPES)
+
+
+#: `&`, `<` and `>` as entities: where text is read as markup (Plotly's labels and hover text,
+#: a chat message's `<url|label>` and `<!channel>`), escaped, it stays the characters it is.
+_MARKUP_ESCAPES = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
+
+
+def escape_markup(text: str) -> str:
+    """`text` with the three characters that open markup or entities escaped."""
+    return text.translate(_MARKUP_ESCAPES)

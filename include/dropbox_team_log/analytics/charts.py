@@ -16,11 +16,9 @@ import plotly.graph_objects as go
 
 from dropbox_team_log.analytics.period import Period
 from dropbox_team_log.analytics.report_data import Chart, ReportData, Table
-from dropbox_team_log.display import visible
+from dropbox_team_log.display import escape_markup, visible
 
 AUTH_COLORS = {"authenticated": "#2b6cb0", "unauthenticated": "#e53e3e", "unknown": "#a0aec0"}
-#: Plotly's text markup starts at `<` (tags) and `&` (entities): escaped, it stays literal text.
-_PLOTLY_MARKUP = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
 #: Longest bar label of a ranked chart (the hover text holds the whole value).
 _LABEL_CHARS = 60
 
@@ -31,7 +29,7 @@ def plotly_literal(value: object, limit: int | None = None) -> str:
     text = visible(value)
     if limit is not None and len(text) > limit:
         text = "..." + text[-(limit - 3) :]
-    return text.translate(_PLOTLY_MARKUP)
+    return escape_markup(text)
 
 
 def _layout(fig: go.Figure, *, height: int = 360, **kwargs: Any) -> go.Figure:

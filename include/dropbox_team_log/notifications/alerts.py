@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from dropbox_team_log.display import visible
+from dropbox_team_log.display import escape_markup, visible
 from dropbox_team_log.errors import DropboxTeamLogError
 from dropbox_team_log.settings import ALERT_CONN_ID, ALERT_FINDINGS_LISTED
 
@@ -99,9 +99,6 @@ def on_failure(context: dict[str, Any]) -> None:
 
 # --- findings of the detections DAG ------------------------------------------------------------
 
-#: What Slack's message text treats as markup (`<!channel>`, `<url|label>`): escaped as it asks.
-_CHAT_MARKUP = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
-
 
 class AlertDeliveryError(DropboxTeamLogError):
     """The alert connection's endpoint did not take the findings (they stay pending)."""
@@ -109,7 +106,7 @@ class AlertDeliveryError(DropboxTeamLogError):
 
 def _plain(value: Any) -> str:
     """An event string as a chat line shows it: literally, one line, no chat markup."""
-    return visible(value).translate(_CHAT_MARKUP)
+    return escape_markup(visible(value))  # Slack's markup (`<!channel>`), escaped as it asks
 
 
 def finding_line(finding: dict[str, Any]) -> str:
