@@ -160,18 +160,22 @@ def test_missing_connection_message(monkeypatch, transcript, airflow_db):
     assert "dropbox-team-log connect --conn-id nobody_made_this" in transcript.take()[1]
 
 
-def test_ui_test_button_and_api_masking(emu, airflow_db, monkeypatch, transcript, spy, caplog):
-    """The REST routes behind the UI: the Test button passes; secrets come back as ***."""
+def rest_api(monkeypatch):
+    """Airflow's REST API (what the UI calls) in process, every user an admin."""
+    from airflow.api_fastapi.app import create_app
     from fastapi.testclient import TestClient
 
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TestClient(create_app())
+
+
+def test_ui_test_button_and_api_masking(emu, airflow_db, monkeypatch, transcript, spy, caplog):
+    """The REST routes behind the UI: the Test button passes; secrets come back as ***."""
     saved(emu, "hook_ui")
     try:
-        from airflow.api_fastapi.app import create_app
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            client = TestClient(create_app())
+        client = rest_api(monkeypatch)
         got = client.get("/api/v2/connections/hook_ui")
         assert got.status_code == 200, got.text
         body = got.json()
@@ -196,16 +200,9 @@ def test_the_ui_test_button_as_airflow_3_3_2_sends_it_names_no_throwaway_id(
 ):
     """The body the 3.3.2 form posts (port 0, empty fields); on a revoked grant the fix names
     no made-up connection id."""
-    from fastapi.testclient import TestClient
-
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
     saved(emu, "hook_ui_form")
     try:
-        from airflow.api_fastapi.app import create_app
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            client = TestClient(create_app())
+        client = rest_api(monkeypatch)
         form = {
             "connection_id": "hook_ui_form",
             "conn_type": "dropbox_team",
@@ -352,14 +349,7 @@ def test_an_echoed_request_never_shows_a_secret(where, style, monkeypatch, trans
 
 def test_the_ui_test_button_shows_an_echo_scrubbed(airflow_db, monkeypatch, transcript, caplog):
     """The REST route behind the UI's Test button, on a connection typed into the form."""
-    from fastapi.testclient import TestClient
-
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-    from airflow.api_fastapi.app import create_app
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        client = TestClient(create_app())
+    client = rest_api(monkeypatch)
     with LocalServer(echoing("token", "decoded")) as server:
         tested = client.post(
             "/api/v2/connections/test",
