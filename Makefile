@@ -8,7 +8,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # As in the Dockerfile: Arrow on the system allocator (see dropbox_team_log/tasks/worker_memory.py).
 export ARROW_DEFAULT_MEMORY_POOL ?= system
 
-.PHONY: help venv test test-fast lint demo emulator lock clean bench
+.PHONY: help venv test test-fast lint demo emulator lock clean bench bench-airflow
 
 help:
 	@echo "make demo   - emulator + Airflow (SQLite): connect, backfill, incremental runs, summary"
@@ -42,6 +42,10 @@ lint: venv
 # Figures against the emulator (table + last line JSON); BENCH_ARGS="--scale 0.25" for a quick run.
 bench: venv
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Airflow's fixed CPU cost per incremental run on the production-shaped stack (~12 min).
+bench-airflow: venv
+	$(BIN)/python -m bench.airflow_run_cost $(BENCH_ARGS)
 
 demo: venv
 	$(BIN)/python demo/run.py
