@@ -38,7 +38,6 @@ from dropbox_team_log import settings
 from dropbox_team_log.analytics import ocsf
 from dropbox_team_log.dataset import object_store, roots
 from dropbox_team_log.dataset.files import write_atomically
-from dropbox_team_log.dataset.roots import glob_under
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.schema import PARTITION_KEY
 
@@ -240,7 +239,7 @@ class _Output:
 
 def _day_files(dataset: EventDataset, day: date) -> list[str]:
     """The day's Parquet files as the readers' glob sees them (one file or several per day)."""
-    return sorted(dataset.fs.glob(glob_under(dataset.day_dir(day), "*.parquet")))
+    return sorted(dataset.fs.glob(roots.glob_under(dataset.day_dir(day), "*.parquet")))
 
 
 def _source(dataset: EventDataset, files: list[str]) -> str:
