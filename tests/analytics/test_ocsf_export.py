@@ -13,6 +13,7 @@ from pathlib import Path
 
 import boto3
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -146,6 +147,21 @@ def test_re_export_replaces_and_a_class_that_left_a_day_is_removed(tmp_path):
     assert len(third.removed) == 2
     assert files(out) == [n for n in before if "3002" not in n and "dropbox-auth" not in n]
     assert len(read_hive(out)) == 2
+
+
+def test_a_day_of_several_files_is_read_whole(root, tmp_path):
+    """Every Parquet file of a day folder (the readers' glob), not one file name per day."""
+    copy = tmp_path / "dataset"
+    for day_dir in Path(root).glob("event_date=*"):
+        for index, batch in enumerate(pq.read_table(next(day_dir.glob("*.parquet"))).to_batches(3)):
+            name = "events.parquet" if index == 0 else f"events-{index:02d}.parquet"
+            (copy / day_dir.name).mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_batches([batch]), copy / day_dir.name / name)
+    assert any(len(list(d.glob("*.parquet"))) > 2 for d in copy.iterdir())
+    result = ocsf_export.export(str(copy), str(tmp_path / "out"))
+    assert result.records == len(raw_rows(root))
+    rows = read_hive(tmp_path / "out")
+    assert Counter(r["raw_data"] for r in rows) == dataset_raw_events(root)
 
 
 def test_a_failed_export_leaves_whole_files_only(tmp_path, root):

@@ -72,10 +72,17 @@ class ExportResult:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: CPU time (user + system) of the process during the export: with `threads=1`, the
+    #: export's own, which a shared machine's load does not inflate as it does `seconds`.
+    cpu_seconds: float = 0.0
 
     @property
     def events_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
+
+    @property
+    def events_per_cpu_second(self) -> float:
+        return self.records / self.cpu_seconds if self.cpu_seconds else 0.0
 
 
 def default_out(root: str) -> str:
@@ -230,33 +237,48 @@ class _Output:
         return path if isinstance(self.fs, LocalFileSystem) else self.fs.unstrip_protocol(path)
 
 
-def _source(dataset: EventDataset, days: list[date]) -> str:
-    paths = [dataset.day_path(day) for day in days]
+def _day_files(dataset: EventDataset, day: date) -> list[str]:
+    """The day's Parquet files as the readers' glob sees them (one file or several per day)."""
+    return sorted(dataset.fs.glob(roots.glob_under(dataset.day_dir(day), "*.parquet")))
+
+
+def _source(dataset: EventDataset, files: list[str]) -> str:
     if not dataset.is_local:
-        paths = [dataset.fs.unstrip_protocol(path) for path in paths]
-    quoted = ", ".join("'" + roots.literal(path).replace("'", "''") + "'" for path in paths)
+        files = [dataset.fs.unstrip_protocol(path) for path in files]
+    quoted = ", ".join("'" + roots.literal(path).replace("'", "''") + "'" for path in files)
     return (
         f"read_parquet([{quoted}], hive_partitioning = true, hive_types = {{'event_date': DATE}})"
     )
 
 
-def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[list[date]]:
+@dataclass
+class _Chunk:
+    days: list[date] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[_Chunk]:
     """Consecutive days, as many per query as OCSF_CHUNK_ROWS and OCSF_CHUNK_DAYS allow (a
     query has a fixed cost, ~50 ms: per day, it would weigh as much as the records on small
-    days)."""
-    chunk: list[date] = []
-    rows = 0
+    days), with their files in day order (the order one DuckDB thread reads them in)."""
+    chunk = _Chunk()
     for day in days:
-        with dataset.fs.open(dataset.day_path(day), "rb") as handle:
-            day_rows = pq.ParquetFile(handle).metadata.num_rows
-        if chunk and (
-            rows + day_rows > settings.OCSF_CHUNK_ROWS or len(chunk) >= settings.OCSF_CHUNK_DAYS
+        files = _day_files(dataset, day)
+        day_rows = 0
+        for path in files:
+            with dataset.fs.open(path, "rb") as handle:
+                day_rows += pq.ParquetFile(handle).metadata.num_rows
+        if chunk.days and (
+            chunk.rows + day_rows > settings.OCSF_CHUNK_ROWS
+            or len(chunk.days) >= settings.OCSF_CHUNK_DAYS
         ):
             yield chunk
-            chunk, rows = [], 0
-        chunk.append(day)
-        rows += day_rows
-    if chunk:
+            chunk = _Chunk()
+        chunk.days.append(day)
+        chunk.files.extend(files)
+        chunk.rows += day_rows
+    if chunk.days:
         yield chunk
 
 
@@ -320,7 +342,7 @@ class _Files:
 def _export_chunk(
     con: duckdb.DuckDBPyConnection,
     dataset: EventDataset,
-    days: list[date],
+    chunk: _Chunk,
     layouts: _Layouts,
     result: ExportResult,
 ) -> None:
@@ -331,7 +353,8 @@ def _export_chunk(
     the files stay open to the end."""
     files = _Files(layouts, result)
     try:
-        reader = con.sql(ocsf.select_sql(_source(dataset, days))).to_arrow_reader(_BATCH_ROWS)
+        sql = ocsf.select_sql(_source(dataset, chunk.files)) if chunk.files else None
+        reader = con.sql(sql).to_arrow_reader(_BATCH_ROWS) if sql else iter(())
         for batch in reader:
             latest = EPOCH_DAY
             for class_uid, day, part in _split(batch):
@@ -350,7 +373,7 @@ def _export_chunk(
         result.by_class[class_uid] = result.by_class.get(class_uid, 0) + class_file.records
         result.records += class_file.records
     output = layouts.output
-    for day in days:
+    for day in chunk.days:
         for class_uid in ocsf.CLASS_COLUMNS:
             if (class_uid, day) in files.by_key:
                 continue
@@ -378,7 +401,7 @@ def export(
     chosen = [day for day in dataset.days() if wanted is None or day in wanted]
     layouts = _Layouts(_Output(out or default_out(root)), hive, security_lake)
     result = ExportResult(days=chosen)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -388,9 +411,10 @@ def export(
         if not dataset.is_local:
             con.register_filesystem(dataset.fs)
         ocsf.register_function(con)
-        for days_of_query in _chunks(dataset, chosen):
-            _export_chunk(con, dataset, days_of_query, layouts, result)
+        for chunk in _chunks(dataset, chosen):
+            _export_chunk(con, dataset, chunk, layouts, result)
     finally:
         con.close()
     result.seconds = time.perf_counter() - started
+    result.cpu_seconds = time.process_time() - cpu_started
     return result
