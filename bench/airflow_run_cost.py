@@ -9,8 +9,9 @@ process tree over two windows of equal length:
 - idle: every DAG paused (what the deployment costs doing nothing: heartbeats, DAG parsing);
 - active: the incremental DAG unpaused on a one-minute schedule.
 
-(active - idle) / runs finished in the window is the fixed cost of one run; the figures, and the
-projection to the default schedule, go to the last line as JSON.
+(active - idle) / runs finished in the window is the fixed cost of one run; with it, the delay
+from each run's schedule tick to its first task's start (what Airflow adds to freshness). The
+figures, and the projection to the default schedule, go to the last line as JSON.
 
     .venv/bin/python -m bench.airflow_run_cost --window 300
 """
@@ -80,6 +81,18 @@ def runs_per_day(cron: str) -> int:
     return count
 
 
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def start_delay(run: dict, instances: list[dict]) -> float:
+    """Seconds from the run's schedule tick (its data interval end) to its first task's start:
+    the part of freshness Airflow adds before any of our code runs."""
+    tick = _instant(run.get("data_interval_end") or run["run_after"])
+    first = min(_instant(ti["start_date"]) for ti in instances if ti.get("start_date"))
+    return round((first - tick).total_seconds(), 1)
+
+
 def finished_runs(rest: AirflowRest) -> list[dict]:
     return [r for r in rest.runs(INCREMENTAL) if r["state"] in TERMINAL]
 
@@ -104,7 +117,9 @@ def measure(stack: AirflowStack, rest: AirflowRest, window: float) -> dict:
     active = tree_cpu_seconds(pids) - active_start
     runs = [r for r in finished_runs(rest) if r["dag_run_id"] not in before]
     rest.set_paused(INCREMENTAL, True)
-    tasks = [len(rest.task_instances(INCREMENTAL, r["dag_run_id"])) for r in runs]
+    instances = [rest.task_instances(INCREMENTAL, r["dag_run_id"]) for r in runs]
+    tasks = [len(tis) for tis in instances]
+    delays = sorted(start_delay(run, tis) for run, tis in zip(runs, instances, strict=True))
     failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
     if failed:
         raise SystemExit(f"incremental runs failed: {failed}\n{stack.log_tails()}")
@@ -121,6 +136,8 @@ def measure(stack: AirflowStack, rest: AirflowRest, window: float) -> dict:
         "runs": len(runs),
         "task_instances_per_run": round(sum(tasks) / len(tasks), 2),
         "fixed_cpu_s_per_run": round(per_run, 2),
+        "tick_to_first_task_s_median": delays[len(delays) // 2],
+        "tick_to_first_task_s_max": delays[-1],
         "default_schedule": settings.DEFAULT_SCHEDULE,
         "default_schedule_runs_per_day": runs_a_day,
         "fixed_core_share_at_default_schedule": round(per_run * runs_a_day / 86400, 4),
