@@ -60,6 +60,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def emulator_args(events_per_day: float, *, seed: int = 11, days: int = 60) -> list[str]:
+    """The emulator's command line (also parsed in-process where a bench needs its config)."""
+    args = ["--seed", str(seed), "--clock", CLOCK.isoformat()]
+    args += ["--events-per-day", str(events_per_day), "--access-token-lifetime", "86400"]
+    # Every day stays made: a day made again inside a timed call would be charged to the pipeline.
+    args += ["--cache-events", str(int(max(200_000, 1.5 * events_per_day * (days + 10))))]
+    return args
+
+
 @contextmanager
 def emulator(
     events_per_day: float, *, latency: float = 0.0, seed: int = 11, days: int = 60
@@ -67,10 +76,7 @@ def emulator(
     """An emulator process with a fixed latency on every team_log call; its control client."""
     from dropbox_emulator.process import EmulatorStartError, emulator_process
 
-    args = ["--seed", str(seed), "--clock", CLOCK.isoformat()]
-    args += ["--events-per-day", str(events_per_day), "--access-token-lifetime", "86400"]
-    # Every day stays made: a day made again inside a timed call would be charged to the pipeline.
-    args += ["--cache-events", str(int(max(200_000, 1.5 * events_per_day * (days + 10))))]
+    args = emulator_args(events_per_day, seed=seed, days=days)
     with tempfile.TemporaryFile() as log:
         try:
             with emulator_process(free_port(), args, log=log) as (proc, client):
@@ -666,7 +672,34 @@ TARGETS = {
     "memory_s3_peak_rss_mb": ("<=", 300),  # the same day into S3, sent a part at a time
     "storage_share_of_raw_json": ("<=", 0.20),
     "incr_idle_api_calls": ("<=", 2),
+    "fresh_tail_p95_s": ("<=", 300),
+    "fresh_tail_p95_s_at_2m": ("<=", 300),
+    "fresh_tail_fetches_per_event": ("<=", 3),
+    "fresh_tail_cpu_h_per_day_at_2m": ("<=", 0.1),
 }
+
+
+def run_freshness(events_per_day: float, args: argparse.Namespace, work: str) -> dict:
+    """bench/freshness.py on an emulator of its own: a 2M-a-day team (times the scale)."""
+    from bench.freshness import bench_freshness
+    from dropbox_emulator.__main__ import build_parser, config_from_args
+    from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
+
+    days = 3
+    config = config_from_args(build_parser().parse_args(emulator_args(events_per_day, days=days)))
+    with emulator(events_per_day, latency=args.latency, days=days) as client:
+        connect(client)
+        reader = DropboxTeamHook(dropbox_team_conn_id=CONN_ID).event_reader()
+        return bench_freshness(
+            client,
+            config,
+            reader,
+            work,
+            hours=args.fresh_hours,
+            warmup=args.fresh_warmup,
+            own_cpu=_own_cpu,
+            calls=lambda: team_log_calls(client),
+        )
 
 
 def print_table(figures: dict) -> None:
@@ -695,6 +728,13 @@ def main() -> int:
         type=float,
         default=2_000_000,
         help="events of the memory day (the issue's 2M whatever the scale: 1-3 minutes)",
+    )
+    parser.add_argument("--skip-freshness", action="store_true")
+    parser.add_argument(
+        "--fresh-hours", type=float, default=3.0, help="hours of tail runs in the freshness step"
+    )
+    parser.add_argument(
+        "--fresh-warmup", type=float, default=24.0, help="hours the tail's chain starts earlier"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--memory-child", nargs=2, metavar=("ROOT", "DAY"), help=argparse.SUPPRESS)
@@ -733,6 +773,10 @@ def main() -> int:
                 figures |= bench_airflow(client, args.days, backfill["backfill_wall_s"], work)
             step("incremental", "nothing new, then ~100k new events")
             figures |= bench_incremental(client, root, int(100_000 * args.scale), epd)
+        if not args.skip_freshness:
+            epd = 2_000_000 * args.scale  # the issue's 2M events a day, times the scale
+            step("freshness", f"tail polls of a {epd:,.0f}-events-a-day team, and the baseline")
+            figures |= run_freshness(epd, args, work)
         if not args.skip_memory:
             step("memory", f"one day of ~{args.memory_events:,.0f} events in a fresh process")
             figures |= bench_memory(args.memory_events, work)
