@@ -71,6 +71,9 @@ MIN_SETTLE_HOURS = 24
 REFRESH_HOURS = 6
 #: Incremental: how far back a run fills gaps after an outage.
 CATCHUP_DAYS = 7
+#: Incremental: a tail poll's claim on its chain (sync/tail.py) outlives a dead run this long;
+#: meanwhile other runs leave the chain alone (their day tasks fetch what is due).
+TAIL_CLAIM_SECONDS = 15 * 60
 #: Report: the days it covers (compared with as many days before).
 REPORT_DAYS = 30
 MAX_REPORT_DAYS = 366

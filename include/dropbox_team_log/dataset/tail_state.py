@@ -36,6 +36,35 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 _FORMAT = 1
 
 
+@dataclass(frozen=True)
+class TailTag:
+    """What an hour file's footer says about the tail: its rows are current to poll `seq` of
+    chain `chain` (every event of the hour the chain delivered up to that poll is in it).
+
+    A replace write clears it (the file then answers by its coverage alone); the tail adds a
+    poll's rows to an hour file only while its tag is the chain's and not ahead of the chain's
+    committed state (`may_add`).
+    """
+
+    chain: str
+    seq: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"chain": self.chain, "seq": self.seq})
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> TailTag:
+        value = orjson.loads(data)
+        if not isinstance(value, dict):
+            raise ValueError(f"tail tag must be an object, got {type(value).__name__}")
+        chain, seq = value.get("chain"), value.get("seq")
+        if not isinstance(chain, str) or not chain:
+            raise ValueError("tail tag: chain must be a non-empty string")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ValueError(f"tail tag: seq must be a non-negative integer, got {seq!r}")
+        return cls(chain, seq)
+
+
 class TailStateError(PermanentError):
     """A tail state file cannot be read as one: it is removed by hand (the tail restarts)."""
 
@@ -49,6 +78,9 @@ class ChainState:
     start: int  # S, epoch seconds: the chain holds every event with timestamp >= S
     as_of: int  # X, epoch seconds: every event visible by X is stored
     cursor: str = field(repr=False)
+    #: A poll in progress: who runs it (a run id) and since when (epoch s); None when idle.
+    claim: str | None = None
+    claimed_at: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("seq", "start", "as_of"):
@@ -76,6 +108,8 @@ class ChainState:
                 "start": self.start,
                 "as_of": self.as_of,
                 "cursor": self.cursor,
+                "claim": self.claim,
+                "claimed_at": self.claimed_at,
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -92,6 +126,8 @@ class ChainState:
                 start=value["start"],
                 as_of=value["as_of"],
                 cursor=value["cursor"],
+                claim=value.get("claim"),
+                claimed_at=value.get("claimed_at"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TailStateError(

@@ -33,6 +33,7 @@ from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.sync.fetch import fetch_ranges
 from dropbox_team_log.sync.planning import DaySpan, SyncPolicy
 from dropbox_team_log.sync.slicing import DensityProfile
+from dropbox_team_log.sync.tail import TailCover, chain_due
 from dropbox_team_log.timeutil import DAY, Range, day_start, to_wire
 from dropbox_team_log.transform.pseudonymise import Pseudonymiser
 
@@ -75,23 +76,40 @@ class DaySyncReport:
 
 
 def due_ranges(
-    dataset: EventDataset, span: DaySpan, *, as_of: int, policy: SyncPolicy
+    dataset: EventDataset,
+    span: DaySpan,
+    *,
+    as_of: int,
+    policy: SyncPolicy,
+    cover: TailCover | None = None,
 ) -> list[Range]:
     """The ranges of this day span that must be (re)read at `as_of`.
 
     A day whose file was moved aside as damaged is due whole, not only from where the span
     starts: the first day of a window would otherwise lose its hours before the window for good.
+    With the tail's committed `cover`, the hours its chain holds are not due until they settle
+    (`tail.chain_due`).
     """
     coverage = dataset.read_coverage(span.day)
     lo = span.lo
     if lo > day_start(span.day) and dataset.has_quarantined(span.day):
         lo = day_start(span.day)
-    return coverage.due_for_refetch(
+    due = coverage.due_for_refetch(
         lo,
         min(span.hi, as_of),
         as_of=as_of,
         settle=policy.settle_seconds,
         refresh=policy.refresh_seconds,
+    )
+    if cover is None:
+        return due
+    return chain_due(
+        due,
+        dataset.read_tags(span.day),
+        cover,
+        span=(lo, span.hi),
+        as_of=as_of,
+        settle=policy.settle_seconds,
     )
 
 
@@ -140,10 +158,12 @@ def sync_day(
     team_id: str,
     pseudonymiser: Pseudonymiser | None = None,
     concurrency: int | None = None,
+    cover: TailCover | None = None,
 ) -> DaySyncReport:
     """Fetch what is due for one day and replace it in the dataset, atomically.
 
-    `concurrency` (default `api_concurrency()`) caps this day's API calls in flight.
+    `concurrency` (default `api_concurrency()`) caps this day's API calls in flight; `cover`
+    is the tail's committed chain as the plan saw it (its hours are not due until they settle).
     """
     report = DaySyncReport(day=span.day.isoformat())
     moved_before = len(dataset.quarantined)
@@ -153,7 +173,7 @@ def sync_day(
     # One pass, and a second only if the write found the day file damaged and set it aside:
     # what it held is then due again (a whole day has nothing due once written at `as_of`).
     for _pass in range(2):
-        ranges = due_ranges(dataset, span, as_of=as_of, policy=policy)
+        ranges = due_ranges(dataset, span, as_of=as_of, policy=policy, cover=cover)
         if not ranges:
             break
         moved_before_write = len(dataset.quarantined)

@@ -85,13 +85,20 @@ def conn_id_param() -> Param:
 
 
 def plan_and_sync(kind: str) -> XComArg:
-    """The task graph both DAGs share: plan the due days, then one mapped task per day."""
+    """The task graph both DAGs share: plan the due days, then one mapped task per day; the
+    incremental DAG polls the tail first (a failed poll leaves its time to the day tasks)."""
 
-    @task(task_id="plan_days")
+    @task(task_id="plan_days", trigger_rule="all_done")
     def plan_days(**context: Any) -> list[dict]:
         from dropbox_team_log.tasks import sync_tasks  # heavy imports at run time, not parse time
 
         return sync_tasks.plan_days(kind, context["params"], context)
+
+    @task(task_id="tail", pool=settings.API_POOL, retries=0, multiple_outputs=False)
+    def tail(**context: Any) -> dict:
+        from dropbox_team_log.tasks import sync_tasks
+
+        return sync_tasks.tail_poll(context["params"], context)
 
     @task(
         task_id="sync_day",
@@ -108,7 +115,10 @@ def plan_and_sync(kind: str) -> XComArg:
         get_current_context()["sync_label"] = job_label(job)  # type: ignore[typeddict-unknown-key]
         return sync_tasks.sync_day(job)
 
-    return sync_day.expand(job=plan_days())
+    plan = plan_days()
+    if kind == "incremental":
+        tail() >> plan
+    return sync_day.expand(job=plan)
 
 
 def job_label(job: dict) -> str:

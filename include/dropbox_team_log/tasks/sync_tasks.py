@@ -16,10 +16,11 @@ from airflow.sdk.log import mask_secret
 from dropbox_team_log import deployment
 from dropbox_team_log.dataset.root_check import OutputRootError, check_output_root
 from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.dataset.tail_state import TailStateStore
 from dropbox_team_log.errors import ConnectionConfigError, PermanentError
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamConnection, DropboxTeamHook
 from dropbox_team_log.settings import CONN_ID_VARIABLE, PSEUDONYMISE_KEY_VARIABLE
-from dropbox_team_log.sync import engine
+from dropbox_team_log.sync import engine, tail
 from dropbox_team_log.sync.planning import (
     DaySpan,
     ParamError,
@@ -96,8 +97,16 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
         raise AirflowFailException(str(exc)) from None
     dataset = EventDataset(root)
     spans = split_days(lo, hi)
+    cover = None
+    if kind == "incremental":  # the hours the tail's chain holds are not due until they settle
+        key = tail.tail_key(conn_id, settings.team_id)
+        cover = tail.read_cover(TailStateStore(root), key)
     try:  # a damaged day file that cannot be moved aside: retrying cannot help
-        due = [s for s in spans if engine.due_ranges(dataset, s, as_of=as_of, policy=policy)]
+        due = [
+            s
+            for s in spans
+            if engine.due_ranges(dataset, s, as_of=as_of, policy=policy, cover=cover)
+        ]
     except PermanentError as exc:
         raise AirflowFailException(str(exc)) from None
     log.info(
@@ -119,8 +128,45 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
         "team_id": settings.team_id,
         "pseudonymised": pseudonymised,
         "policy": policy.to_xcom(),
+        "tail": cover.to_xcom() if cover else None,
     }
     return [{**job, **span.to_xcom()} for span in due]
+
+
+def tail_poll(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The incremental run's first task: start or poll the team's tail chain (sync/tail.py)."""
+    try:
+        as_of = as_of_from_context(context)
+        policy = policy_from_params(params)
+        conn_id = deployment.conn_id(params)
+        settings = load_connection(conn_id)
+        if settings.connected_at is None:
+            raise ParamError(
+                "the connection has no extra.connected_at: reconnect with `dropbox-team-log "
+                "connect`"
+            )
+    except ParamError as exc:
+        raise AirflowFailException(f"Bad parameter: {exc}") from None
+    hook = DropboxTeamHook(dropbox_team_conn_id=conn_id)
+    root, aws_conn_id = open_dataset_root()
+    try:
+        use_aws_connection(root, aws_conn_id)
+        team_id = settings.team_id or str(hook.get_team_info().get("team_id"))
+        report = tail.tail_step(
+            reader=hook.event_reader(),
+            dataset=EventDataset(root),
+            states=TailStateStore(root),
+            key=tail.tail_key(conn_id, settings.team_id),
+            team_id=team_id,
+            connected_at=int(settings.connected_at.timestamp()),
+            as_of=as_of,
+            policy=policy,
+            claimant=str(context.get("run_id") or as_of),
+            pseudonymiser=load_pseudonymiser(),
+        )
+    except PermanentError as exc:
+        raise AirflowFailException(str(exc)) from None
+    return report.to_xcom()
 
 
 def sync_day(job: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +190,7 @@ def sync_day(job: dict[str, Any]) -> dict[str, Any]:
             policy=SyncPolicy(**job["policy"]),
             team_id=team_id,
             pseudonymiser=pseudonymiser,
+            cover=tail.TailCover.from_xcom(job.get("tail")),
         )
     except PermanentError as exc:
         raise AirflowFailException(str(exc)) from None
