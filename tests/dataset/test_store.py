@@ -74,7 +74,7 @@ def test_first_write_stores_sorted_rows_with_coverage_and_zstd(ds: EventDataset)
     seconds = [LO + 50, LO + 10, LO + 30, LO + 10, LO + 20]
     result = ds.write_day(DAY, [(LO, LO + H)], [make_batch(seconds, "a")], fetched_at=HI + 5)
     assert result == merge.WriteResult(
-        0, 5, 0, 5, ((LO, LO + H),), Coverage(((LO, LO + H, HI + 5),))
+        0, 5, 0, 5, ((LO, LO + H),), Coverage(((LO, LO + H, HI + 5),)), files_written=1
     )
     table = ds.read_day(DAY)
     assert table.schema == EVENT_SCHEMA
@@ -82,7 +82,7 @@ def test_first_write_stores_sorted_rows_with_coverage_and_zstd(ds: EventDataset)
     assert ids(table) == ["a#1", "a#3", "a#4", "a#2", "a#0"]  # stable: a#1 before a#3
     assert ds.read_coverage(DAY) == Coverage(((LO, LO + H, HI + 5),))
     assert ds.days() == [DAY]
-    meta = pq.read_metadata(ds.day_path(DAY))
+    meta = pq.read_metadata(ds.hour_path(DAY, 0))
     assert meta.metadata[COVERAGE_KEY] == f"[[{LO},{LO + H},{HI + 5}]]".encode()
     assert meta.metadata[VERSION_KEY] == b"1"
     for rg in range(meta.num_row_groups):
@@ -97,7 +97,7 @@ def test_permissions_keep_personal_data_private(ds: EventDataset):
     for path, mode in [
         (ds.root, 0o750),
         (ds.day_dir(DAY), 0o750),
-        (ds.day_path(DAY), 0o640),
+        (ds.hour_path(DAY, 0), 0o640),
         (f"{ds.root}/_locks", 0o750),
     ]:
         assert stat.S_IMODE(os.stat(path).st_mode) == mode & ~umask, path
@@ -114,8 +114,8 @@ def test_missing_day_reads_empty(ds: EventDataset):
 def test_empty_day_writes_a_zero_row_file_with_coverage(ds: EventDataset):
     result = ds.write_day(DAY, [(LO, HI)], [], fetched_at=HI + 30 * H)
     assert (result.rows_before, result.rows_after, result.rows_added) == (0, 0, 0)
-    assert os.path.exists(ds.day_path(DAY))
-    assert pq.read_metadata(ds.day_path(DAY)).num_rows == 0
+    assert os.path.exists(ds.hour_path(DAY, 0))
+    assert pq.read_metadata(ds.hour_path(DAY, 0)).num_rows == 0
     assert ds.read_coverage(DAY).is_settled(LO, HI, settle=25 * H)
     assert ds.days() == [DAY]
     assert ds.read_day(DAY).num_rows == 0
@@ -142,8 +142,9 @@ def test_refetch_replaces_only_its_range(ds: EventDataset):
     ds.write_day(DAY, [(LO, LO + 5 * H)], [first], fetched_at=LO + 5 * H)
     late = make_batch([LO + 2 * H, LO + 2 * H + 1, LO + 3 * H - 1], "new")  # one late event
     result = ds.write_day(DAY, [(LO + 2 * H, LO + 3 * H)], [late], fetched_at=LO + 30 * H)
-    assert (result.rows_before, result.rows_replaced, result.rows_added) == (4, 1, 3)
-    assert result.rows_after == 6
+    # counts are of the files the write rewrote: hour 2's only
+    assert (result.rows_before, result.rows_replaced, result.rows_added) == (1, 1, 3)
+    assert (result.rows_after, result.files_written) == (3, 1)
     assert ids(ds.read_day(DAY)) == ["old#0", "new#0", "new#1", "new#2", "old#2", "old#3"]
     assert ds.read_coverage(DAY).intervals == (
         (LO, LO + 2 * H, LO + 5 * H),
@@ -170,11 +171,11 @@ def test_older_fetch_never_overwrites_newer(ds: EventDataset):
 
 def test_replay_that_takes_nothing_leaves_the_file_alone(ds: EventDataset):
     ds.write_day(DAY, [(LO, LO + H)], [make_batch([LO + 1], "a")], fetched_at=HI)
-    before = os.stat(ds.day_path(DAY))
+    before = os.stat(ds.hour_path(DAY, 0))
     result = ds.write_day(DAY, [(LO, LO + H)], [make_batch([LO + 2], "b")], fetched_at=HI - 1)
     assert result.taken_ranges == ()
     assert (result.rows_before, result.rows_after) == (1, 1)
-    after = os.stat(ds.day_path(DAY))
+    after = os.stat(ds.hour_path(DAY, 0))
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
 
 
@@ -212,16 +213,16 @@ def test_batches_with_another_schema_are_refused(ds: EventDataset):
 
 def test_foreign_file_is_refused(ds: EventDataset):
     os.makedirs(ds.day_dir(DAY))
-    pq.write_table(pa.table({"x": [1]}), ds.day_path(DAY))
+    pq.write_table(pa.table({"x": [1]}), ds.hour_path(DAY, 0))
     with pytest.raises(ValueError, match="coverage"):
         ds.read_coverage(DAY)
-    assert os.path.exists(ds.day_path(DAY)) and ds.quarantined == []  # refused, not moved
+    assert os.path.exists(ds.hour_path(DAY, 0)) and ds.quarantined == []  # refused, not moved
 
 
 def test_row_groups_are_bounded(ds: EventDataset, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(merge, "ROW_GROUP_ROWS", 10)
     ds.write_day(DAY, [(LO, LO + H)], [make_batch(list(range(LO, LO + 35)), "a")], fetched_at=HI)
-    meta = pq.read_metadata(ds.day_path(DAY))
+    meta = pq.read_metadata(ds.hour_path(DAY, 0))
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [10, 10, 10, 5]
 
 
@@ -272,14 +273,14 @@ def visible_files(root: str) -> list[str]:
 
 
 def temp_files(ds: EventDataset) -> list[str]:
-    return sorted(p.name for p in Path(ds.day_dir(DAY)).glob(".events.parquet.*.tmp"))
+    return sorted(p.name for p in Path(ds.day_dir(DAY)).glob(".events-*.parquet.*.tmp"))
 
 
 def test_stale_temp_files_are_removed_on_next_write(ds: EventDataset):
     ds.write_day(DAY, [(LO, LO + 10)], [make_batch([LO + 1], "a")], fetched_at=HI)
-    stale = Path(ds.day_dir(DAY)) / ".events.parquet.deadbeef.tmp"
+    stale = Path(ds.day_dir(DAY)) / ".events-00.parquet.deadbeef.tmp"
     stale.write_bytes(b"PAR1 half a file")
-    assert visible_files(ds.root) == ["event_date=2026-01-01/events.parquet"]
+    assert visible_files(ds.root) == ["event_date=2026-01-01/events-00.parquet"]
     assert read_dataset(ds.root).num_rows == 1  # readers do not see the temp file
     ds.write_day(DAY, [(LO + 20, LO + 30)], [make_batch([LO + 21], "b")], fetched_at=HI)
     assert not stale.exists()
@@ -435,7 +436,7 @@ def test_writer_killed_mid_write_leaves_old_day_readable(ds: EventDataset):
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-    assert visible_files(ds.root) == ["event_date=2026-01-01/events.parquet"]
+    assert visible_files(ds.root) == ["event_date=2026-01-01/events-00.parquet"]
     assert ids(ds.read_day(DAY)) == ["old#0", "old#1"]
     assert ids(read_dataset(ds.root)) == ["old#0", "old#1"]
     assert ds.read_coverage(DAY) == Coverage(((LO, LO + 10, HI),))
@@ -552,7 +553,8 @@ def test_spool_round_trip_writes_what_the_batches_would(
     assert seconds_of(got) == sorted(seconds)
     assert got.equals(from_batches.read_day(DAY))
     assert (
-        Path(from_spool.day_path(DAY)).read_bytes() == Path(from_batches.day_path(DAY)).read_bytes()
+        Path(from_spool.hour_path(DAY, 0)).read_bytes()
+        == Path(from_batches.hour_path(DAY, 0)).read_bytes()
     )
 
 
@@ -774,10 +776,13 @@ def test_a_write_holds_about_one_row_group_however_many_rows(
             live.clear()
             before = pa.total_allocated_bytes()
             ds.write_day(DAY, [(LO + rows, LO + 3 * rows)], spool, fetched_at=HI + 1)
-        meta = pq.read_metadata(ds.day_path(DAY))
-        groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-        assert groups[:-1] == [60] * (len(groups) - 1) and 0 < groups[-1] <= 60
-        assert sum(groups) == rows + rows // 2
+        total = 0
+        for path in ds.file_paths(DAY):  # one per hour (those without rows have no row group)
+            meta = pq.read_metadata(path)
+            groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            assert groups[:-1] == [60] * (len(groups) - 1) and groups[-1:] <= [60]
+            total += sum(groups)
+        assert total == rows + rows // 2
         return max(live) - before
 
     small, big = peak_live_bytes(1000), peak_live_bytes(5000)
@@ -804,22 +809,22 @@ def write_hour(ds: EventDataset, tag: str = "a") -> None:
 def test_every_page_carries_a_checksum_that_reads_verify(ds: EventDataset):
     """Bytes changed inside a page, footer intact: without a checksum they decode as other rows."""
     write_hour(ds)
-    flip_inside_page(ds.day_path(DAY), "raw_event")
+    flip_inside_page(ds.hour_path(DAY, 0), "raw_event")
     with pytest.raises(OSError, match="CRC checksum verification failed"):
-        pq.ParquetFile(ds.day_path(DAY), page_checksum_verification=True).read()
+        pq.ParquetFile(ds.hour_path(DAY, 0), page_checksum_verification=True).read()
 
 
 def test_a_truncated_day_reads_as_uncovered_and_is_moved_aside(
     ds: EventDataset, caplog: pytest.LogCaptureFixture
 ):
     write_hour(ds)
-    path = ds.day_path(DAY)
+    path = ds.hour_path(DAY, 0)
     left = truncate(path)
-    with caplog.at_level(logging.WARNING, logger="dropbox_team_log.dataset.store"):
+    with caplog.at_level(logging.WARNING, logger="dropbox_team_log.dataset.day_files"):
         assert ds.read_coverage(DAY) == Coverage()
     (moved,) = quarantined_files(ds)[1:]  # [the day's folder, the file]
     assert moved.read_bytes() == left  # kept as it was, for inspection
-    assert moved.parent.name == f"event_date={DAY}" and moved.name.startswith("events.parquet.")
+    assert moved.parent.name == f"event_date={DAY}" and moved.name.startswith("events-00.parquet.")
     assert not os.path.exists(path) and ds.days() == []
     assert read_dataset(ds.root).num_rows == 0  # outside the readers' glob
     (entry,) = ds.quarantined
@@ -833,9 +838,9 @@ def test_a_truncated_day_reads_as_uncovered_and_is_moved_aside(
 def test_a_damaged_neighbour_reads_as_unknown(ds: EventDataset):
     """The density hint reads neighbours' timestamps: a damaged one is moved aside, not fatal."""
     write_hour(ds)
-    flip_inside_page(ds.day_path(DAY), "timestamp")
+    flip_inside_page(ds.hour_path(DAY, 0), "timestamp")
     assert ds.read_seconds(DAY) is None
-    assert [q.path for q in ds.quarantined] == [ds.day_path(DAY)]
+    assert [q.path for q in ds.quarantined] == [ds.hour_path(DAY, 0)]
     assert "CRC checksum" in ds.quarantined[0].reason
 
 
@@ -843,7 +848,7 @@ def test_a_write_over_a_page_damaged_file_sets_it_aside_and_claims_only_what_it_
     ds: EventDataset,
 ):
     write_hour(ds, "old")
-    flip_inside_page(ds.day_path(DAY), "raw_event")
+    flip_inside_page(ds.hour_path(DAY, 0), "raw_event")
     assert ds.read_coverage(DAY).intervals  # the footer is intact: only the pages tell
     result = ds.write_day(DAY, [(LO + 10, LO + 20)], [make_batch([LO + 12], "new")], HI + 1)
     assert (result.rows_before, result.rows_after) == (0, 1)
@@ -856,7 +861,7 @@ def test_a_damaged_file_that_cannot_be_moved_is_a_permanent_error_naming_it(
     ds: EventDataset, monkeypatch: pytest.MonkeyPatch
 ):
     write_hour(ds)
-    truncate(ds.day_path(DAY))
+    truncate(ds.hour_path(DAY, 0))
 
     def read_only(*_args: object) -> str:
         raise PermissionError(13, "Permission denied")
@@ -866,7 +871,7 @@ def test_a_damaged_file_that_cannot_be_moved_is_a_permanent_error_naming_it(
         ds.read_coverage(DAY)
     assert isinstance(raised.value, PermanentError)  # a task fails at once, no retry
     message = str(raised.value)
-    assert ds.day_path(DAY) in message and "footer unreadable" in message
+    assert ds.hour_path(DAY, 0) in message and "footer unreadable" in message
     assert "dropbox-team-log verify --quarantine" in message
 
 

@@ -28,7 +28,7 @@ from dropbox_team_log.dataset import object_store
 from dropbox_team_log.dataset.files import write_text
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.root_check import OutputRootError, check_output_root
-from dropbox_team_log.dataset.store import FILE_NAME, EventDataset
+from dropbox_team_log.dataset.store import EventDataset
 from tests.dataset.test_store import DAY, HI, LO, ids, make_batch, spawn, wait_for
 from tests.helpers.dataset import read_dataset
 from tests.helpers.pipeline import dataset_raws, event_calls, fresh_dag, multiset, run_dag
@@ -170,9 +170,9 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
     assert sorted(objects(bucket)) == keys
     assert keys == sorted(
         str(p.relative_to(tmp_path)).replace("dataset", "team-log", 1)
-        for p in local.rglob(FILE_NAME)
+        for p in local.rglob("event_date=*/events-*.parquet")
     )
-    assert len(keys) == BACKFILL_DAYS + 1
+    assert len({key.rsplit("/", 1)[0] for key in keys}) == BACKFILL_DAYS + 1
 
     # Same rows (duplicates counted) through DuckDB and through Arrow's S3 client.
     want = multiset(dataset_raws(str(local), lo, T0))
@@ -285,7 +285,7 @@ def test_concurrent_process_writers_on_one_day_end_exact(bucket):
         (LO + 100, LO + 140, HI),
         (LO + 1000, LO + 1040, HI),
     )
-    assert sorted(objects(bucket)) == ["events/event_date=2026-01-01/events.parquet"]
+    assert sorted(objects(bucket)) == ["events/event_date=2026-01-01/events-00.parquet"]
 
 
 def test_writer_killed_mid_write_leaves_nothing_visible(bucket):

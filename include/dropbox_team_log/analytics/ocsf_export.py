@@ -231,7 +231,7 @@ class _Output:
 
 
 def _source(dataset: EventDataset, days: list[date]) -> str:
-    paths = [dataset.day_path(day) for day in days]
+    paths = [path for day in days for path in dataset.file_paths(day)]  # in time order
     if not dataset.is_local:
         paths = [dataset.fs.unstrip_protocol(path) for path in paths]
     quoted = ", ".join("'" + roots.literal(path).replace("'", "''") + "'" for path in paths)
@@ -247,8 +247,10 @@ def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[list[date]]:
     chunk: list[date] = []
     rows = 0
     for day in days:
-        with dataset.fs.open(dataset.day_path(day), "rb") as handle:
-            day_rows = pq.ParquetFile(handle).metadata.num_rows
+        day_rows = 0
+        for path in dataset.file_paths(day):  # a legacy day file, or its hour files
+            with dataset.fs.open(path, "rb") as handle:
+                day_rows += pq.ParquetFile(handle).metadata.num_rows
         if chunk and (
             rows + day_rows > settings.OCSF_CHUNK_ROWS or len(chunk) >= settings.OCSF_CHUNK_DAYS
         ):

@@ -11,10 +11,10 @@ read. So a file is only called damaged when `check_file` cannot read it back fro
 on local disk: a local file is read in place, another store's file is first copied to a private
 temp folder, and a failed copy is an I/O error, raised as such, never a verdict.
 
-A damaged file is moved to `<root>/_quarantine/event_date=D/events.parquet.<UTC stamp>`
-(settings.QUARANTINE_DIR), where no reader's glob finds it and where it is kept for
-inspection. Its day then has no file, hence no coverage: the next sync whose window covers
-the day fetches it again. Locally the move is a rename, made under the day's lock by the caller
+A damaged file is moved alone to `<root>/_quarantine/event_date=D/<name>.<UTC stamp>`
+(settings.QUARANTINE_DIR; `<name>` is `events-HH.parquet`, or a legacy `events.parquet`), where
+no reader's glob finds it and where it is kept for inspection. Its hour (or legacy day) then has
+no file, hence no coverage: the next sync whose window covers it fetches it again. Locally the move is a rename, made under the day's lock by the caller
 (store.py); on S3 it is a copy then a delete, with no lock: a writer that replaces the day
 between the two loses its file, which costs a re-fetch, never an exact row.
 """
