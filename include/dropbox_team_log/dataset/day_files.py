@@ -34,8 +34,10 @@ from dropbox_team_log.dataset.integrity import FileCheck, Quarantined
 from dropbox_team_log.dataset.layout import DayFile
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.roots import glob_under
+from dropbox_team_log.dataset.tail_state import TailTag
 from dropbox_team_log.errors import DamagedDayFileError, DropboxTeamLogError
 from dropbox_team_log.schema import DAY_FILES_GLOB, EVENT_SCHEMA, TIMESTAMP_TYPE
+from dropbox_team_log.timeutil import Range
 
 LOCK_DIR = "_locks"
 
@@ -146,6 +148,15 @@ class DayFiles:
     def _coverage_at(self, file: DayFile, path: str) -> Coverage:
         with self.fs.open(path, "rb") as f:
             return _coverage_inside(file, pq.read_metadata(f), path)
+
+    def read_tags(self, day: date) -> dict[Range, TailTag | None]:
+        """The tail tag of each of the day's files (file_format.TAIL_KEY), by the time the file
+        may hold (an hour, or the whole day of a legacy file)."""
+        return dict(self._read_each(day, self._tag_at))
+
+    def _tag_at(self, file: DayFile, path: str) -> tuple[Range, TailTag | None]:
+        with self.fs.open(path, "rb") as f:
+            return file.bounds, file_format.tail_of(pq.read_metadata(f), path)
 
     def read_seconds(self, day: date) -> tuple[np.ndarray, Coverage] | None:
         """The day's row timestamps (epoch seconds, sorted) and coverage; None without a file

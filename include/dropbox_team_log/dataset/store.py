@@ -38,20 +38,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dropbox_team_log.dataset import integrity, layout, object_store
 from dropbox_team_log.dataset.day_files import DayFiles
-from dropbox_team_log.dataset.file_format import coverage_of
+from dropbox_team_log.dataset.file_format import coverage_of, tail_of
 from dropbox_team_log.dataset.files import remove_stale_temps, write_atomically
 from dropbox_team_log.dataset.layout import DayFile
 from dropbox_team_log.dataset.ledger import Coverage, merge_ranges
 from dropbox_team_log.dataset.merge import WriteResult, merge_into
 from dropbox_team_log.dataset.spool import BatchList, NewRows
+from dropbox_team_log.dataset.tail_state import TailTag
 from dropbox_team_log.errors import DropboxTeamLogError
 from dropbox_team_log.timeutil import Range, day_bounds
 
@@ -76,6 +79,8 @@ class EventDataset(DayFiles):
         fetched: Sequence[Range],
         rows: NewRows | Iterable[pa.RecordBatch],
         fetched_at: int,
+        *,
+        tail: TailTag | None = None,
     ) -> WriteResult:
         """Record that `fetched` ranges of `day` were read at `fetched_at`; `rows` hold them.
 
@@ -84,7 +89,8 @@ class EventDataset(DayFiles):
         there; rows in ranges a newer fetch already holds are dropped; rows outside every fetched
         range raise ValueError. Only the hour files the ranges touch are rewritten (a legacy
         day: its one file), each atomically on its own; the result sums up those files. The
-        rows are only read: the caller still owns (and closes) them.
+        rows are only read: the caller still owns (and closes) them. Each file written gets
+        `tail` as its tail tag (a tail chain's start), or none: a replace write clears it.
         """
         ranges = _check_fetched(day, fetched, fetched_at)
         new = rows if isinstance(rows, NewRows) else BatchList(rows)
@@ -95,60 +101,55 @@ class EventDataset(DayFiles):
             else:
                 split = layout.split_by_hour(day, ranges)
                 targets = {DayFile(day, hour): pieces for hour, pieces in split.items()}
-            results = [self._write_file(f, part, new, fetched_at) for f, part in targets.items()]
+            results = [
+                self._write_file(f, new, _replacing(part, fetched_at, tail))
+                for f, part in targets.items()
+            ]
         return _summed(results)
 
-    def _write_file(
-        self, file: DayFile, ranges: list[Range], new: NewRows, fetched_at: int
-    ) -> WriteResult:
-        """Merge `ranges` of the new rows into one file of the day and replace it."""
+    def rewrite_file(self, file: DayFile, rows: NewRows, plan: Plan) -> WriteResult:
+        """Rewrite one file of the layout as `plan` decides from its footer, atomically, under
+        its day's lock (the tail's delta: dataset/tail_rows.py)."""
+        with self.lock(file.day):
+            return self._write_file(file, rows, plan)
+
+    def _write_file(self, file: DayFile, new: NewRows, plan: Plan) -> WriteResult:
+        """Merge the new rows into one file of the day as `plan` says, and replace it."""
         path = self.path_of(file)
         if self.is_object_store:
-            return self._write_conditional(file.day, path, ranges, new, fetched_at)
+            return self._write_conditional(file.day, path, new, plan)
         remove_stale_temps(self.fs, path)  # safe: we hold the day's lock
         try:
-            return self._write_locked(path, ranges, new, fetched_at)
+            return self._write_locked(path, new, plan)
         except integrity.READ_ERRORS as exc:
             # the old file may be damaged: if so it is moved aside and its time written anew
             if not self._set_aside_if_damaged(file.day, path, exc):
                 raise
-        return self._write_locked(path, ranges, new, fetched_at)
+        return self._write_locked(path, new, plan)
 
-    def _write_locked(
-        self, path: str, ranges: list[Range], new: NewRows, fetched_at: int
-    ) -> WriteResult:
+    def _write_locked(self, path: str, new: NewRows, plan: Plan) -> WriteResult:
         exists = self.fs.exists(path)
-        before = self._footer_coverage(path) if exists else Coverage()
-        coverage, taken = before.apply(ranges, fetched_at)
-        if not taken:
-            rows = self._row_count(path) if exists else 0
+        meta = self._footer(path) if exists else None
+        before = coverage_of(meta, path) if meta is not None else Coverage()
+        step = plan(before, tail_of(meta, path) if meta is not None else None, exists)
+        if step is None:
+            rows = meta.num_rows if meta is not None else 0
             return WriteResult(rows, rows, 0, 0, (), before)
-        return self._rewrite(path, exists, new, taken, coverage)
-
-    def _footer_coverage(self, path: str) -> Coverage:
-        with self.fs.open(path, "rb") as f:
-            return coverage_of(pq.read_metadata(f), path)
-
-    def _row_count(self, path: str) -> int:
-        with self.fs.open(path, "rb") as f:
-            return pq.read_metadata(f).num_rows
-
-    def _rewrite(
-        self, path: str, exists: bool, new: NewRows, taken: list[Range], coverage: Coverage
-    ) -> WriteResult:
-        """Stream old rows outside `taken` and new rows inside it into a fresh file; swap it in."""
         with contextlib.ExitStack() as stack:
             source = stack.enter_context(self.fs.open(path, "rb")) if exists else None
             with write_atomically(self.fs, path) as sink:
-                return merge_into(sink, source, path if exists else None, new, taken, coverage)
+                return step.merge(sink, source, path if exists else None, new)
 
-    def _write_conditional(
-        self, day: date, path: str, ranges: list[Range], new: NewRows, fetched_at: int
-    ) -> WriteResult:
+    def _footer(self, path: str) -> pq.FileMetaData:
+        with self.fs.open(path, "rb") as f:
+            return pq.read_metadata(f)
+
+    def _write_conditional(self, day: date, path: str, new: NewRows, plan: Plan) -> WriteResult:
         """Merge against the object as read, PUT the result only if it is still that object.
 
         A lost race (the ETag moved, the object appeared, or it changed while being read) means
-        another writer committed first: read its result and merge again, as a lock would have.
+        another writer committed first: read its result and plan and merge again, as a lock
+        would have.
         """
         for _attempt in range(MAX_WRITE_CONFLICTS):
             try:
@@ -156,16 +157,18 @@ class EventDataset(DayFiles):
                     try:  # s3fs pins the ETag at open and reads with If-Match: one version only
                         source = stack.enter_context(self.fs.open(path, "rb"))
                     except FileNotFoundError:
-                        source, etag, before = None, None, Coverage()
+                        source, etag, meta = None, None, None
                     else:
                         etag = source.details["ETag"]
-                        before = coverage_of(pq.read_metadata(source), path)
-                    coverage, taken = before.apply(ranges, fetched_at)
-                    if not taken:
-                        rows = 0 if source is None else pq.read_metadata(source).num_rows
+                        meta = pq.read_metadata(source)
+                    before = coverage_of(meta, path) if meta is not None else Coverage()
+                    tag = tail_of(meta, path) if meta is not None else None
+                    step = plan(before, tag, source is not None)
+                    if step is None:
+                        rows = 0 if meta is None else meta.num_rows
                         return WriteResult(rows, rows, 0, 0, (), before)
                     sink = stack.enter_context(tempfile.TemporaryFile())  # unnamed: dies with us
-                    result = merge_into(sink, source, path, new, taken, coverage)
+                    result = step.merge(sink, source, path, new)
                     object_store.upload_if(self.fs, path, sink, etag)  # a part at a time
                     return result
             except object_store.lost_race_errors() as exc:
@@ -180,6 +183,38 @@ class EventDataset(DayFiles):
             f"{path} changed {MAX_WRITE_CONFLICTS} times while this write merged: too many "
             "concurrent writers of one day (let the task retry)"
         )
+
+
+@dataclass(frozen=True)
+class FileWrite:
+    """How one file is rewritten: new rows of `taken` in (replacing the old rows there, or
+    `add`ed to them), the footer's new coverage and tail tag."""
+
+    taken: list[Range]
+    coverage: Coverage
+    add: bool = False
+    tail: TailTag | None = None
+
+    def merge(
+        self, sink: IO[bytes], source: IO[bytes] | None, path: str | None, new: NewRows
+    ) -> WriteResult:
+        return merge_into(
+            sink, source, path, new, self.taken, self.coverage, add=self.add, tail=self.tail
+        )
+
+
+#: Given a file's footer coverage, tail tag and whether it exists: how to rewrite it, or None.
+Plan = Callable[[Coverage, TailTag | None, bool], FileWrite | None]
+
+
+def _replacing(ranges: list[Range], fetched_at: int, tail: TailTag | None) -> Plan:
+    """The plan of a replace write: take what no newer fetch holds; tag the file `tail`."""
+
+    def plan(before: Coverage, _tag: TailTag | None, _exists: bool) -> FileWrite | None:
+        coverage, taken = before.apply(ranges, fetched_at)
+        return FileWrite(taken, coverage, tail=tail) if taken else None
+
+    return plan
 
 
 def _summed(results: list[WriteResult]) -> WriteResult:
