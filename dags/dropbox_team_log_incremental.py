@@ -1,9 +1,10 @@
 """Incremental: keeps the dataset current from the connection on, on a schedule.
 
 "Now" is the run's data interval end, never the wall clock, so any run replays exactly. Each run
-fills gaps since the last one, settles data older than the settle window (24 h + margin: Dropbox
-delivers events up to 24 h late) and refreshes fresher data every `refresh_hours`.
-Schedule: env DROPBOX_TEAM_LOG_SCHEDULE (cron or preset; default every 15 minutes).
+fetches what is new since the last one, settles data older than the settle window (24 h + margin:
+Dropbox delivers events up to 24 h late) an hour at a time, and refreshes fresher data every
+`refresh_hours` if set (default 0: never). Schedule: env DROPBOX_TEAM_LOG_SCHEDULE (cron or
+preset; default every 4 minutes).
 """
 
 from __future__ import annotations

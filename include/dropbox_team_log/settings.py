@@ -31,7 +31,7 @@ PSEUDONYMISE_KEY_VARIABLE = "dropbox_team_log_pseudonymise_key"
 
 #: Cron or preset of the incremental DAG (an env var: no DB access at parse time).
 SCHEDULE_ENV = "DROPBOX_TEAM_LOG_SCHEDULE"
-DEFAULT_SCHEDULE = "*/15 * * * *"
+DEFAULT_SCHEDULE = "*/4 * * * *"
 #: Concurrent API calls of one day's sync. A team's rate limit is shared by every running task:
 #: the total is this times the `API_POOL` slots, so size the two together.
 API_CONCURRENCY_ENV = "DROPBOX_TEAM_LOG_API_CONCURRENCY"
@@ -67,8 +67,13 @@ MAX_BACKFILL_DAYS = 365
 #: less than that could lose late events; the default adds a 1 h margin.
 SETTLE_HOURS = 25
 MIN_SETTLE_HOURS = 24
-#: Incremental: re-read unsettled data this often (0: only settle).
-REFRESH_HOURS = 6
+#: Incremental: re-read unsettled data this often (0: only settle). Each refresh fetches every
+#: unsettled event again: 24 h of settle window / REFRESH_HOURS more fetches per event
+#: (docs/operations.md, "Refresh").
+REFRESH_HOURS = 0
+#: Incremental: time settles in whole batches of this many hours (one fetch per batch, once all
+#: of it is SETTLE_HOURS old), not a few minutes per run.
+SETTLE_BATCH_HOURS = 1
 #: Incremental: how far back a run fills gaps after an outage.
 CATCHUP_DAYS = 7
 #: Incremental: a tail poll's claim on its chain (sync/tail.py) outlives a dead run this long;

@@ -100,6 +100,7 @@ def due_ranges(
         as_of=as_of,
         settle=policy.settle_seconds,
         refresh=policy.refresh_seconds,
+        batch=policy.settle_batch_seconds,
     )
     if cover is None:
         return due
