@@ -220,6 +220,7 @@ def replay_planner(truth: Truth, *, first: int, last: int, period: int, policy) 
                 as_of=at,
                 settle=policy.settle_seconds,
                 refresh=policy.refresh_seconds,
+                batch=policy.settle_batch_seconds,
             )
             if not due:
                 continue

@@ -81,6 +81,7 @@ class EventDataset(DayFiles):
         fetched_at: int,
         *,
         tail: TailTag | None = None,
+        keep_tail_before: int | None = None,
     ) -> WriteResult:
         """Record that `fetched` ranges of `day` were read at `fetched_at`; `rows` hold them.
 
@@ -90,7 +91,9 @@ class EventDataset(DayFiles):
         range raise ValueError. Only the hour files the ranges touch are rewritten (a legacy
         day: its one file), each atomically on its own; the result sums up those files. The
         rows are only read: the caller still owns (and closes) them. Each file written gets
-        `tail` as its tail tag (a tail chain's start), or none: a replace write clears it.
+        `tail` as its tail tag (a tail chain's start), or none: a replace write clears it,
+        unless all it replaced lies before `keep_tail_before` (the chain's start: time the
+        chain does not hold, so its rows stay as the chain left them).
         """
         ranges = _check_fetched(day, fetched, fetched_at)
         new = rows if isinstance(rows, NewRows) else BatchList(rows)
@@ -102,7 +105,7 @@ class EventDataset(DayFiles):
                 split = layout.split_by_hour(day, ranges)
                 targets = {DayFile(day, hour): pieces for hour, pieces in split.items()}
             results = [
-                self._write_file(f, new, _replacing(part, fetched_at, tail))
+                self._write_file(f, new, _replacing(part, fetched_at, tail, keep_tail_before))
                 for f, part in targets.items()
             ]
         return _summed(results)
@@ -207,12 +210,19 @@ class FileWrite:
 Plan = Callable[[Coverage, TailTag | None, bool], FileWrite | None]
 
 
-def _replacing(ranges: list[Range], fetched_at: int, tail: TailTag | None) -> Plan:
-    """The plan of a replace write: take what no newer fetch holds; tag the file `tail`."""
+def _replacing(
+    ranges: list[Range], fetched_at: int, tail: TailTag | None, keep_before: int | None
+) -> Plan:
+    """The plan of a replace write: take what no newer fetch holds; tag the file `tail` (or
+    keep its tag if all it takes lies before `keep_before`)."""
 
-    def plan(before: Coverage, _tag: TailTag | None, _exists: bool) -> FileWrite | None:
+    def plan(before: Coverage, tag: TailTag | None, _exists: bool) -> FileWrite | None:
         coverage, taken = before.apply(ranges, fetched_at)
-        return FileWrite(taken, coverage, tail=tail) if taken else None
+        if not taken:
+            return None
+        if tail is None and keep_before is not None and all(e <= keep_before for _, e in taken):
+            return FileWrite(taken, coverage, tail=tag)
+        return FileWrite(taken, coverage, tail=tail)
 
     return plan
 

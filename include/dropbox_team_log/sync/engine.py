@@ -178,8 +178,17 @@ def sync_day(
         if not ranges:
             break
         moved_before_write = len(dataset.quarantined)
+        keep_tail_before = cover.start if cover is not None else None
         events, result = _fetch_and_write(
-            reader, dataset, span, ranges, as_of, team_id, pseudonymiser, concurrency
+            reader,
+            dataset,
+            span,
+            ranges,
+            as_of,
+            team_id,
+            pseudonymiser,
+            concurrency,
+            keep_tail_before,
         )
         report.ranges += [[to_wire(start), to_wire(end)] for start, end in ranges]
         report.events += events
@@ -221,8 +230,10 @@ def _fetch_and_write(
     team_id: str,
     pseudonymiser: Pseudonymiser | None,
     concurrency: int,
+    keep_tail_before: int | None,
 ) -> tuple[int, WriteResult]:
-    """Fetch `ranges` of the span's day and replace them in its file: (events, the write)."""
+    """Fetch `ranges` of the span's day and replace them in its files: (events, the write).
+    A file keeps the tail's tag if all this replaces lies before `keep_tail_before`."""
     # One call at a time never slices: no need to read the neighbours' timestamps.
     profile = expected_density(dataset, span.day, ranges) if concurrency > 1 else None
     with RowSpool() as spool:  # closed (its temp file deleted) on every path
@@ -236,5 +247,11 @@ def _fetch_and_write(
             pseudonymiser=pseudonymiser,
             profile=profile,
         )
-        result = dataset.write_day(span.day, ranges, spool, fetched_at=as_of)
+        result = dataset.write_day(
+            span.day,
+            ranges,
+            spool,
+            fetched_at=as_of,
+            keep_tail_before=keep_tail_before,
+        )
         return spool.live_rows(), result

@@ -1,0 +1,236 @@
+"""The tail against the emulator: incremental runs (tail step, then the day syncs) keep the
+dataset equal to the API's ground truth as a multiset (duplicates counted), whatever happens.
+
+Real HTTP, the real SDK and reader, the real dataset (hour files), read back with pyarrow's
+dataset discovery like a reader's glob. The emulator's clock is each run's time. Covered: polls
+deliver late events into old hours; a crash between two hour writes of one poll doubles nothing
+on the retry; a cursor reset in the middle of a poll starts a new chain; whole hours settle 25 h
+on and then equal the truth; a re-run changes no file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.dataset.tail_state import TailStateStore
+from dropbox_team_log.sync import engine, tail
+from dropbox_team_log.sync.planning import SyncPolicy, incremental_range, split_days
+from dropbox_team_log.timeutil import HOUR, day_of
+from tests.helpers.pipeline import dataset_raws, grant_app, multiset, reader_at, utc
+
+T = utc(2026, 11, 20, 12, 0, 0)
+C = int(T.timestamp()) + 1000  # connected_at: not on an hour
+FAR = T + timedelta(days=30)
+KEY = "dbtid:test"
+POLICY = SyncPolicy()
+
+
+@pytest.fixture(scope="module")
+def emu():
+    from dropbox_emulator import running_emulator
+
+    with running_emulator(
+        seed=31,
+        clock=T,
+        events_per_day=2400,
+        page_size=40,
+        empty_page_rate=0.05,
+        duplicate_rate=0.03,
+        late_rate=0.2,
+    ) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def refresh_token(emu) -> str:
+    return grant_app(emu).refresh_token
+
+
+class Pipeline:
+    """Incremental runs as the DAG makes them: the tail step, then each due day's sync."""
+
+    def __init__(self, emu, refresh_token: str, root: str) -> None:
+        self.emu, self.root = emu, root
+        self.reader = reader_at(
+            emu.base_url,
+            page_limit=40,
+            oauth2_refresh_token=refresh_token,
+            app_key=emu.config.app_key,
+            app_secret=emu.config.app_secret,
+        )
+        self.dataset = EventDataset(root)
+        self.states = TailStateStore(root)
+
+    def run(self, as_of: int) -> tuple[tail.TailReport, list[engine.DaySyncReport]]:
+        self.emu.set_clock(as_of)
+        report = tail.tail_step(
+            reader=self.reader,
+            dataset=self.dataset,
+            states=self.states,
+            key=KEY,
+            team_id="dbtid:test",
+            connected_at=C,
+            as_of=as_of,
+            policy=POLICY,
+            claimant=f"run-{as_of}",
+        )
+        return report, self.sync_days(as_of)
+
+    def sync_days(self, as_of: int) -> list[engine.DaySyncReport]:
+        cover = tail.read_cover(self.states, KEY)
+        lo, hi = incremental_range(connected_at=C, as_of=as_of, policy=POLICY)
+        return [
+            engine.sync_day(
+                reader=self.reader,
+                dataset=self.dataset,
+                span=span,
+                as_of=as_of,
+                policy=POLICY,
+                team_id="dbtid:test",
+                concurrency=1,
+                cover=cover,
+            )
+            for span in split_days(lo, hi)
+        ]
+
+    def stored(self, lo: int = C) -> Counter:
+        return multiset(dataset_raws(self.root, utc_of(lo), FAR))
+
+    def truth(self, lo: int = C) -> Counter:
+        return multiset(self.emu.truth(lo, FAR))
+
+    def files(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for folder, _dirs, names in os.walk(self.root):
+            for name in names:
+                if name.endswith(".parquet"):
+                    st = os.stat(os.path.join(folder, name))
+                    out[os.path.join(folder, name)] = (st.st_mtime_ns, st.st_size)
+        return out
+
+
+def utc_of(epoch: int):
+    return utc(1970, 1, 1) + timedelta(seconds=epoch)
+
+
+def assert_within(stored: Counter, truth: Counter) -> None:
+    """Nothing stored that the API does not hold, no event more often than the API has it."""
+    extra = stored - truth
+    assert not extra, f"{sum(extra.values())} rows beyond the truth (doubled or foreign)"
+
+
+@pytest.fixture
+def pipe(emu, refresh_token, tmp_path) -> Pipeline:
+    emu.clear_faults()
+    emu.set_clock(T)
+    return Pipeline(emu, refresh_token, str(tmp_path / "dataset"))
+
+
+def test_polls_keep_every_hour_exact_and_bring_late_events(pipe):
+    start, _ = pipe.run(C + 240)
+    assert start.mode == "start" and start.seq == 0
+    late_seen = 0
+    at = C + 240
+    for step in (240, 240, 3600, 240, 2 * 3600, 240):
+        before = pipe.truth()
+        at += step
+        report, days = pipe.run(at)
+        assert report.mode == "poll" and report.seq >= 1
+        new = pipe.truth() - before
+        late_seen += sum(n for raw, n in new.items() if _older(raw, at))
+        assert pipe.stored() == pipe.truth()  # every event visible now, each exactly once
+        # the day syncs fetch nothing the chain holds: only time before the connection
+        fetched = [r for d in days for r in d.ranges]
+        assert all(end <= utc_of(C).strftime("%Y-%m-%dT%H:%M:%SZ") for _s, end in fetched)
+        assert report.hours_skipped == []
+    assert late_seen > 0, "no event of an earlier hour arrived through a poll"
+
+
+def _older(raw: str, at: int) -> bool:
+    import orjson
+
+    from dropbox_team_log.timeutil import from_wire
+
+    return from_wire(orjson.loads(raw)["timestamp"]) < (at // HOUR - 1) * HOUR
+
+
+def test_settle_after_25_hours_equals_the_truth_and_a_rerun_changes_nothing(pipe):
+    at = C + 240
+    pipe.run(at)
+    for _ in range(28):
+        at += HOUR
+        pipe.run(at)
+        assert pipe.stored() == pipe.truth()
+    tags = {}
+    for day in {day_of(C), day_of(at)}:
+        tags |= pipe.dataset.read_tags(day)
+    settled = [b for b, tag in tags.items() if b[1] + POLICY.settle_seconds <= at]
+    assert settled and all(tags[b] is None for b in settled)  # settle replaced and untagged
+    assert any(tag is not None for tag in tags.values())  # recent hours still the chain's
+    assert pipe.stored(C - POLICY.settle_seconds) == pipe.truth(C - POLICY.settle_seconds)
+    files = pipe.files()
+    report, days = pipe.run(at)  # the same run again
+    assert report.events == 0 and all(not d.ranges for d in days)
+    assert pipe.files() == files
+
+
+def test_a_crash_between_two_hour_writes_doubles_nothing(pipe, monkeypatch):
+    at = C + 240
+    pipe.run(at)
+    at += 3 * HOUR  # the poll now holds rows of several hours
+    real, calls = tail.add_tail_rows, []
+
+    def crash_after_first(*args, **kwargs):
+        if len(calls) == 1:
+            raise OSError("killed between two hour writes")
+        out = real(*args, **kwargs)
+        if out.written:
+            calls.append(out)
+        return out
+
+    monkeypatch.setattr(tail, "add_tail_rows", crash_after_first)
+    with pytest.raises(OSError, match="killed"):
+        pipe.run(at)
+    monkeypatch.setattr(tail, "add_tail_rows", real)
+    assert calls, "the crash came after one hour was written"
+    assert_within(pipe.stored(), pipe.truth())
+    report, _ = pipe.run(at)  # the retry: same cursor, same events
+    assert report.mode == "poll" and len(report.hours_skipped) >= 1
+    assert pipe.stored() == pipe.truth()
+    for _ in range(3):
+        at += HOUR
+        pipe.run(at)
+        assert_within(pipe.stored(), pipe.truth())  # the detagged hour waits for its settle
+    while at < C + 3 * HOUR + POLICY.settle_seconds + 2 * HOUR:
+        at += 4 * HOUR
+        pipe.run(at)
+    assert pipe.stored() == pipe.truth()
+
+
+def test_a_cursor_reset_in_the_middle_of_a_poll_starts_a_new_chain(pipe):
+    at = C + 240
+    first, _ = pipe.run(at)
+    at += 2 * HOUR
+    pipe.run(at)
+    pipe.emu.set_faults([{"kind": "cursor_reset", "after": 1, "count": 1}])  # page 2 of the poll
+    at += 3 * HOUR
+    report, _ = pipe.run(at)
+    pipe.emu.clear_faults()
+    assert report.mode == "restart" and report.chain != first.chain
+    assert pipe.emu.stats()["faults_injected"].get("cursor_reset") == 1
+    assert_within(pipe.stored(), pipe.truth())
+    restart = (at - 3 * HOUR) // HOUR * HOUR  # the hour the old chain had reached
+    assert pipe.stored(restart) == pipe.truth(restart)  # the new chain's time: exact now
+    at += 240
+    report, _ = pipe.run(at)
+    assert report.mode == "poll" and report.chain != first.chain
+    assert pipe.stored(restart) == pipe.truth(restart)
+    while at < C + POLICY.settle_seconds + 8 * HOUR:
+        at += 4 * HOUR
+        pipe.run(at)
+    assert pipe.stored() == pipe.truth()
