@@ -39,6 +39,15 @@ def test_tags_retries_and_single_writer(dagbag, dag_id):
     assert [outlet.name for outlet in sync.outlets] == ["dropbox_team_log_events"]
 
 
+def test_incremental_polls_the_tail_before_planning(dagbag):
+    dag = dagbag.dags["dropbox_team_log_incremental"]
+    plan = dag.get_task("plan_days")
+    assert plan.upstream_task_ids == {"tail"}
+    assert plan.trigger_rule == "all_done"  # a failed poll leaves its time to the day tasks
+    assert dag.get_task("tail").pool == "dropbox_api"
+    assert "tail" not in dagbag.dags["dropbox_team_log_backfill"].task_ids
+
+
 @pytest.mark.parametrize("dag_id", sorted(ASSET_DAGS))
 def test_asset_dags_run_after_every_dataset_update_from_the_start(dagbag, dag_id):
     dag = dagbag.dags[dag_id]

@@ -125,7 +125,7 @@ class TailReport:
     """What one tail step did: logged, and returned to XCom (no cursor in here)."""
 
     key: str
-    mode: str = ""  # start | poll | restart | busy
+    mode: str = ""  # start | poll | restart | busy (another run polls) | ahead (a replay)
     chain: str = ""
     seq: int = 0
     start: str = ""
@@ -163,6 +163,13 @@ def tail_step(
     step = _Step(reader, dataset, states, key, team_id, as_of, policy, pseudonymiser, report)
     if stored is None:
         step.start_chain(max(connected_at, as_of - policy.catchup_seconds), "start", None)
+    elif as_of < stored.state.as_of:  # a replay of an older run: the chain is ahead of it
+        report.mode = "ahead"
+        log.info(
+            "tail %s: the chain is at %s, past this run's time: left alone",
+            key,
+            to_wire(stored.state.as_of),
+        )
     else:
         claimed = _claim(states, key, stored, claimant, int(wall))
         if claimed is None:

@@ -94,7 +94,16 @@ def plan_and_sync(kind: str) -> XComArg:
 
         return sync_tasks.plan_days(kind, context["params"], context)
 
-    @task(task_id="tail", pool=settings.API_POOL, retries=0, multiple_outputs=False)
+    # one quick retry: the plan waits for it (a poll that fails for good leaves its time to
+    # the day tasks, by the normal due logic)
+    @task(
+        task_id="tail",
+        pool=settings.API_POOL,
+        retries=1,
+        retry_delay=timedelta(seconds=20),
+        retry_exponential_backoff=False,
+        multiple_outputs=False,
+    )
     def tail(**context: Any) -> dict:
         from dropbox_team_log.tasks import sync_tasks
 
