@@ -3,9 +3,11 @@
 The emulator (its own process, a fixed latency per call) serves a team with
 `events_per_day`; its clock is set to each run's time, so hours of runs take minutes. A tail
 chain starts `warmup` hours before the measured stretch (so its polls see the steady mix of
-new and hours-late events), then each run polls it and writes the delta rows into the hour
-files their timestamps fall in. For every event that becomes visible during the stretch:
-freshness = (the run that polled it + that run's measured wall) - its visibility time, which
+new and hours-late events), then each run is the pipeline's own tail step (sync/tail.py: poll,
+add the rows to their hour files, commit the chain) into a real dataset, checked against the
+ground truth at the end. For every event that becomes visible during the stretch:
+freshness = (the run that polled it + that run's measured wall) - its visibility time (Airflow's
+scheduling delay before a run starts is not in it: see docs/performance.md), which
 the emulator's own generator knows (`EventGenerator.generate_day`: `vis`, made in-process from
 the emulator's exact config; the counts are checked against the emulator's ground truth).
 
@@ -21,7 +23,6 @@ extrapolated to 2M events a day; both figures are printed.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections import Counter
@@ -32,7 +33,6 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 DAY = 86_400
 HOUR = 3_600
@@ -83,33 +83,6 @@ def generate(config, lo: int, hi: int) -> Truth:
 # --- the tail, over HTTP --------------------------------------------------------------------
 
 
-def write_hours(root: str, table: pa.Table) -> int:
-    """Add rows to the hour files their timestamps fall in (read, append, sort, replace).
-
-    The cost model of the tail's delta write: each touched hour file is rewritten whole.
-    Returns the number of hour files written.
-    """
-    if not table.num_rows:
-        return 0
-    seconds = pc.cast(table["timestamp"], pa.int64()).to_numpy()  # timestamp[s]
-    hours = seconds // HOUR
-    written = 0
-    for hour in np.unique(hours):
-        rows = table.filter(pa.array(hours == hour))
-        start = int(hour) * HOUR
-        folder = f"{root}/event_date={datetime.fromtimestamp(start, UTC).date().isoformat()}"
-        path = f"{folder}/events-{(start % DAY) // HOUR:02d}.parquet"
-        os.makedirs(folder, exist_ok=True)
-        if os.path.exists(path):
-            rows = pa.concat_tables([pq.read_table(path).cast(table.schema), rows])
-        rows = rows.sort_by("timestamp")
-        temp = f"{folder}/.{os.path.basename(path)}.tmp"
-        pq.write_table(rows, temp, compression="zstd")
-        os.replace(temp, path)
-        written += 1
-    return written
-
-
 @dataclass
 class TailRun:
     at: int
@@ -141,59 +114,72 @@ def run_tail(
     own_cpu: Callable[[], float],
     calls: Callable[[], int],
 ) -> TailResult:
-    """Start a chain at `chain_start` (clock at `start`), then poll it every `period` s."""
-    from dropbox_team_log.client.tail import TailReader
-    from dropbox_team_log.transform.events import events_to_batch
+    """The pipeline's tail step (sync/tail.py) into a real dataset: a chain from
+    `chain_start` (clock at `start`), then one poll every `period` s."""
+    from dropbox_team_log.dataset.store import EventDataset
+    from dropbox_team_log.dataset.tail_state import TailStateStore
+    from dropbox_team_log.sync.planning import SyncPolicy
+    from dropbox_team_log.sync.tail import tail_step
 
-    tail = TailReader(reader)
-    until = start + int(hours * HOUR) + DAY
-    delivered: Counter[bytes] = Counter()
+    dataset, states, policy = EventDataset(root), TailStateStore(root), SyncPolicy()
     result = TailResult()
 
-    def step(pages) -> tuple[int, str, int]:
-        rows, cursor, n = [], "", 0
-        for page in pages:
-            delivered.update(bytes(e) for e in page.events)
-            n += len(page.events)
-            if page.events:
-                rows.append(events_to_batch(page.events, team_id="dbtid:bench", ingested_at=_now()))
-            cursor = page.cursor
-        table = pa.Table.from_batches(rows) if rows else None
-        return n, cursor, write_hours(root, table) if table is not None else 0
+    def step(at: int):
+        client.set_clock(at)
+        return tail_step(
+            reader=reader,
+            dataset=dataset,
+            states=states,
+            key="dbtid:bench",
+            team_id="dbtid:bench",
+            connected_at=chain_start,
+            as_of=at,
+            policy=policy,
+            claimant=f"bench-{at}",
+        )
 
-    client.set_clock(start)
     began = time.perf_counter()
-    n, cursor, _ = step(tail.start(chain_start, until=until))
+    report = step(start)
     result.start_wall = time.perf_counter() - began
-    result.start_events = n
+    result.start_events = report.events
     in_chain = truth.ts >= chain_start
     expect = int(np.count_nonzero(in_chain & (truth.vis <= start)))
-    if n != expect:
-        raise SystemExit(f"freshness bench: chain start read {n} events, the truth holds {expect}")
+    if report.events != expect:
+        raise SystemExit(
+            f"freshness bench: chain start read {report.events} events, the truth holds {expect}"
+        )
     previous = start
     for k in range(1, int(hours * HOUR / period) + 1):
         at = start + k * period
-        client.set_clock(at)
         before_calls, cpu0, wall0 = calls(), own_cpu(), time.perf_counter()
-        n, cursor, files = step(tail.poll(cursor, start=chain_start, until=until))
+        report = step(at)
         wall, cpu = time.perf_counter() - wall0, own_cpu() - cpu0
         fresh = in_chain & (truth.vis > previous) & (truth.vis <= at)
-        if n != int(np.count_nonzero(fresh)):
+        if report.mode != "poll" or report.events != int(np.count_nonzero(fresh)):
             raise SystemExit(
-                f"freshness bench: poll at {at} read {n} events, {np.count_nonzero(fresh)} "
-                "became visible"
+                f"freshness bench: {report.mode} at {at} read {report.events} events, "
+                f"{np.count_nonzero(fresh)} became visible"
             )
-        result.runs.append(TailRun(at, n, wall, cpu, calls() - before_calls, files))
+        result.runs.append(
+            TailRun(at, report.events, wall, cpu, calls() - before_calls, report.hours_written)
+        )
         result.lags.append(at - truth.vis[fresh])
         previous = at
-    want = Counter(client.truth(chain_start, FAR))
-    if delivered != want:
-        raise SystemExit("freshness bench: the tail's events differ from the ground truth")
+    stored = Counter(_stored_raws(root, chain_start))
+    if stored != Counter(r.decode() for r in client.truth(chain_start, FAR)):
+        raise SystemExit("freshness bench: the dataset differs from the ground truth")
     return result
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _stored_raws(root: str, lo: int) -> list[str]:
+    """raw_event of every stored row with timestamp >= lo (pyarrow's discovery, as a reader)."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(root, format="parquet", partitioning="hive").to_table(
+        columns=["raw_event"],
+        filter=pc.field("timestamp") >= pa.scalar(lo, pa.timestamp("s", tz="UTC")),
+    )
+    return table.column("raw_event").to_pylist()
 
 
 # --- the planner without a tail, replayed ---------------------------------------------------
