@@ -21,7 +21,10 @@ from dropbox_team_log.dataset.tail_state import TailStateStore
 from dropbox_team_log.sync import engine, tail
 from dropbox_team_log.sync.planning import SyncPolicy, incremental_range, split_days
 from dropbox_team_log.timeutil import HOUR, day_of
+from tests.dataset.test_store_s3 import bucket, objects, pyarrow_raws, s3_endpoint
 from tests.helpers.pipeline import dataset_raws, grant_app, multiset, reader_at, utc
+
+__all__ = ["bucket", "s3_endpoint"]  # fixtures
 
 T = utc(2026, 11, 20, 12, 0, 0)
 C = int(T.timestamp()) + 1000  # connected_at: not on an hour
@@ -234,3 +237,47 @@ def test_a_cursor_reset_in_the_middle_of_a_poll_starts_a_new_chain(pipe):
         at += 4 * HOUR
         pipe.run(at)
     assert pipe.stored() == pipe.truth()
+
+
+def test_on_s3_a_crashed_poll_is_retried_exactly(
+    emu, refresh_token, bucket, s3_endpoint, monkeypatch
+):
+    """The same on S3 (moto): conditional PUTs of hour files and of the chain state."""
+    emu.clear_faults()
+    pipe = Pipeline(emu, refresh_token, f"s3://{bucket}/team-log")
+
+    def stored() -> Counter:
+        raws = pyarrow_raws(s3_endpoint, f"{bucket}/team-log")
+        return multiset(r for r in raws if _at_or_after(r, C))
+
+    at = C + 240
+    pipe.run(at)
+    at += 3 * HOUR
+    real, calls = tail.add_tail_rows, []
+
+    def crash_after_first(*args, **kwargs):
+        if len(calls) == 1:
+            raise OSError("killed between two hour writes")
+        out = real(*args, **kwargs)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(tail, "add_tail_rows", crash_after_first)
+    with pytest.raises(OSError, match="killed"):
+        pipe.run(at)
+    monkeypatch.setattr(tail, "add_tail_rows", real)
+    assert_within(stored(), pipe.truth())
+    report, _ = pipe.run(at)
+    assert report.mode == "poll"
+    assert stored() == pipe.truth()
+    keys = sorted(objects(bucket))
+    assert "team-log/_tail/dbtid:test.json" in keys
+    assert all(k.endswith(".parquet") or k.startswith("team-log/_tail/") for k in keys), keys
+
+
+def _at_or_after(raw: str, lo: int) -> bool:
+    import orjson
+
+    from dropbox_team_log.timeutil import from_wire
+
+    return from_wire(orjson.loads(raw)["timestamp"]) >= lo
