@@ -182,10 +182,8 @@ def test_settle_after_25_hours_equals_the_truth_and_a_rerun_changes_nothing(pipe
     assert pipe.files() == files
 
 
-def test_a_crash_between_two_hour_writes_doubles_nothing(pipe, monkeypatch):
-    at = C + 240
-    pipe.run(at)
-    at += 3 * HOUR  # the poll now holds rows of several hours
+def crash_a_poll(pipe: Pipeline, at: int, monkeypatch) -> list:
+    """Run at `at`, killed in the tail step right after its first hour write; the writes."""
     real, calls = tail.add_tail_rows, []
 
     def crash_after_first(*args, **kwargs):
@@ -200,6 +198,14 @@ def test_a_crash_between_two_hour_writes_doubles_nothing(pipe, monkeypatch):
     with pytest.raises(OSError, match="killed"):
         pipe.run(at)
     monkeypatch.setattr(tail, "add_tail_rows", real)
+    return calls
+
+
+def test_a_crash_between_two_hour_writes_doubles_nothing(pipe, monkeypatch):
+    at = C + 240
+    pipe.run(at)
+    at += 3 * HOUR  # the poll now holds rows of several hours
+    calls = crash_a_poll(pipe, at, monkeypatch)
     assert calls, "the crash came after one hour was written"
     assert_within(pipe.stored(), pipe.truth())
     report, _ = pipe.run(at)  # the retry: same cursor, same events
@@ -253,19 +259,7 @@ def test_on_s3_a_crashed_poll_is_retried_exactly(
     at = C + 240
     pipe.run(at)
     at += 3 * HOUR
-    real, calls = tail.add_tail_rows, []
-
-    def crash_after_first(*args, **kwargs):
-        if len(calls) == 1:
-            raise OSError("killed between two hour writes")
-        out = real(*args, **kwargs)
-        calls.append(out)
-        return out
-
-    monkeypatch.setattr(tail, "add_tail_rows", crash_after_first)
-    with pytest.raises(OSError, match="killed"):
-        pipe.run(at)
-    monkeypatch.setattr(tail, "add_tail_rows", real)
+    assert crash_a_poll(pipe, at, monkeypatch)
     assert_within(stored(), pipe.truth())
     report, _ = pipe.run(at)
     assert report.mode == "poll"
