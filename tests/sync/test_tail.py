@@ -69,8 +69,11 @@ class Pipeline:
         self.dataset = EventDataset(root)
         self.states = TailStateStore(root)
 
-    def run(self, as_of: int) -> tuple[tail.TailReport, list[engine.DaySyncReport]]:
-        self.emu.set_clock(as_of)
+    def run(
+        self, as_of: int, *, late_by: int = 0
+    ) -> tuple[tail.TailReport, list[engine.DaySyncReport]]:
+        """A run of time `as_of`, started `late_by` seconds after it (the API's clock)."""
+        self.emu.set_clock(as_of + late_by)
         report = tail.tail_step(
             reader=self.reader,
             dataset=self.dataset,
@@ -275,3 +278,19 @@ def _at_or_after(raw: str, lo: int) -> bool:
     from dropbox_team_log.timeutil import from_wire
 
     return from_wire(orjson.loads(raw)["timestamp"]) >= lo
+
+
+def test_a_late_run_and_a_replay(pipe):
+    at = C + 240
+    pipe.run(at)
+    at += HOUR
+    report, _ = pipe.run(at, late_by=600)  # started 10 min late: X passes its own time
+    assert pipe.states.read(KEY).state.as_of > at
+    assert pipe.stored() == pipe.truth()  # every event visible at the API's clock
+    report, _ = pipe.run(at + 240, late_by=360)  # its time is before X: still a poll
+    assert report.mode == "poll" and pipe.stored() == pipe.truth()
+    files = pipe.files()
+    replay, _ = pipe.run(at - HOUR)  # an older run cleared and run again
+    assert replay.mode == "ahead" and pipe.files() == files
+    report, _ = pipe.run(at + 2 * HOUR)
+    assert report.mode == "poll" and pipe.stored() == pipe.truth()

@@ -78,6 +78,9 @@ class ChainState:
     start: int  # S, epoch seconds: the chain holds every event with timestamp >= S
     as_of: int  # X, epoch seconds: every event visible by X is stored
     cursor: str = field(repr=False)
+    #: The time of the run that committed this state (X may lie past it: events up to the
+    #: API's "now" are stored): a run older than it is a replay.
+    run_as_of: int | None = None
     #: A poll in progress: who runs it (a run id) and since when (epoch s); None when idle.
     claim: str | None = None
     claimed_at: int | None = None
@@ -108,6 +111,7 @@ class ChainState:
                 "start": self.start,
                 "as_of": self.as_of,
                 "cursor": self.cursor,
+                "run_as_of": self.run_as_of,
                 "claim": self.claim,
                 "claimed_at": self.claimed_at,
             },
@@ -126,6 +130,7 @@ class ChainState:
                 start=value["start"],
                 as_of=value["as_of"],
                 cursor=value["cursor"],
+                run_as_of=value.get("run_as_of"),
                 claim=value.get("claim"),
                 claimed_at=value.get("claimed_at"),
             )

@@ -163,12 +163,12 @@ def tail_step(
     step = _Step(reader, dataset, states, key, team_id, as_of, policy, pseudonymiser, report)
     if stored is None:
         step.start_chain(max(connected_at, as_of - policy.catchup_seconds), "start", None)
-    elif as_of < stored.state.as_of:  # a replay of an older run: the chain is ahead of it
+    elif as_of < (stored.state.run_as_of or 0):  # a replay of an older run
         report.mode = "ahead"
         log.info(
-            "tail %s: the chain is at %s, past this run's time: left alone",
+            "tail %s: the chain was polled by a later run (%s): left alone",
             key,
-            to_wire(stored.state.as_of),
+            to_wire(stored.state.run_as_of or 0),
         )
     else:
         claimed = _claim(states, key, stored, claimant, int(wall))
@@ -254,7 +254,9 @@ class _Step:
                 rows = spools.get(span.day) or stack.enter_context(RowSpool())
                 self.dataset.write_day(span.day, [(span.lo, span.hi)], rows, fetched_at=x, tail=tag)
                 self.report.hours_written += (span.hi - 1) // HOUR - span.lo // HOUR + 1
-        state = ChainState(chain=chain, seq=0, start=start, as_of=x, cursor=cursor)
+        state = ChainState(
+            chain=chain, seq=0, start=start, as_of=x, cursor=cursor, run_as_of=self.as_of
+        )
         self.states.write(self.key, state, expected=expected)
         self._done(mode, state, events)
         log.info(
@@ -317,7 +319,15 @@ class _Step:
                 self.report.hours_skipped.append(to_wire(hour))
                 late = hour + HOUR + self.policy.settle_seconds <= x
                 _log_skip(self.key, hour, outcome.reason, sum(r.num_rows for r in rows), late)
-        committed = replace(state, seq=tag.seq, as_of=x, cursor=cursor, claim=None, claimed_at=None)
+        committed = replace(
+            state,
+            seq=tag.seq,
+            as_of=x,
+            cursor=cursor,
+            run_as_of=self.as_of,
+            claim=None,
+            claimed_at=None,
+        )
         self.states.write(self.key, committed, expected=stored.version)
         self._done("poll", committed, events)
         log.info(
