@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dropbox_team_log.dataset import integrity, merge
+from dropbox_team_log.dataset.day_files import MixedLayoutError
 from dropbox_team_log.dataset.file_format import COVERAGE_KEY, VERSION_KEY
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.spool import SPOOL_CACHE_BATCHES, NewRows, RowSpool
@@ -32,7 +33,7 @@ from dropbox_team_log.settings import QUARANTINE_DIR
 from dropbox_team_log.timeutil import day_bounds, to_wire
 from dropbox_team_log.transform.events import events_to_batch
 from tests.helpers.damage import flip_inside_page, truncate
-from tests.helpers.dataset import read_dataset
+from tests.helpers.dataset import read_dataset, write_legacy_day
 from tests.helpers.paths import REPO, SPEC_EVENTS
 
 FIXTURE = SPEC_EVENTS
@@ -905,3 +906,114 @@ def test_a_failed_read_of_a_whole_file_is_read_again_not_moved():
         assert DropsTheFirstRead.dropped == 1 and ds.quarantined == []
     finally:
         fsspec.filesystem("memory").rm("/bucket", recursive=True)
+
+
+# --- hour files, and days in the layout before them -----------------------------------------
+
+
+def every_ten_minutes(tag: str) -> pa.RecordBatch:
+    return make_batch(list(range(LO + 5, HI, 600)), tag)
+
+
+def file_states(ds: EventDataset) -> dict[str, tuple[int, int, bytes]]:
+    """Each visible file's inode, mtime (ns) and bytes."""
+    out = {}
+    for path in sorted(Path(ds.root).glob(DAY_FILES_GLOB)):
+        info = path.stat()
+        out[path.name] = (info.st_ino, info.st_mtime_ns, path.read_bytes())
+    return out
+
+
+def test_a_write_rewrites_only_the_hour_files_its_ranges_touch(ds: EventDataset):
+    result = ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=HI)
+    assert (result.files_written, result.rows_after) == (24, 144)
+    assert sorted(p.name for p in Path(ds.day_dir(DAY)).iterdir()) == [
+        f"events-{hour:02d}.parquet" for hour in range(24)
+    ]
+    before = file_states(ds)
+    time.sleep(0.01)  # a rewrite would show in the mtime too, not only in the inode
+    late = make_batch([LO + 13 * H + 100, LO + 13 * H + 100], "late")
+    result = ds.write_day(DAY, [(LO + 13 * H, LO + 13 * H + 900)], [late], fetched_at=HI + 60)
+    assert (result.files_written, result.rows_before, result.rows_replaced) == (1, 6, 2)
+    after = file_states(ds)
+    changed = sorted(name for name in before if before[name] != after[name])
+    assert changed == ["events-13.parquet"]
+    assert after["events-13.parquet"][0] != before["events-13.parquet"][0]  # a new file
+    table = ds.read_day(DAY)
+    assert seconds_of(table) == sorted(seconds_of(table)) and table.num_rows == 144
+    assert ids(read_dataset(ds.root)).count("late#1") == 1
+    assert ds.read_coverage(DAY).intervals == (
+        (LO, LO + 13 * H, HI),
+        (LO + 13 * H, LO + 13 * H + 900, HI + 60),
+        (LO + 13 * H + 900, HI, HI),
+    )
+    # one range across an hour boundary: the two hours' files, each holding its own rows
+    result = ds.write_day(DAY, [(LO + 2 * H - 60, LO + 2 * H + 60)], [], fetched_at=HI + 120)
+    assert result.files_written == 2
+    assert {n for n in before if before[n] != file_states(ds)[n]} == {
+        "events-01.parquet",
+        "events-02.parquet",
+        "events-13.parquet",
+    }
+    assert LO + 2 * H + 5 not in ds.read_seconds(DAY)[0] and ds.read_day(DAY).num_rows == 143
+
+
+def test_each_hour_file_holds_its_hour_only(ds: EventDataset):
+    ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=HI)
+    for hour, path in enumerate(ds.file_paths(DAY)):
+        stored = pq.read_table(path).column("timestamp").to_pylist()
+        lo = LO + hour * H
+        assert [int(t.timestamp()) for t in stored] == list(range(lo + 5, lo + H, 600))
+        coverage = Coverage.from_json(pq.read_metadata(path).metadata[COVERAGE_KEY])
+        assert coverage == Coverage(((lo, lo + H, HI),))
+
+
+def test_a_day_in_the_old_layout_is_read_and_written_as_one_file(ds: EventDataset):
+    """An upgrade converts nothing: a legacy day file is read as it is, and a write keeps it one
+    file (a day folder never mixes it with hour files): nothing lost, nothing doubled."""
+    old = make_batch([LO + 5, LO + 3 * H, LO + 13 * H + 1, HI - 1], "old")
+    legacy = write_legacy_day(ds, DAY, [(LO, HI)], [old], fetched_at=HI)
+    assert ds.days() == [DAY] and ds.is_legacy(DAY) and ds.file_paths(DAY) == [legacy]
+    assert ids(ds.read_day(DAY)) == ["old#0", "old#1", "old#2", "old#3"]
+    assert ds.read_coverage(DAY) == Coverage(((LO, HI, HI),))
+    assert ds.read_seconds(DAY)[0].tolist() == [LO + 5, LO + 3 * H, LO + 13 * H + 1, HI - 1]
+    late = make_batch([LO + 13 * H + 2], "late")
+    result = ds.write_day(DAY, [(LO + 13 * H, LO + 14 * H)], [late], fetched_at=HI + 1)
+    assert (result.files_written, result.rows_before, result.rows_after) == (1, 4, 4)
+    assert visible_files(ds.root) == ["event_date=2026-01-01/events.parquet"]
+    assert ids(ds.read_day(DAY)) == ["old#0", "old#1", "late#0", "old#3"]
+    assert sorted(ids(read_dataset(ds.root))) == ["late#0", "old#0", "old#1", "old#3"]
+    # another day is written in hour files beside it
+    next_day = date(2026, 1, 2)
+    ds.write_day(next_day, [(HI, HI + 60)], [make_batch([HI + 1], "new")], fetched_at=HI + 60)
+    assert visible_files(ds.root) == [
+        "event_date=2026-01-01/events.parquet",
+        "event_date=2026-01-02/events-00.parquet",
+    ]
+    assert ds.days() == [DAY, next_day] and not ds.is_legacy(next_day)
+    assert [c.problem for c in ds.verify()] == [None, None]
+
+
+def test_a_day_folder_mixing_both_layouts_is_refused_not_read_twice(ds: EventDataset):
+    ds.write_day(DAY, [(LO, LO + H)], [make_batch([LO + 1], "hour")], fetched_at=HI)
+    write_legacy_day(ds, DAY, [(LO, HI)], [make_batch([LO + 1], "legacy")], fetched_at=HI)
+    with pytest.raises(MixedLayoutError, match=r"holds both events\.parquet and hour files"):
+        ds.read_coverage(DAY)
+
+
+def test_a_damaged_hour_file_is_moved_aside_alone(ds: EventDataset):
+    ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=HI)
+    before = file_states(ds)
+    truncate(ds.hour_path(DAY, 13))
+    hour = (LO + 13 * H, LO + 14 * H)
+    assert ds.read_coverage(DAY).intervals == ((LO, hour[0], HI), (hour[1], HI, HI))
+    (moved,) = [p for p in quarantined_files(ds) if p.is_file()]
+    assert moved.name.startswith("events-13.parquet.")
+    after = file_states(ds)
+    assert sorted(after) == sorted(set(before) - {"events-13.parquet"})
+    assert all(after[name] == before[name] for name in after)  # the others untouched
+    assert ds.read_day(DAY).num_rows == 144 - 6
+    # the hour is due again, and the next write of it brings it back
+    ds.write_day(DAY, [hour], [make_batch(list(range(hour[0] + 5, hour[1], 600)), "again")], HI)
+    assert ds.read_day(DAY).num_rows == 144
+    assert ds.read_coverage(DAY) == Coverage(((LO, HI, HI),))

@@ -30,7 +30,7 @@ from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.root_check import OutputRootError, check_output_root
 from dropbox_team_log.dataset.store import EventDataset
 from tests.dataset.test_store import DAY, HI, LO, ids, make_batch, spawn, wait_for
-from tests.helpers.dataset import read_dataset
+from tests.helpers.dataset import read_dataset, write_legacy_day
 from tests.helpers.pipeline import dataset_raws, event_calls, fresh_dag, multiset, run_dag
 from tests.test_pipeline import T0, check_exact, connected, dagbag, emu
 
@@ -402,3 +402,35 @@ def test_local_root_in_a_read_only_folder_is_refused():
             with contextlib.suppress(FileNotFoundError):
                 os.rmdir(os.path.join(base, sub))
         os.rmdir(base)
+
+
+def test_a_write_on_s3_puts_only_the_hour_objects_its_ranges_touch(bucket):
+    dataset = EventDataset(f"s3://{bucket}/events")
+    rows = make_batch(list(range(LO + 5, HI, 600)), "day")
+    dataset.write_day(DAY, [(LO, HI)], [rows], fetched_at=HI)
+    before = objects(bucket)
+    assert sorted(before) == [f"events/event_date={DAY}/events-{h:02d}.parquet" for h in range(24)]
+    late = make_batch([LO + 13 * 3600 + 7], "late")
+    dataset.write_day(DAY, [(LO + 13 * 3600, LO + 13 * 3600 + 900)], [late], fetched_at=HI + 1)
+    after = objects(bucket)
+    assert sorted(after) == sorted(before)
+    assert [k for k in after if after[k] != before[k]] == [
+        f"events/event_date={DAY}/events-13.parquet"
+    ]
+    assert ids(read_dataset(f"s3://{bucket}/events")).count("late#0") == 1
+    assert dataset.read_day(DAY).num_rows == 144 - 2 + 1
+
+
+def test_a_legacy_day_on_s3_stays_one_object(bucket):
+    dataset = EventDataset(f"s3://{bucket}/events")
+    old = make_batch([LO + 5, LO + 13 * 3600 + 1], "old")
+    write_legacy_day(dataset, DAY, [(LO, HI)], [old], fetched_at=HI)
+    late = make_batch([LO + 13 * 3600 + 2], "late")
+    dataset.write_day(DAY, [(LO + 13 * 3600, LO + 14 * 3600)], [late], fetched_at=HI + 1)
+    assert sorted(objects(bucket)) == [f"events/event_date={DAY}/events.parquet"]
+    assert ids(read_dataset(f"s3://{bucket}/events")) == ["old#0", "late#0"]
+    assert dataset.read_coverage(DAY).intervals == (
+        (LO, LO + 13 * 3600, HI),
+        (LO + 13 * 3600, LO + 14 * 3600, HI + 1),
+        (LO + 14 * 3600, HI, HI),
+    )

@@ -104,9 +104,12 @@ class DayFiles:
         Raises MixedLayoutError if the folder holds both (never written so: see layout.py).
         """
         found = sorted(
-            f
-            for path in self.fs.glob(glob_under(self.day_dir(day), "*.parquet"))
-            if (f := layout.parse_path(path)) is not None and f.day == day
+            (
+                f
+                for path in self.fs.glob(glob_under(self.day_dir(day), "*.parquet"))
+                if (f := layout.parse_path(path)) is not None and f.day == day
+            ),
+            key=lambda f: f.sort_key,
         )
         if len(found) > 1 and found[0].hour is None:
             raise MixedLayoutError(

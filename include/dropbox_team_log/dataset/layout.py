@@ -34,7 +34,7 @@ _FOLDER_RE = re.compile(rf"^{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})$")
 _HOUR_FILE_RE = re.compile(r"^events-([0-2][0-9])\.parquet$")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class DayFile:
     """One file of the layout: its day, and its hour (None: the legacy file of the whole day)."""
 
@@ -44,6 +44,11 @@ class DayFile:
     @property
     def name(self) -> str:
         return LEGACY_FILE if self.hour is None else hour_file_name(self.hour)
+
+    @property
+    def sort_key(self) -> tuple[date, int]:
+        """Time order: by day, the legacy file (the whole day) before the hour files."""
+        return self.day, -1 if self.hour is None else self.hour
 
     @property
     def bounds(self) -> Range:
