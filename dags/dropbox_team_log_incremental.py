@@ -4,6 +4,10 @@
 fills gaps since the last one, settles data older than the settle window (24 h + margin: Dropbox
 delivers events up to 24 h late) and refreshes fresher data every `refresh_hours`.
 Schedule: env DROPBOX_TEAM_LOG_SCHEDULE (cron or preset; default every 15 minutes).
+
+Every unpaused team of the registry (Variable `dropbox_team_log_teams`; unset: the default
+connection) is synced, one mapped task per team and day, named "<conn_id> <day>"; a team
+registered since the last run gets its first backfill started (`start_backfill`).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from dropbox_team_log.tasks import dag_spec
 )
 def dropbox_team_log_incremental():
     dag_spec.plan_and_sync("incremental")
+    dag_spec.start_backfills()
 
 
 dropbox_team_log_incremental()

@@ -98,6 +98,25 @@ def test_incremental_schedule_and_backfill_is_manual(dagbag):
     assert dagbag.dags["dropbox_team_log_incremental"].catchup is False
 
 
+def test_a_backfill_cannot_starve_the_incremental_and_new_teams_get_one(dagbag):
+    """Both sync DAGs share the pool: a backfill holds at most two of its slots, and the
+    incremental's day tasks go first; the incremental starts new teams' backfills itself."""
+    backfill = dagbag.dags["dropbox_team_log_backfill"]
+    incremental = dagbag.dags["dropbox_team_log_incremental"]
+    assert backfill.get_task("sync_day").max_active_tis_per_dagrun == 2
+    assert backfill.is_paused_upon_creation is False  # a triggered run must not sit queued
+    backfill_weight = backfill.get_task("sync_day").priority_weight
+    assert incremental.get_task("sync_day").priority_weight > backfill_weight
+    start = incremental.get_task("start_backfill")
+    assert start.partial_kwargs["trigger_dag_id"] == "dropbox_team_log_backfill"
+    assert start.upstream_task_ids == {"plan_backfills"}
+    assert incremental.get_task("record_backfills").upstream_task_ids == {
+        "plan_backfills",
+        "start_backfill",
+    }
+    assert incremental.get_task("record_backfills").trigger_rule == "none_failed"
+
+
 FORBIDDEN_AT_TOP_LEVEL = {
     "Variable",
     "Connection",

@@ -10,7 +10,8 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param, XComArg, task
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Asset, Param, TriggerRule, XComArg, task
 
 from dropbox_team_log import settings
 from dropbox_team_log.notifications.alerts import on_failure
@@ -85,7 +86,16 @@ def conn_id_param() -> Param:
 
 
 def plan_and_sync(kind: str) -> XComArg:
-    """The task graph both DAGs share: plan the due days, then one mapped task per day."""
+    """The task graph both DAGs share: plan the due days, then one mapped task per team and day.
+
+    Both share the `dropbox_api` pool; the backfill's day tasks take at most
+    `BACKFILL_MAX_ACTIVE_DAYS` slots at once, and the incremental's go first when a slot frees
+    (priority weight), so a big backfill never starves any team's freshness.
+    """
+    if kind == "backfill":
+        fairness: dict[str, Any] = {"max_active_tis_per_dagrun": settings.BACKFILL_MAX_ACTIVE_DAYS}
+    else:
+        fairness = {"priority_weight": settings.INCREMENTAL_PRIORITY_WEIGHT}
 
     @task(task_id="plan_days")
     def plan_days(**context: Any) -> list[dict]:
@@ -98,7 +108,8 @@ def plan_and_sync(kind: str) -> XComArg:
         pool=settings.API_POOL,
         outlets=[EVENTS_ASSET],
         multiple_outputs=False,
-        map_index_template="{{ sync_label }}",  # the grid shows the day, not 0..60
+        map_index_template="{{ sync_label }}",  # the grid shows team and day, not 0..60
+        **fairness,
     )
     def sync_day(job: dict) -> dict:
         from airflow.sdk import get_current_context
@@ -109,6 +120,36 @@ def plan_and_sync(kind: str) -> XComArg:
         return sync_tasks.sync_day(job)
 
     return sync_day.expand(job=plan_days())
+
+
+def start_backfills() -> None:
+    """The incremental DAG's branch that starts the first backfill of each newly registered
+    team (tasks/team_tasks.py): plan, trigger one backfill run per team, record it."""
+
+    @task(task_id="plan_backfills")
+    def plan_backfills(**context: Any) -> list[dict]:
+        from dropbox_team_log.tasks import team_tasks
+
+        return team_tasks.plan_backfills(context["params"])
+
+    @task(task_id="record_backfills", trigger_rule=TriggerRule.NONE_FAILED)
+    def record_backfills(starts: list[dict], **context: Any) -> list[str]:
+        from dropbox_team_log.sync.planning import as_of_from_context
+        from dropbox_team_log.tasks import team_tasks
+
+        return team_tasks.record_backfills(starts, as_of_from_context(context))
+
+    starts = plan_backfills()
+    started = TriggerDagRunOperator.partial(
+        task_id="start_backfill",
+        trigger_dag_id=settings.BACKFILL_DAG_ID,
+        logical_date=None,  # runs without one may share a moment; run_after is the trigger's
+        skip_when_already_exists=True,  # the run id is the registration's: one backfill each
+        wait_for_completion=False,
+        openlineage_inject_parent_info=False,  # the conf stays the backfill's params
+        map_index_template="{{ task.conf['conn_id'] }}",
+    ).expand_kwargs(starts)
+    started >> record_backfills(starts)
 
 
 def job_label(job: dict) -> str:
