@@ -28,6 +28,7 @@ def test_ids_and_objects_mix_and_unknown_keys_survive_a_round_trip():
             "acme",
             {"conn_id": "globex", "paused": True, "note": "EU subsidiary"},
             {"conn_id": "initech.eu-1", "added_at": NOW, "backfill_triggered_at": LATER},
+            {"conn_id": "hooli", "backfill_days": 7},
         ]
     )
     teams = team_registry.parse(raw, "unused")
@@ -35,10 +36,12 @@ def test_ids_and_objects_mix_and_unknown_keys_survive_a_round_trip():
         ("acme", False, True),
         ("globex", True, False),
         ("initech.eu-1", False, False),
+        ("hooli", False, True),
     ]
+    assert teams[3].backfill_days == 7
     assert teams[1].other == {"note": "EU subsidiary"}
     assert team_registry.parse(team_registry.dump(teams), "unused") == teams
-    assert [t.conn_id for t in team_registry.active(teams)] == ["acme", "initech.eu-1"]
+    assert [t.conn_id for t in team_registry.active(teams)] == ["acme", "initech.eu-1", "hooli"]
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,10 @@ def test_ids_and_objects_mix_and_unknown_keys_survive_a_round_trip():
         ('["acme", {"paused": true}]', 'item 2 has no "conn_id"'),
         ('[{"conn_id": "acme", "paused": "no"}]', '"paused" must be true or false'),
         ('[{"conn_id": "acme", "added_at": 5}]', '"added_at" must be a string'),
+        ('[{"conn_id": "acme", "backfill_days": 0}]', '"backfill_days" must be a whole number'),
+        ('[{"conn_id": "acme", "backfill_days": 366}]', "from 1 to 365"),
+        ('[{"conn_id": "acme", "backfill_days": "7"}]', "not '7'"),
+        ('[{"conn_id": "acme", "backfill_days": true}]', "not True"),
         ('["acme", {"conn_id": "acme"}]', "lists connection 'acme' twice"),
         ('["../etc"]', "is not usable"),
         ('["a b"]', "is not usable"),
@@ -81,6 +88,10 @@ def test_add_is_idempotent_and_pause_resume_remove_edit_one_team():
         team_registry.remove(teams, "initech")
     with pytest.raises(RegistryError, match="is not usable"):
         team_registry.add(teams, "bad id", now=NOW)
+    with pytest.raises(RegistryError, match="from 1 to 365"):
+        team_registry.add(teams, "initech", now=NOW, backfill_days=400)
+    (hooli,) = team_registry.add([], "hooli", now=NOW, backfill_days=7)
+    assert hooli.to_json()["backfill_days"] == 7
 
 
 def test_marking_backfills_and_their_run_ids():

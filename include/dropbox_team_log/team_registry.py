@@ -9,6 +9,7 @@ both forms may be mixed. Keys of an object other than those below are kept as th
 - `added_at`: when `connect` / `teams add` registered it (wire format, UTC).
 - `backfill_triggered_at`: when the scheduled DAG started its first backfill; absent: the next
   scheduled run starts it. `teams add --no-backfill` sets it to "never".
+- `backfill_days`: the days that first backfill loads (default 60, at most 365).
 
 Absent or empty, the registry is the single default connection (the Variable
 `dropbox_team_log_conn_id`, else `dropbox_team_default`), marked implicit: deployments from
@@ -33,7 +34,7 @@ from dropbox_team_log.errors import ConnectionConfigError
 CONN_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
 #: The value `teams add --no-backfill` records: no backfill is ever started for the team.
 NO_BACKFILL = "never"
-_KNOWN_KEYS = ("conn_id", "paused", "added_at", "backfill_triggered_at")
+_KNOWN_KEYS = ("conn_id", "paused", "added_at", "backfill_triggered_at", "backfill_days")
 
 
 class RegistryError(ConnectionConfigError):
@@ -48,6 +49,7 @@ class Team:
     paused: bool = False
     added_at: str | None = None
     backfill_triggered_at: str | None = None
+    backfill_days: int | None = None
     #: Other keys of the entry, kept as they were written.
     other: dict[str, Any] = field(default_factory=dict)
     #: True for the default connection standing in for an absent or empty registry.
@@ -64,6 +66,8 @@ class Team:
             entry["added_at"] = self.added_at
         if self.backfill_triggered_at:
             entry["backfill_triggered_at"] = self.backfill_triggered_at
+        if self.backfill_days is not None:
+            entry["backfill_days"] = self.backfill_days
         return {**entry, **self.other}
 
 
@@ -125,9 +129,20 @@ def _team(item: Any, where: str) -> Team:
         if value is not None and not isinstance(value, str):
             raise RegistryError(f'{where}: "{key}" must be a string, not {value!r}')
         notes[key] = value or None
+    days = item.get("backfill_days")
+    if days is not None and (
+        isinstance(days, bool)
+        or not isinstance(days, int)
+        or not 1 <= days <= settings.MAX_BACKFILL_DAYS
+    ):
+        raise RegistryError(
+            f'{where}: "backfill_days" must be a whole number from 1 to '
+            f"{settings.MAX_BACKFILL_DAYS}, not {days!r}"
+        )
     return Team(
         conn_id=check_conn_id(item["conn_id"], f"{where}: conn_id"),
         paused=paused,
+        backfill_days=days,
         other={k: v for k, v in item.items() if k not in _KNOWN_KEYS},
         **notes,
     )
@@ -147,15 +162,26 @@ def find(teams: list[Team], conn_id: str) -> Team | None:
     return next((t for t in teams if t.conn_id == conn_id), None)
 
 
-def add(teams: list[Team], conn_id: str, *, now: str, backfill: bool = True) -> list[Team]:
+def add(
+    teams: list[Team],
+    conn_id: str,
+    *,
+    now: str,
+    backfill: bool = True,
+    backfill_days: int | None = None,
+) -> list[Team]:
     """`teams` with `conn_id` registered (unpaused); unchanged if it is there already."""
     check_conn_id(conn_id)
     current = explicit(teams)
     if find(current, conn_id) is not None:
         return current
     team = Team(
-        conn_id=conn_id, added_at=now, backfill_triggered_at=None if backfill else NO_BACKFILL
+        conn_id=conn_id,
+        added_at=now,
+        backfill_triggered_at=None if backfill else NO_BACKFILL,
+        backfill_days=backfill_days,
     )
+    _team(team.to_json(), "the new entry")  # the same checks as a read
     return [*current, team]
 
 

@@ -133,6 +133,8 @@ def test_errors_say_what_to_fix(registry, monkeypatch, capsys):
     assert rc == 1 and "'nope' is not registered" in err and "teams add nope" in err
     rc, _, err = teams(capsys, "add", "bad/id")
     assert rc == 1 and "is not usable" in err
+    rc, _, err = teams(capsys, "add", "acme", "--backfill-days", "0")
+    assert rc == 1 and '"backfill_days" must be a whole number from 1 to 365' in err
     assert stored() == []
 
     monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_TEAMS", "not json")

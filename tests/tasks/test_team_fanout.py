@@ -177,12 +177,13 @@ def test_a_new_team_s_backfill_starts_once_by_itself(emu, root, connected):
     before = backfill_runs()
     register(
         {"conn_id": "dropbox_team_default", "backfill_triggered_at": "never"},
-        {"conn_id": "team_b", "added_at": "2026-11-20T10:30:15Z"},
+        {"conn_id": "team_b", "added_at": "2026-11-20T10:30:15Z", "backfill_days": 5},
     )
     at = T0 + timedelta(minutes=15)
     assert run(emu, "dropbox_team_log_incremental", at).state == "success"
     started = {k: v for k, v in backfill_runs().items() if k not in before}
-    assert started == {"team_backfill__team_b__20261120103015": {"conn_id": "team_b"}}
+    conf = {"conn_id": "team_b", "days": 5}
+    assert started == {"team_backfill__team_b__20261120103015": conf}
     entries = {e["conn_id"]: e for e in json.loads(load_variable(TEAMS_VARIABLE)[1])}
     assert entries["team_b"]["backfill_triggered_at"] == "2026-11-20T10:45:15Z"
     assert entries["dropbox_team_default"]["backfill_triggered_at"] == "never"
@@ -197,8 +198,8 @@ def test_a_new_team_s_backfill_starts_once_by_itself(emu, root, connected):
     assert set(task_states(third, "start_backfill").values()) == {"skipped"}
     assert backfill_runs() == {**before, **started}
 
-    # The started backfill, run as the scheduler would (its conf), fills team_b's 60 days.
-    assert run(emu, "dropbox_team_log_backfill", at, {"conn_id": "team_b"}).state == "success"
+    # The started backfill, run as the scheduler would (its conf), fills team_b's 5 days.
+    assert run(emu, "dropbox_team_log_backfill", at, conf).state == "success"
     check_exact(
-        root / "_teams" / "team_b", emu, connected[1], T0 - timedelta(days=60), T0, as_of=at
+        root / "_teams" / "team_b", emu, connected[1], T0 - timedelta(days=5), T0, as_of=at
     )

@@ -28,9 +28,11 @@ from dropbox_team_log.display import visible
 from dropbox_team_log.errors import DropboxTeamLogError
 from dropbox_team_log.settings import (
     BACKFILL_DAG_ID,
+    BACKFILL_DAYS,
     CONN_ID_VARIABLE,
     DEFAULT_CONN_ID,
     INCREMENTAL_DAG_ID,
+    MAX_BACKFILL_DAYS,
     TEAMS_VARIABLE,
 )
 from dropbox_team_log.team_registry import Team
@@ -66,7 +68,9 @@ def write_registry(registry: Registry, teams: list[Team]) -> None:
     save_variable(TEAMS_VARIABLE, team_registry.dump(teams), _DESCRIPTION)
 
 
-def register(conn_id: str, *, backfill: bool = True) -> tuple[bool, list[Team]]:
+def register(
+    conn_id: str, *, backfill: bool = True, backfill_days: int | None = None
+) -> tuple[bool, list[Team]]:
     """Add `conn_id` to the registry (idempotent). Returns (added, the teams now registered).
 
     On a deployment without a registry, the default connection was the one team collected: when
@@ -81,7 +85,9 @@ def register(conn_id: str, *, backfill: bool = True) -> tuple[bool, list[Team]]:
     implicit = [t for t in teams if t.implicit]
     if implicit and implicit[0].conn_id != conn_id and connection_extra(implicit[0].conn_id):
         teams = team_registry.add([], implicit[0].conn_id, now=now, backfill=False)
-    teams = team_registry.add(teams, conn_id, now=now, backfill=backfill)
+    teams = team_registry.add(
+        teams, conn_id, now=now, backfill=backfill, backfill_days=backfill_days
+    )
     write_registry(registry, teams)
     return True, teams
 
@@ -105,6 +111,12 @@ def add_teams_parser(subparsers: Any) -> None:
         action="store_true",
         help="never start a backfill for it (its past days are loaded already, or not wanted)",
     )
+    add.add_argument(
+        "--backfill-days",
+        type=int,
+        metavar="N",
+        help=f"days its first backfill loads (1-{MAX_BACKFILL_DAYS}; default {BACKFILL_DAYS})",
+    )
     for action, text in (
         ("pause", "stop syncing a team (its data and connection stay)"),
         ("resume", "sync a paused team again (from where it stopped, up to the catch-up days)"),
@@ -120,7 +132,9 @@ def teams_command(args: argparse.Namespace) -> int:
         if args.action == "list":
             print(list_text(read_registry()))
         elif args.action == "add":
-            added, _ = register(args.conn_id, backfill=not args.no_backfill)
+            added, _ = register(
+                args.conn_id, backfill=not args.no_backfill, backfill_days=args.backfill_days
+            )
             print(_added_text(args.conn_id, added, backfill=not args.no_backfill))
         else:
             print(_edit(args.action, args.conn_id))

@@ -32,13 +32,21 @@ def plan_backfills(params: dict[str, Any]) -> list[dict[str, Any]]:
     except RegistryError as exc:
         raise AirflowFailException(str(exc)) from None
     starts = [
-        {"trigger_run_id": team_registry.backfill_run_id(t), "conf": {"conn_id": t.conn_id}}
+        {"trigger_run_id": team_registry.backfill_run_id(t), "conf": backfill_conf(t)}
         for t in teams
         if t.needs_backfill
     ]
     for start in starts:
         log.info("starting the first backfill of team '%s'", start["conf"]["conn_id"])
     return starts
+
+
+def backfill_conf(team: team_registry.Team) -> dict[str, Any]:
+    """The backfill run's conf: the team, and its days when the registry entry names them."""
+    conf: dict[str, Any] = {"conn_id": team.conn_id}
+    if team.backfill_days is not None:
+        conf["days"] = team.backfill_days
+    return conf
 
 
 def record_backfills(starts: list[dict[str, Any]], as_of: int) -> list[str]:
