@@ -31,14 +31,14 @@ def save_connections(emu, count: int) -> list[str]:
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
 
-    from tests.tasks.test_team_fanout import grant
+    from tests.helpers.pipeline import grant_app
 
     conn_ids = []
     with create_session() as session:
         for n, team in enumerate(emu.teams()[:count]):
             conn_id = f"bench_team_{n:02d}"
             extra = {
-                "refresh_token": grant(emu, n),
+                "refresh_token": grant_app(emu, n).refresh_token,
                 "connected_at": T0.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "team_id": team["team_id"],
                 "team_name": team["name"],

@@ -10,14 +10,12 @@ import json
 import logging
 from datetime import timedelta
 
-import dropbox
 import pytest
 
 from dropbox_team_log.cli.connection_store import load_variable, save_variable
-from dropbox_team_log.client.transport import build_session
-from dropbox_team_log.settings import REQUIRED_SCOPES, TEAMS_VARIABLE
+from dropbox_team_log.settings import TEAMS_VARIABLE
 from tests.helpers.connecting import delete_variable
-from tests.helpers.pipeline import dataset_raws, fresh_dag, multiset, utc
+from tests.helpers.pipeline import connection_json, dataset_raws, fresh_dag, multiset, utc
 
 T0 = utc(2026, 11, 20, 10, 30, 15)  # every team connected then
 SETTLE = timedelta(hours=25)
@@ -42,38 +40,13 @@ def emu():
         yield emu
 
 
-def grant(emu, team: int) -> str:
-    """A refresh token the admin of `team` approved on the emulator's consent page."""
-    flow = dropbox.DropboxOAuth2FlowNoRedirect(
-        emu.config.app_key,
-        consumer_secret=emu.config.app_secret,
-        token_access_type="offline",
-        scope=list(REQUIRED_SCOPES),
-    )
-    flow.requests_session = build_session(emu.base_url)
-    return flow.finish(emu.approve(flow.start(), team=team)).refresh_token
-
-
 @pytest.fixture(scope="module")
 def connected(emu, airflow_db):
     """Three connections (environment backend), one per emulated team."""
     mp = pytest.MonkeyPatch()
     team_ids = [t["team_id"] for t in emu.teams()]
     for n, conn_id in enumerate(CONN_IDS):
-        conn = {
-            "conn_type": "dropbox_team",
-            "login": emu.config.app_key,
-            "password": emu.config.app_secret,
-            "host": emu.base_url,
-            "extra": {
-                "refresh_token": grant(emu, n),
-                "connected_at": T0.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "team_id": team_ids[n],
-                "team_name": f"team {n}",
-                "backoff_base": 0.01,
-            },
-        }
-        mp.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        mp.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(emu, connected_at=T0, team=n))
     yield team_ids
     mp.undo()
 
@@ -200,6 +173,4 @@ def test_a_new_team_s_backfill_starts_once_by_itself(emu, root, connected):
 
     # The started backfill, run as the scheduler would (its conf), fills team_b's 5 days.
     assert run(emu, "dropbox_team_log_backfill", at, conf).state == "success"
-    check_exact(
-        root / "_teams" / "team_b", emu, connected[1], T0 - timedelta(days=5), T0, as_of=at
-    )
+    check_exact(root / "_teams" / "team_b", emu, connected[1], T0 - timedelta(days=5), T0, as_of=at)
