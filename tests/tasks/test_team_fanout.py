@@ -91,7 +91,11 @@ def check_exact(root, emu, team_id, lo, hi, as_of):
 
 def test_each_team_syncs_alone_and_a_revoked_one_fails_alone(emu, root, connected, caplog):
     register(
-        "dropbox_team_default", {"conn_id": "team_b"}, "team_c", {"conn_id": "x", "paused": True}
+        "dropbox_team_default",
+        {"conn_id": "team_b"},
+        "team_c",
+        {"conn_id": "x", "paused": True},
+        "team_gone",  # registered, but its connection was deleted
     )
     assert emu.revoke_refresh_tokens(team=connected[2]) == "team"
     late = T0 + timedelta(hours=26)
@@ -104,20 +108,24 @@ def test_each_team_syncs_alone_and_a_revoked_one_fails_alone(emu, root, connecte
     by_team: dict[str, set[str]] = {}
     for label, state in states.items():
         conn_id, day = label.split(" ")
-        assert day.startswith("2026-11-"), label
+        assert day.startswith("2026-11-") or label == "team_gone setup", label
         by_team.setdefault(conn_id, set()).add(state)
     assert by_team == {
         "dropbox_team_default": {"success"},
         "team_b": {"success"},
         "team_c": {"failed"},
+        "team_gone": {"failed"},  # one task, saying what to do
     }  # the paused team "x" (no connection at all) was never planned
     # Round robin: the first tasks are one per team, not team A's whole list first.
     labels = [label for _, label in sorted((int(k), v) for k, v in _by_index(second).items())]
-    assert [label.split(" ")[0] for label in labels[:3]] == CONN_IDS
+    assert [label.split(" ")[0] for label in labels[:4]] == [*CONN_IDS, "team_gone"]
 
     alerts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT")]
-    assert alerts and all("sync_day[team_c 2026-11-" in a for a in alerts)
-    assert all("connect --conn-id team_c" in a for a in alerts)
+    revoked = [a for a in alerts if "sync_day[team_c 2026-11-" in a]
+    gone = [a for a in alerts if "sync_day[team_gone setup]" in a]
+    assert revoked and gone and len(revoked) + len(gone) == len(alerts)
+    assert all("connect --conn-id team_c" in a for a in revoked)
+    assert all("'team_gone' does not exist" in a for a in gone)
 
     # Each team exact against its own truth, in its own dataset: the default team at the root
     # (what readers of the root read), team_b beside it in _teams/team_b.

@@ -106,15 +106,15 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
     }
     per_team = []
     for conn_id in conn_ids:
-        team_root = deployment.team_root(root, conn_id, default)
         try:
+            team_root = deployment.team_root(root, conn_id, default)
             jobs = _plan_team(kind, conn_id, params, team_root, as_of, policy)
-        except AirflowFailException as exc:
+        except (AirflowFailException, RegistryError) as exc:
             if len(conn_ids) == 1:
-                raise
+                raise AirflowFailException(str(exc)) from None
             log.error("team '%s' cannot be planned: %s", conn_id, exc)
             jobs = [{"conn_id": conn_id, "day": "setup", "error": str(exc)}]
-        per_team.append([{**shared, "root": team_root, **job} for job in jobs])
+        per_team.append([{**shared, **job} for job in jobs])
     return interleave(per_team)
 
 
@@ -168,7 +168,7 @@ def _plan_team(
         conn_id,
         root,
     )
-    job = {"conn_id": conn_id, "team_id": settings.team_id}
+    job = {"conn_id": conn_id, "root": root, "team_id": settings.team_id}
     return [{**job, **span.to_xcom()} for span in due]
 
 
