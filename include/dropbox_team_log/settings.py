@@ -22,6 +22,10 @@ ALERT_CONN_ID = "dropbox_team_log_alerts"
 OUTPUT_VARIABLE = "dropbox_team_log_output"
 #: Connection id of the team, when it is not `DEFAULT_CONN_ID`.
 CONN_ID_VARIABLE = "dropbox_team_log_conn_id"
+#: The teams the scheduled DAG collects: a JSON list of connection ids, or of objects
+#: `{"conn_id": "...", "paused": false}` (team_registry.py). Absent or empty: the one team of
+#: `CONN_ID_VARIABLE` / `DEFAULT_CONN_ID`. Kept by `dropbox-team-log connect` and `teams`.
+TEAMS_VARIABLE = "dropbox_team_log_teams"
 #: Where the report DAG writes the HTML report (default: `<root>/_reports/`).
 REPORT_PATH_VARIABLE = "dropbox_team_log_report_path"
 #: Opt-in pseudonymisation key, or `conn:<conn_id>` naming a connection whose password is it.
@@ -52,6 +56,12 @@ REPORT_DAG_ID = "dropbox_team_log_report"
 API_POOL = "dropbox_api"
 #: Slots `connect` gives the pool when it creates it (an existing pool's size is kept).
 API_POOL_SLOTS = 4
+#: The most `API_POOL` slots one backfill run holds at once (`max_active_tis_per_dagrun` of its
+#: day task; one backfill runs at a time), so the incremental DAG always has the rest.
+BACKFILL_MAX_ACTIVE_DAYS = 2
+#: Priority of the incremental day tasks in the pool over the backfill's (Airflow's
+#: priority_weight): a freed slot goes to keeping every team current first.
+INCREMENTAL_PRIORITY_WEIGHT = 10
 #: Emitted by every successful day write, so downstream DAGs run on new data. The `x-` scheme
 #: is Airflow's mark of a user-defined URI: not normalised, so defining it loads no provider's
 #: URI handlers (the Amazon one would import boto3 into every task process).
@@ -86,6 +96,10 @@ MAX_REPORT_DAYS = 366
 #: (pyarrow and Spark skip `_`-prefixed folders too).
 REPORTS_DIR = "_reports"
 REPORT_FILE = "dropbox_team_log_report.html"
+#: Until the layout carries the team, each registered team other than the default connection
+#: writes its own dataset at `<root>/_teams/<conn_id>/` (outside the root's glob, so readers of
+#: the root see the default team's rows only, never two teams mixed in one day file).
+TEAMS_DIR = "_teams"
 #: Where damaged day files are moved, kept for inspection: `<root>/_quarantine/event_date=D/`,
 #: outside the readers' glob (dataset/integrity.py).
 QUARANTINE_DIR = "_quarantine"

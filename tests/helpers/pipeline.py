@@ -35,8 +35,9 @@ def multiset(raws: Iterable[str | bytes]) -> Counter:
     return Counter(canonical(raw) for raw in raws)
 
 
-def grant_app(emu):
-    """Grant the app through the emulator's Allow page, as an admin would: the OAuth result."""
+def grant_app(emu, team: int | str | None = None):
+    """Grant the app through the emulator's Allow page, as an admin would (of `team`, an index
+    or id; default: the first team): the OAuth result."""
     flow = dropbox.DropboxOAuth2FlowNoRedirect(
         emu.config.app_key,
         consumer_secret=emu.config.app_secret,
@@ -44,7 +45,7 @@ def grant_app(emu):
         scope=list(REQUIRED_SCOPES),
     )
     flow.requests_session = build_session(emu.base_url)
-    return flow.finish(emu.approve(flow.start()))
+    return flow.finish(emu.approve(flow.start(), team=team))
 
 
 def reader_at(
@@ -95,9 +96,12 @@ def read_events(reader: EventReader, start: int, end: int) -> list[dict]:
     return events
 
 
-def connection_json(emu, *, connected_at: datetime, backoff_base: float = 0.01) -> str:
-    """The connection the connect command saves after a grant (here as AIRFLOW_CONN_* JSON)."""
-    grant = grant_app(emu)
+def connection_json(
+    emu, *, connected_at: datetime, backoff_base: float = 0.01, team: int | None = None
+) -> str:
+    """The connection the connect command saves after a grant (here as AIRFLOW_CONN_* JSON),
+    granted by the admin of `team` (an index; default: the first team)."""
+    grant = grant_app(emu, team)
     return json.dumps(
         {
             "conn_type": "dropbox_team",

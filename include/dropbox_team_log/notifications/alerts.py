@@ -27,7 +27,7 @@ MAX_REASON = 1000
 
 
 def alert_message(context: dict[str, Any]) -> dict[str, Any]:
-    """What the alert says: DAG, task (and mapped day), run, try, and the reason."""
+    """What the alert says: DAG, task (and its mapped team and day), run, try, and the reason."""
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
     task_id = getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", "?")
@@ -38,13 +38,18 @@ def alert_message(context: dict[str, Any]) -> dict[str, Any]:
     from dropbox_team_log.client.redaction import scrub  # a server's echo of a secret stays out
 
     reason = scrub(reason)[:MAX_REASON]
-    task = task_id if map_index in (None, -1) else f"{task_id}[{map_index}]"
+    label = getattr(ti, "rendered_map_index", None)  # "<conn_id> <day>": names the team
+    if map_index in (None, -1):
+        task = task_id
+    else:
+        task = f"{task_id}[{visible(label) if label else map_index}]"
     text = f"Dropbox team log: {dag_id}.{task} failed in run {run_id}: {reason}"
     return {
         "text": text,
         "dag_id": dag_id,
         "task_id": task_id,
         "map_index": map_index,
+        "label": label,
         "run_id": run_id,
         "try_number": getattr(ti, "try_number", None),
         "reason": reason,

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 
-from dropbox_team_log import deployment
+from dropbox_team_log import deployment, team_registry
 from dropbox_team_log.dataset.root_check import OutputRootError, check_output_root
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.dataset.tail_state import TailStateStore
@@ -33,6 +33,7 @@ from dropbox_team_log.sync.planning import (
 )
 from dropbox_team_log.tasks.dataset_root import open_dataset_root, use_aws_connection
 from dropbox_team_log.tasks.worker_memory import use_lean_allocators
+from dropbox_team_log.team_registry import RegistryError
 from dropbox_team_log.timeutil import to_wire
 from dropbox_team_log.transform.pseudonymise import (
     PseudonymiseKeyError,
@@ -76,11 +77,73 @@ def load_pseudonymiser() -> Pseudonymiser | None:
 
 
 def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> list[dict[str, Any]]:
-    """Validate everything, then list the day spans with work due (no API call)."""
+    """Validate everything, then list the day spans with work due (no API call).
+
+    The backfill plans one team (its `conn_id` param, else the default connection); so does the
+    incremental DAG given a `conn_id` param. Otherwise the incremental DAG plans every unpaused
+    team of the registry, their days interleaved (team A's first day, team B's first, ...) so
+    the pool serves each team in turn. With several teams, a team whose connection or dataset
+    cannot be planned becomes one failing task of its own (its alert names it) and the others
+    are planned as usual.
+    """
     try:
         as_of = as_of_from_context(context)
         policy = policy_from_params(params)
-        conn_id = deployment.conn_id(params)
+    except ParamError as exc:
+        raise AirflowFailException(f"Bad parameter: {exc}") from None
+    conn_ids = planned_teams(kind, params)
+    pseudonymised = load_pseudonymiser() is not None
+    root, aws_conn_id = open_dataset_root()  # resolved once: the day tasks write this very root
+    try:  # a root that cannot be written fails here, saying why, before any API call
+        check_output_root(root)
+    except OutputRootError as exc:
+        raise AirflowFailException(str(exc)) from None
+    default = deployment.default_conn_id()
+    shared = {
+        "as_of": as_of,
+        "aws_conn_id": aws_conn_id,
+        "pseudonymised": pseudonymised,
+        "policy": policy.to_xcom(),
+    }
+    per_team = []
+    for conn_id in conn_ids:
+        try:
+            team_root = deployment.team_root(root, conn_id, default)
+            jobs = _plan_team(kind, conn_id, params, team_root, as_of, policy)
+        except (AirflowFailException, RegistryError) as exc:
+            if len(conn_ids) == 1:
+                raise AirflowFailException(str(exc)) from None
+            log.error("team '%s' cannot be planned: %s", conn_id, exc)
+            jobs = [{"conn_id": conn_id, "day": "setup", "error": str(exc)}]
+        per_team.append([{**shared, **job} for job in jobs])
+    return interleave(per_team)
+
+
+def planned_teams(kind: str, params: dict[str, Any]) -> list[str]:
+    """The connection ids this run syncs: one named team, or the registry's unpaused ones."""
+    if kind == "backfill" or params.get("conn_id"):
+        return [deployment.conn_id(params)]
+    try:
+        teams = deployment.registered_teams()
+    except RegistryError as exc:
+        raise AirflowFailException(str(exc)) from None
+    active = [t.conn_id for t in team_registry.active(teams)]
+    paused = [t.conn_id for t in teams if t.paused]
+    if paused:
+        log.info("paused, not synced: %s", ", ".join(paused))
+    return active
+
+
+def _plan_team(
+    kind: str,
+    conn_id: str,
+    params: dict[str, Any],
+    root: str,
+    as_of: int,
+    policy: SyncPolicy,
+) -> list[dict[str, Any]]:
+    """One team's due day spans as jobs; AirflowFailException when it cannot be planned."""
+    try:
         settings = load_connection(conn_id)
         connected_at = int(settings.connected_at.timestamp()) if settings.connected_at else None
         if kind == "backfill":
@@ -89,12 +152,6 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
             lo, hi = incremental_range(connected_at=connected_at, as_of=as_of, policy=policy)
     except ParamError as exc:
         raise AirflowFailException(f"Bad parameter: {exc}") from None
-    pseudonymised = load_pseudonymiser() is not None
-    root, aws_conn_id = open_dataset_root()  # resolved once: the day tasks write this very root
-    try:  # a root that cannot be written fails here, saying why, before any API call
-        check_output_root(root)
-    except OutputRootError as exc:
-        raise AirflowFailException(str(exc)) from None
     dataset = EventDataset(root)
     spans = split_days(lo, hi)
     cover = None
@@ -121,24 +178,28 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
         root,
     )
     job = {
-        "as_of": as_of,
         "conn_id": conn_id,
         "root": root,
-        "aws_conn_id": aws_conn_id,
         "team_id": settings.team_id,
-        "pseudonymised": pseudonymised,
-        "policy": policy.to_xcom(),
         "tail": cover.to_xcom() if cover else None,
     }
     return [{**job, **span.to_xcom()} for span in due]
 
 
-def tail_poll(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """The incremental run's first task: start or poll the team's tail chain (sync/tail.py)."""
+def interleave(per_team: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Round robin over the teams' job lists: each team's first job, then each one's second..."""
+    out: list[dict[str, Any]] = []
+    for n in range(max((len(jobs) for jobs in per_team), default=0)):
+        out.extend(jobs[n] for jobs in per_team if n < len(jobs))
+    return out
+
+
+def tail_poll(conn_id: str, params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The incremental run's first step for one team: start or poll its tail chain
+    (sync/tail.py)."""
     try:
         as_of = as_of_from_context(context)
         policy = policy_from_params(params)
-        conn_id = deployment.conn_id(params)
         settings = load_connection(conn_id)
         if settings.connected_at is None:
             raise ParamError(
@@ -150,6 +211,7 @@ def tail_poll(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]
     hook = DropboxTeamHook(dropbox_team_conn_id=conn_id)
     root, aws_conn_id = open_dataset_root()
     try:
+        root = deployment.team_root(root, conn_id, deployment.default_conn_id())
         use_aws_connection(root, aws_conn_id)
         team_id = settings.team_id or str(hook.get_team_info().get("team_id"))
         report = tail.tail_step(
@@ -164,13 +226,15 @@ def tail_poll(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]
             claimant=str(context.get("run_id") or as_of),
             pseudonymiser=load_pseudonymiser(),
         )
-    except PermanentError as exc:
+    except (PermanentError, RegistryError) as exc:
         raise AirflowFailException(str(exc)) from None
     return report.to_xcom()
 
 
 def sync_day(job: dict[str, Any]) -> dict[str, Any]:
     """One mapped task: sync one day span (in a process of its own: see worker_memory)."""
+    if job.get("error"):  # this team could not be planned: fail its task alone, saying why
+        raise AirflowFailException(job["error"])
     use_lean_allocators()
     hook = DropboxTeamHook(dropbox_team_conn_id=job["conn_id"])
     pseudonymiser = load_pseudonymiser()

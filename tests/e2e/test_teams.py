@@ -1,0 +1,187 @@
+"""End to end with two teams through a real scheduler (CeleryExecutor, PostgreSQL, Redis): both
+registered in the Variable, nobody triggers a backfill, one team revoked part-way.
+
+The incremental DAG (every minute) starts each team's backfill itself; the backfill DAG is
+active from creation. Then one team's grant is revoked: its tasks fail at once and alert naming
+it, while the other team's tasks keep succeeding run after run. Each team's dataset is compared
+with that team's truth in the emulator (multisets, duplicates counted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.e2e.conftest import SCHEDULE, Deployment
+from tests.e2e.rest import AirflowRest
+from tests.e2e.stack import AirflowStack
+from tests.e2e.test_unattended import TERMINAL, iso, parse
+from tests.helpers.pipeline import connection_json, dataset_raws, multiset
+
+pytestmark = pytest.mark.e2e
+
+BACKFILL = "dropbox_team_log_backfill"
+INCREMENTAL = "dropbox_team_log_incremental"
+HEAVY, LIGHT = "dropbox_team_default", "team_light"
+BACKFILL_DAYS = 2
+SETTLE = timedelta(hours=25)
+HORIZON = timedelta(days=2)
+
+
+@pytest.fixture(scope="module")
+def emu(connected_at):
+    from dropbox_emulator import running_emulator
+
+    with running_emulator(
+        seed=43,
+        clock=datetime.now(UTC),
+        clock_rate=1.0,
+        timeline_start=connected_at - timedelta(days=4),
+        timeline_end=connected_at + timedelta(days=2),
+        teams=[{"events_per_day": 600}, {"events_per_day": 60, "team_name": "Light"}],
+        page_size=50,
+        duplicate_rate=0.03,
+        late_rate=0.3,
+    ) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, emu, connected_at, alert_target):
+    root = tmp_path_factory.mktemp("e2e-teams")
+    stack = AirflowStack(
+        root=root,
+        extra_env={
+            f"AIRFLOW_CONN_{HEAVY.upper()}": connection_json(
+                emu, connected_at=connected_at, team=0
+            ),
+            f"AIRFLOW_CONN_{LIGHT.upper()}": connection_json(
+                emu, connected_at=connected_at, team=1
+            ),
+            "AIRFLOW_CONN_DROPBOX_TEAM_LOG_ALERTS": json.dumps(
+                {"conn_type": "http", "host": alert_target.url}
+            ),
+            "AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT": str(root / "dataset"),
+            "DROPBOX_TEAM_LOG_SCHEDULE": SCHEDULE,
+        },
+    )
+    started = time.monotonic()
+    try:
+        stack.start()
+        rest = AirflowRest(stack.api_url, stack.username, stack.password)
+        stack.wait_for("the api-server", rest.healthy, timeout=180)
+        rest.login()
+        yield Deployment(stack, rest, root / "dataset")
+    except BaseException:
+        print(stack.log_tails())
+        raise
+    finally:
+        stack.close()
+        print(f"\ne2e teams wall time: {time.monotonic() - started:.0f}s")
+
+
+def sync_tasks(rest, run: dict) -> dict[str, dict]:
+    """The run's sync_day task instances by label ("<conn_id> <day>")."""
+    tis = rest.task_instances(INCREMENTAL, run["dag_run_id"])
+    return {t["rendered_map_index"]: t for t in tis if t["task_id"] == "sync_day"}
+
+
+def states_by_team(rest, run: dict) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for label, ti in sync_tasks(rest, run).items():
+        out.setdefault(label.split(" ")[0], set()).add(ti["state"])
+    return out
+
+
+def check_exact(root, emu, team: int, lo, hi, as_of) -> int:
+    got = multiset(dataset_raws(str(root), lo, hi))
+    want = multiset(emu.truth(lo, hi, as_of=as_of, team=emu.teams()[team]["team_id"]))
+    assert sum(want.values()) > 20, "the emulator served too little to prove anything"
+    assert got == want, f"team {team}: {sum(got.values())} rows, truth {sum(want.values())}"
+    return sum(got.values())
+
+
+def test_two_teams_one_revoked_part_way(deployment, emu, connected_at, alert_target):
+    stack, rest = deployment.stack, deployment.rest
+    for dag_id in (BACKFILL, INCREMENTAL):
+        stack.wait_for(f"{dag_id} parsed", lambda d=dag_id: rest.dag(d), timeout=240)
+    assert rest.dag(BACKFILL)["is_paused"] is False  # a started backfill must not sit queued
+    rest.set_pool("dropbox_api", 3, "Dropbox team API concurrency")
+    registry = [
+        {"conn_id": c, "added_at": iso(connected_at), "backfill_days": BACKFILL_DAYS}
+        for c in (HEAVY, LIGHT)
+    ]
+    rest.call(
+        "POST", "variables", json={"key": "dropbox_team_log_teams", "value": json.dumps(registry)}
+    )
+    rest.set_paused(INCREMENTAL, False)
+
+    # Nobody triggers a backfill: the scheduled run starts one per team.
+    def team_backfills():
+        runs = [r for r in rest.runs(BACKFILL) if r["dag_run_id"].startswith("team_backfill__")]
+        return runs if len(runs) == 2 and all(r["state"] in TERMINAL for r in runs) else None
+
+    backfills = stack.wait_for("both teams' backfills", team_backfills, timeout=600)
+    assert {r["state"] for r in backfills} == {"success"}, backfills
+    assert sorted(r["conf"]["conn_id"] for r in backfills) == [HEAVY, LIGHT]
+
+    # A scheduled incremental run in which both teams' days succeeded.
+    def both_synced():
+        return [
+            r
+            for r in rest.runs(INCREMENTAL)
+            if r["state"] == "success" and states_by_team(rest, r).keys() == {HEAVY, LIGHT}
+        ]
+
+    stack.wait_for("an incremental run of both teams", both_synced, timeout=300)
+
+    # The light team's grant is revoked part-way.
+    revoked_at = datetime.now(UTC)
+    emu.revoke_refresh_tokens(team=emu.teams()[1]["team_id"])
+
+    def runs_after_revoke():
+        runs = [
+            r
+            for r in rest.runs(INCREMENTAL)
+            if r["start_date"] and parse(r["start_date"]) > revoked_at and r["state"] in TERMINAL
+        ]
+        return runs if len(runs) >= 2 else None
+
+    after = stack.wait_for("two incremental runs after the revocation", runs_after_revoke, 420)
+    for run in after:
+        assert run["state"] == "failed", run  # the light team's tasks, and only those
+        assert states_by_team(rest, run) == {HEAVY: {"success"}, LIGHT: {"failed"}}
+        light = [t for label, t in sync_tasks(rest, run).items() if label.startswith(LIGHT)]
+        assert all(t["try_number"] == 1 for t in light), "a revoked grant was retried"
+
+    alerts = [a for a in alert_target.received if a.get("dag_id") == INCREMENTAL]
+    assert alerts, "no alert for the revoked team"
+    for alert in alerts:
+        assert alert["label"].startswith(f"{LIGHT} "), alert
+        assert f"connect --conn-id {LIGHT}" in alert["reason"]
+
+    stack.wait_for(
+        "a moment with no incremental run in flight",
+        lambda: all(r["state"] in TERMINAL for r in rest.runs(INCREMENTAL)),
+        timeout=240,
+        every=0.5,
+    )
+    rest.set_paused(INCREMENTAL, True)
+    runs = [r for r in rest.runs(INCREMENTAL) if r["state"] in TERMINAL]
+    as_of = max(parse(r["data_interval_end"]) for r in runs)
+
+    # The heavy team: exact over every settled second from its backfill's start on, at the root.
+    start = connected_at - timedelta(days=BACKFILL_DAYS)
+    check_exact(deployment.dataset, emu, 0, start, as_of - SETTLE, as_of + HORIZON)
+    fresh = multiset(dataset_raws(str(deployment.dataset), as_of - SETTLE, as_of))
+    truth = emu.truth(as_of - SETTLE, as_of, as_of=as_of + HORIZON, team=emu.teams()[0]["team_id"])
+    assert not fresh - multiset(truth), "recent rows the API does not hold"
+    # The light team, in its own folder: exact where it was settled before the revocation.
+    light_root = deployment.dataset / "_teams" / LIGHT
+    check_exact(light_root, emu, 1, start, connected_at - SETTLE, as_of + HORIZON)
+    light_all = multiset(dataset_raws(str(light_root), start, as_of))
+    light_truth = emu.truth(start, as_of, as_of=as_of + HORIZON, team=emu.teams()[1]["team_id"])
+    assert not light_all - multiset(light_truth)
