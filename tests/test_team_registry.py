@@ -119,8 +119,8 @@ def test_the_deployment_reads_the_variable_from_any_secrets_backend(monkeypatch,
         deployment.registered_teams()
 
 
-def test_each_non_default_team_writes_beside_the_root_glob_not_in_it():
-    assert deployment.team_root("/data/dtl", "dflt", "dflt") == "/data/dtl"
-    assert deployment.team_root("s3://b/p/", "acme", "dflt") == "s3://b/p/_teams/acme"
+def test_the_default_team_keeps_unprefixed_files_every_other_is_keyed_by_its_conn_id():
+    assert deployment.team_key("dflt", "dflt") is None
+    assert deployment.team_key("acme.eu-1", "dflt") == "acme.eu-1"
     with pytest.raises(RegistryError):
-        deployment.team_root("/data/dtl", "../escape", "dflt")
+        deployment.team_key("../escape", "dflt")

@@ -97,14 +97,13 @@ def save_teams(teams: list[Team]) -> None:
     Variable.set(settings.TEAMS_VARIABLE, team_registry.dump(teams))
 
 
-def team_root(root: str, conn_id: str, default: str) -> str:
-    """Where team `conn_id` writes: the root itself for the default team `default`, else
-    `<root>/_teams/<conn_id>` (outside the root's day-file glob) until the layout carries the
-    team: two teams' writes to one day file would replace each other's rows."""
+def team_key(conn_id: str, default: str) -> str | None:
+    """The key team `conn_id`'s files carry in the dataset (dataset/layout.py): None for the
+    default team `default` (its files keep their unprefixed names, as before the registry),
+    else the connection id itself (checked: it prefixes file names; RegistryError if not)."""
     if conn_id == default:
-        return root
-    team_registry.check_conn_id(conn_id)  # it names a folder
-    return f"{str(root).rstrip('/')}/{settings.TEAMS_DIR}/{conn_id}"
+        return None
+    return team_registry.check_conn_id(conn_id)
 
 
 def pseudonymise_key_setting() -> str | None:

@@ -96,9 +96,9 @@ MAX_REPORT_DAYS = 366
 #: (pyarrow and Spark skip `_`-prefixed folders too).
 REPORTS_DIR = "_reports"
 REPORT_FILE = "dropbox_team_log_report.html"
-#: Until the layout carries the team, each registered team other than the default connection
-#: writes its own dataset at `<root>/_teams/<conn_id>/` (outside the root's glob, so readers of
-#: the root see the default team's rows only, never two teams mixed in one day file).
+#: Each team's name card, `<root>/_teams/<conn_id>.json` (conn_id, team_id, team_name, the key
+#: of its files), beside the data and outside its glob: what the `teams` view reads
+#: (dataset/team_info.py). The rows themselves carry `team_id`.
 TEAMS_DIR = "_teams"
 #: Where damaged day files are moved, kept for inspection: `<root>/_quarantine/event_date=D/`,
 #: outside the readers' glob (dataset/integrity.py).

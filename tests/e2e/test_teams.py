@@ -97,8 +97,9 @@ def states_by_team(rest, run: dict) -> dict[str, set[str]]:
 
 
 def check_exact(root, emu, team: int, lo, hi, as_of) -> int:
-    got = multiset(dataset_raws(str(root), lo, hi))
-    want = multiset(emu.truth(lo, hi, as_of=as_of, team=emu.teams()[team]["team_id"]))
+    team_id = emu.teams()[team]["team_id"]
+    got = multiset(dataset_raws(str(root), lo, hi, team_id))
+    want = multiset(emu.truth(lo, hi, as_of=as_of, team=team_id))
     assert sum(want.values()) > 20, "the emulator served too little to prove anything"
     assert got == want, f"team {team}: {sum(got.values())} rows, truth {sum(want.values())}"
     return sum(got.values())
@@ -176,12 +177,16 @@ def test_two_teams_one_revoked_part_way(deployment, emu, connected_at, alert_tar
     # The heavy team: exact over every settled second from its backfill's start on, at the root.
     start = connected_at - timedelta(days=BACKFILL_DAYS)
     check_exact(deployment.dataset, emu, 0, start, as_of - SETTLE, as_of + HORIZON)
-    fresh = multiset(dataset_raws(str(deployment.dataset), as_of - SETTLE, as_of))
+    heavy_id = emu.teams()[0]["team_id"]
+    fresh = multiset(dataset_raws(str(deployment.dataset), as_of - SETTLE, as_of, heavy_id))
     truth = emu.truth(as_of - SETTLE, as_of, as_of=as_of + HORIZON, team=emu.teams()[0]["team_id"])
     assert not fresh - multiset(truth), "recent rows the API does not hold"
-    # The light team, in its own folder: exact where it was settled before the revocation.
-    light_root = deployment.dataset / "_teams" / LIGHT
+    # The light team, in its own files (<conn_id>.events-HH.parquet in the same day folders):
+    # exact where it was settled before the revocation.
+    light_root = deployment.dataset
+    assert list(light_root.glob(f"event_date=*/{LIGHT}.events-*.parquet"))
     check_exact(light_root, emu, 1, start, connected_at - SETTLE, as_of + HORIZON)
-    light_all = multiset(dataset_raws(str(light_root), start, as_of))
+    light_id = emu.teams()[1]["team_id"]
+    light_all = multiset(dataset_raws(str(light_root), start, as_of, light_id))
     light_truth = emu.truth(start, as_of, as_of=as_of + HORIZON, team=emu.teams()[1]["team_id"])
     assert not light_all - multiset(light_truth)

@@ -119,15 +119,16 @@ def connection_json(
     )
 
 
-def dataset_raws(root: str, lo: datetime, hi: datetime) -> list[str]:
-    """raw_event of every row with lo <= timestamp < hi, read back with pyarrow (hive layout)."""
+def dataset_raws(root: str, lo: datetime, hi: datetime, team_id: str | None = None) -> list[str]:
+    """raw_event of every row with lo <= timestamp < hi (of one team, given its id), read back
+    with pyarrow (hive layout: every team's files)."""
     if not os.path.isdir(root):
         return []
     dataset = ds.dataset(root, format="parquet", partitioning="hive")
-    table = dataset.to_table(
-        columns=["timestamp", "raw_event"],
-        filter=(pc.field("timestamp") >= lo) & (pc.field("timestamp") < hi),
-    )
+    where = (pc.field("timestamp") >= lo) & (pc.field("timestamp") < hi)
+    if team_id is not None:
+        where = where & (pc.field("team_id") == team_id)
+    table = dataset.to_table(columns=["timestamp", "raw_event"], filter=where)
     return table.column("raw_event").to_pylist()
 
 

@@ -83,7 +83,7 @@ def task_states(run, task_id: str) -> dict[str, str]:
 
 
 def check_exact(root, emu, team_id, lo, hi, as_of):
-    got = multiset(dataset_raws(str(root), lo, hi))
+    got = multiset(dataset_raws(str(root), lo, hi, team_id))
     want = multiset(emu.truth(lo, hi, as_of=as_of, team=team_id))
     assert sum(want.values()) > 0
     assert got == want, f"{team_id}: {sum(got.values())} rows, truth {sum(want.values())}"
@@ -128,12 +128,17 @@ def test_each_team_syncs_alone_and_a_revoked_one_fails_alone(emu, root, connecte
     assert all("connect --conn-id team_c" in a for a in revoked)
     assert all("'team_gone' does not exist" in a for a in gone)
 
-    # Each team exact against its own truth, in its own dataset: the default team at the root
-    # (what readers of the root read), team_b beside it in _teams/team_b.
+    # Each team exact against its own truth, in the one dataset readers glob: the default
+    # team's files unprefixed, team_b's named team_b.events-HH.parquet, none of team_c's.
     lo, hi = T0 - SETTLE, late - SETTLE
     check_exact(root, emu, connected[0], lo, hi, as_of=late + HORIZON)
-    check_exact(root / "_teams" / "team_b", emu, connected[1], lo, hi, as_of=late + HORIZON)
-    assert not (root / "_teams" / "team_c").exists()
+    check_exact(root, emu, connected[1], lo, hi, as_of=late + HORIZON)
+    names = {p.name for p in root.glob("event_date=*/*.parquet")}
+    assert {n for n in names if n.startswith("events-")} and not {n for n in names if "team_c" in n}
+    assert {n.split(".")[0] for n in names if not n.startswith("events")} == {"team_b"}
+    assert multiset(dataset_raws(str(root), lo, hi)) == multiset(
+        dataset_raws(str(root), lo, hi, connected[0])
+    ) + multiset(dataset_raws(str(root), lo, hi, connected[1]))  # no third team's rows
 
 
 def _by_index(run) -> dict[str, str]:
@@ -182,4 +187,4 @@ def test_a_new_team_s_backfill_starts_once_by_itself(emu, root, connected):
 
     # The started backfill, run as the scheduler would (its conf), fills team_b's 5 days.
     assert run(emu, "dropbox_team_log_backfill", at, conf).state == "success"
-    check_exact(root / "_teams" / "team_b", emu, connected[1], T0 - timedelta(days=5), T0, as_of=at)
+    check_exact(root, emu, connected[1], T0 - timedelta(days=5), T0, as_of=at)

@@ -9,6 +9,11 @@ has the file checked in full, under the day's lock, and a damaged one is moved a
 (integrity.py), named in a WARNING and in `quarantined`; its hour (or day) then reads as having
 no file, so it is fetched again. `verify` checks every file the readers read.
 
+Each instance is one team's (`team`: its key, None for the default team's unprefixed files;
+layout.py): its listing, reads, locks, quarantines and heals touch only that team's files, so
+two teams sync the same day side by side without ever touching each other's files. Only the
+whole-dataset reads (`all_days`, `all_file_paths`, `verify`) see every team.
+
 `DayFiles` holds the paths, the lock and the reads; `store.EventDataset` adds the writes.
 """
 
@@ -54,7 +59,11 @@ class MixedLayoutError(DropboxTeamLogError):
 class DayFiles:
     """The day-partitioned event dataset under `root` (a local path or an fsspec URL): reads."""
 
-    def __init__(self, root: str, *, lock_factory: LockFactory | None = None) -> None:
+    def __init__(
+        self, root: str, *, team: str | None = None, lock_factory: LockFactory | None = None
+    ) -> None:
+        #: The team whose files this instance reads and writes (None: the default team).
+        self.team = layout.check_team_key(team)
         self.fs, path = object_store.filesystem(str(root))
         self.root = path.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, LocalFileSystem)
@@ -65,7 +74,8 @@ class DayFiles:
         self.quarantined: list[Quarantined] = []
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.root!r})"
+        team = "" if self.team is None else f", team={self.team!r}"
+        return f"{type(self).__name__}({self.root!r}{team})"
 
     # --- paths ---
 
@@ -76,47 +86,65 @@ class DayFiles:
         """Where one file of the layout lives (whether or not it exists)."""
         return f"{self.day_dir(file.day)}/{file.name}"
 
+    def file_of(self, day: date, hour: int | None) -> DayFile:
+        """This team's file of an hour of `day` (None: its legacy day file)."""
+        return DayFile(day, hour, self.team)
+
     def hour_path(self, day: date, hour: int) -> str:
-        return self.path_of(DayFile(day, hour))
+        return self.path_of(self.file_of(day, hour))
 
     def legacy_path(self, day: date) -> str:
         """The day's file in the layout before hour files (read and written as it is)."""
-        return self.path_of(DayFile(day, None))
+        return self.path_of(self.file_of(day, None))
 
     def lock(self, day: date) -> AbstractContextManager:
-        """The exclusive lock of one day: flock locally; none on S3, where the conditional PUT
-        fences writers; other fsspec stores need a lock_factory."""
+        """The exclusive lock of this team's day: flock locally; none on S3, where the
+        conditional PUT fences writers; other fsspec stores need a lock_factory."""
+        return self._lock_of(day, self.team)
+
+    def _lock_of(self, day: date, team: str | None) -> AbstractContextManager:
         if self._lock_factory is not None:
-            return self._lock_factory(day)
+            return self._lock_factory(day) if team == self.team else contextlib.nullcontext()
         if self.is_object_store:
             return contextlib.nullcontext()
         if not self.is_local:
             raise NotImplementedError(
                 f"no cross-process lock for {self.fs.protocol!r} roots: pass lock_factory="
             )
-        return FileDayLock(f"{self.root}/{LOCK_DIR}/{layout.day_folder(day)}.lock")
+        return FileDayLock(f"{self.root}/{LOCK_DIR}/{layout.lock_name(day, team)}")
 
     # --- listing ---
 
     def day_files(self, day: date) -> list[DayFile]:
-        """The day's files as they are now: its legacy file, or its hour files ascending.
+        """This team's files of the day as they are now: its legacy file, or its hour files
+        ascending.
 
         Raises MixedLayoutError if the folder holds both (never written so: see layout.py).
         """
-        found = sorted(
+        found = [f for f in self._files_in(day) if f.team == self.team]
+        if len(found) > 1 and found[0].hour is None:
+            legacy = self.legacy_path(day).rpartition("/")[2]
+            raise MixedLayoutError(
+                f"{self.day_dir(day)} holds both {legacy} and hour files of the same team: "
+                "readers see the rows of both; move one aside (a writer of this package never "
+                "mixes them)"
+            )
+        return found
+
+    def _files_in(self, day: date) -> list[DayFile]:
+        """Every team's files of the day, by team then in time order (one listing)."""
+        return sorted(
             (
                 f
                 for path in self.fs.glob(glob_under(self.day_dir(day), "*.parquet"))
                 if (f := layout.parse_path(path)) is not None and f.day == day
             ),
-            key=lambda f: f.sort_key,
+            key=lambda f: (f.team or "", f.team is not None, f.sort_key),
         )
-        if len(found) > 1 and found[0].hour is None:
-            raise MixedLayoutError(
-                f"{self.day_dir(day)} holds both {layout.LEGACY_FILE} and hour files: readers "
-                "see the rows of both; move one aside (a writer of this package never mixes them)"
-            )
-        return found
+
+    def all_file_paths(self, day: date) -> list[str]:
+        """Paths of every team's files of the day (what the readers' glob reads there)."""
+        return [self.path_of(f) for f in self._files_in(day)]
 
     def file_paths(self, day: date) -> list[str]:
         """Paths of the day's files, in time order (see `day_files`)."""
@@ -127,18 +155,38 @@ class DayFiles:
         return bool(self.fs.exists(self.legacy_path(day)))
 
     def days(self) -> list[date]:
-        """Days that have a file, ascending."""
-        found = {
-            f.day
+        """Days that have a file of this team, ascending."""
+        return sorted({f.day for f in self._all_files() if f.team == self.team})
+
+    def all_days(self) -> list[date]:
+        """Days that have a file of any team, ascending."""
+        return sorted({f.day for f in self._all_files()})
+
+    def teams(self) -> list[str | None]:
+        """The keys of the teams that have a file (None: the default team first)."""
+        keys = {f.team for f in self._all_files()}
+        return sorted(keys, key=lambda k: (k is not None, k or ""))
+
+    def _all_files(self) -> list[DayFile]:
+        return [
+            f
             for path in self.fs.glob(glob_under(self.root, DAY_FILES_GLOB))
             if (f := layout.parse_path(path)) is not None
-        }
-        return sorted(found)
+        ]
 
     def has_quarantined(self, day: date) -> bool:
-        """Whether a file of this day was ever moved aside (and is still kept for inspection)."""
+        """Whether a file of this team's day was ever moved aside (and is still kept for
+        inspection)."""
         folder = integrity.quarantine_folder(self.root, layout.day_folder(day))
-        return bool(self.fs.exists(folder))
+        if not self.fs.exists(folder):
+            return False
+        for path in self.fs.ls(folder, detail=False):
+            name = path.rstrip("/").rpartition("/")[2]
+            kept = integrity.quarantined_name(name)
+            parsed = layout.parse_file_name(kept) if kept else None
+            if parsed is not None and parsed[0] == self.team:
+                return True
+        return False
 
     # --- reading a day ---
 
@@ -260,7 +308,8 @@ class DayFiles:
         return replace(check, moved_to=moved_to)
 
     def verify(self, *, quarantine: bool = False) -> list[FileCheck]:
-        """Check every file the readers read (`event_date=*/*.parquet`) in full, in path order.
+        """Check every file the readers read (`event_date=*/*.parquet`, every team's) in full,
+        in path order.
 
         With `quarantine`, every file with a problem is moved aside (one that is not a day file
         of this package too: readers would read it). A file is checked again under its day's
@@ -272,7 +321,10 @@ class DayFiles:
                 check = integrity.check_file(self.fs, path)
                 if check.problem is not None and quarantine:
                     day = integrity.day_of_file(path)
-                    with self.lock(day) if day else contextlib.nullcontext():
+                    file = layout.parse_path(path)  # its own team's lock (any other: none)
+                    with (
+                        self._lock_of(day, file.team) if day and file else contextlib.nullcontext()
+                    ):
                         check = self._move_if_bad(day, path, damaged_only=False)
             except FileNotFoundError:  # replaced or moved since it was listed
                 continue

@@ -1,4 +1,4 @@
-"""Where a day's rows live: the names of the dataset's folders and files, and their parsing.
+r"""Where a day's rows live: the names of the dataset's folders and files, and their parsing.
 
 A day folder `event_date=YYYY-MM-DD/` holds either
 
@@ -10,8 +10,19 @@ A day folder `event_date=YYYY-MM-DD/` holds either
   could only be made by two replaces, and a reader between them would see rows twice or not at
   all).
 
-Both match the readers' glob `event_date=*/*.parquet` (schema.DAY_FILES_GLOB), and every row is
-in exactly one file. This module only names and parses: no I/O.
+Each team of the deployment has its own files in the same day folders, named by its team key:
+
+- the default team (the connection the deployment had before the team registry; key None) keeps
+  the unprefixed names above, so a dataset written before several teams keeps working as it is;
+- every other team's files carry its connection id as a prefix: `<conn_id>.events-HH.parquet`
+  (`<conn_id>.events.parquet` would be its legacy file, never written: teams added since hour
+  files start with hour files). Names are parsed from the right: the kind from the suffix, then
+  the key is whatever precedes `.events`, checked against TEAM_KEY_RE (a conn id: `[\w.-]+`,
+  not starting with `.` or `-`).
+
+So a team's writes, locks, quarantines and heals touch only its own files, while all of them
+match the readers' glob `event_date=*/*.parquet` (schema.DAY_FILES_GLOB): every row is in
+exactly one file of exactly one team. This module only names and parses: no I/O.
 """
 
 from __future__ import annotations
@@ -30,20 +41,46 @@ HOURS = range(24)
 #: The hour files of one day folder, as a glob of names (the folder taken literally).
 HOUR_FILES_PATTERN = "events-[0-2][0-9].parquet"
 
+#: A team key (a connection id) as file names carry it: ASCII word characters, '.' and '-',
+#: not starting with '.' or '-' (a hidden temp file starts with '.'), at most 200 characters.
+TEAM_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
+
 _FOLDER_RE = re.compile(rf"^{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})$")
 _HOUR_FILE_RE = re.compile(r"^events-([0-2][0-9])\.parquet$")
+_FILE_RE = re.compile(r"^(?:(?P<key>.+)\.)?events(?:-(?P<hour>[0-2][0-9]))?\.parquet$")
+
+
+class TeamKeyError(ValueError):
+    """A team key that cannot name a team's files: says what is allowed."""
+
+
+def check_team_key(key: str | None) -> str | None:
+    """`key` if it can prefix a file name (None: the default team's unprefixed files), else
+    TeamKeyError saying what is allowed."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not TEAM_KEY_RE.match(key):
+        raise TeamKeyError(
+            f"team key {key!r} cannot name a team's files: use 1-200 characters of ASCII "
+            "letters, digits, '_', '.' and '-', not starting with '.' or '-' (the team's "
+            "connection id)"
+        )
+    return key
 
 
 @dataclass(frozen=True)
 class DayFile:
-    """One file of the layout: its day, and its hour (None: the legacy file of the whole day)."""
+    """One file of the layout: its day, its hour (None: the legacy file of the whole day) and
+    its team's key (None: the default team's unprefixed files)."""
 
     day: date
     hour: int | None
+    team: str | None = None
 
     @property
     def name(self) -> str:
-        return LEGACY_FILE if self.hour is None else hour_file_name(self.hour)
+        base = LEGACY_FILE if self.hour is None else hour_file_name(self.hour)
+        return base if self.team is None else f"{check_team_key(self.team)}.{base}"
 
     @property
     def sort_key(self) -> tuple[date, int]:
@@ -87,16 +124,37 @@ def parse_hour_file_name(name: str) -> int | None:
     return None
 
 
+def parse_file_name(name: str) -> tuple[str | None, int | None] | None:
+    """(team key, hour) of a file name of the layout (hour None: a legacy day file; key None:
+    the default team); None for any other name, a bad key included."""
+    match = _FILE_RE.match(name)
+    if not match:
+        return None
+    key, hour = match.group("key"), match.group("hour")
+    if key is not None and not TEAM_KEY_RE.match(key):
+        return None
+    if hour is not None and int(hour) not in HOURS:
+        return None
+    return key, None if hour is None else int(hour)
+
+
 def parse_path(path: str) -> DayFile | None:
     """The `DayFile` a path (`.../event_date=D/<name>`) names; None if it is not one of ours."""
     parts = path.rstrip("/").rsplit("/", 2)
     if len(parts) < 2:
         return None
     day = parse_day_folder(parts[-2])
-    hour = parse_hour_file_name(parts[-1])
-    if day is None or (hour is None and parts[-1] != LEGACY_FILE):
+    parsed = parse_file_name(parts[-1])
+    if day is None or parsed is None:
         return None
-    return DayFile(day, hour)
+    team, hour = parsed
+    return DayFile(day, hour, team)
+
+
+def lock_name(day: date, team: str | None) -> str:
+    """The name of the lock file of one team's day (in the root's `_locks/` folder)."""
+    folder = day_folder(day)
+    return f"{folder}.lock" if team is None else f"{folder}.{check_team_key(team)}.lock"
 
 
 def hour_bounds(day: date, hour: int) -> Range:

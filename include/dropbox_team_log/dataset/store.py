@@ -5,6 +5,9 @@ sorted by timestamp, each with a footer saying which ranges of its hour its rows
 (file_format.py, ledger.py); a day written before hour files existed keeps its one legacy file
 `events.parquet`. The reads are day_files.py's; analysts read the files directly (DuckDB).
 
+Each `EventDataset` is one team's (`team=`: its key; None, the default, for the unprefixed
+files): its writes, locks and quarantines touch only that team's files (layout.py).
+
 `write_day` cuts the fetched ranges and the new rows at hour boundaries and rewrites only the
 hour files those ranges touch: a refetch of 13:00-13:15 rewrites `events-13.parquet` and no
 other file. In each file the write replaces the rows of the ranges it may take
@@ -100,10 +103,10 @@ class EventDataset(DayFiles):
         new.check_inside(ranges)  # before the lock: validation needs no lock
         with self.lock(day):
             if self.is_legacy(day):
-                targets = {DayFile(day, None): ranges}
+                targets = {self.file_of(day, None): ranges}
             else:
                 split = layout.split_by_hour(day, ranges)
-                targets = {DayFile(day, hour): pieces for hour, pieces in split.items()}
+                targets = {self.file_of(day, hour): pieces for hour, pieces in split.items()}
             results = [
                 self._write_file(f, new, _replacing(part, fetched_at, tail, keep_tail_before))
                 for f, part in targets.items()
@@ -112,7 +115,9 @@ class EventDataset(DayFiles):
 
     def rewrite_file(self, file: DayFile, rows: NewRows, plan: Plan) -> WriteResult:
         """Rewrite one file of the layout as `plan` decides from its footer, atomically, under
-        its day's lock (the tail's delta: dataset/tail_rows.py)."""
+        its day's lock (the tail's delta: dataset/tail_rows.py). Only this team's files."""
+        if file.team != self.team:
+            raise ValueError(f"{file.name} is not a file of {self!r}")
         with self.lock(file.day):
             return self._write_file(file, rows, plan)
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from dropbox_team_log.dataset import layout
-from dropbox_team_log.dataset.layout import DayFile
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.spool import BatchList
 from dropbox_team_log.dataset.store import EventDataset, FileWrite
@@ -92,7 +91,7 @@ def add_tail_rows(
         return _adding(before, covered, fetched_at, tag, new, out)
 
     # a legacy day file stays one file (layout.py): the tag then speaks for the whole day
-    file = DayFile(day, None if dataset.is_legacy(day) else layout.hour_of(day, lo))
+    file = dataset.file_of(day, None if dataset.is_legacy(day) else layout.hour_of(day, lo))
     dataset.rewrite_file(file, new, plan)
     return out
 

@@ -17,6 +17,7 @@ from dropbox_team_log import deployment, team_registry
 from dropbox_team_log.dataset.root_check import OutputRootError, check_output_root
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.dataset.tail_state import TailStateStore
+from dropbox_team_log.dataset.team_info import TeamInfo, TeamInfoStore
 from dropbox_team_log.errors import ConnectionConfigError, PermanentError
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamConnection, DropboxTeamHook
 from dropbox_team_log.settings import CONN_ID_VARIABLE, PSEUDONYMISE_KEY_VARIABLE
@@ -108,8 +109,8 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
     per_team = []
     for conn_id in conn_ids:
         try:
-            team_root = deployment.team_root(root, conn_id, default)
-            jobs = _plan_team(kind, conn_id, params, team_root, as_of, policy)
+            team = deployment.team_key(conn_id, default)
+            jobs = _plan_team(kind, conn_id, params, root, team, as_of, policy)
         except (AirflowFailException, RegistryError) as exc:
             if len(conn_ids) == 1:
                 raise AirflowFailException(str(exc)) from None
@@ -139,10 +140,12 @@ def _plan_team(
     conn_id: str,
     params: dict[str, Any],
     root: str,
+    team: str | None,
     as_of: int,
     policy: SyncPolicy,
 ) -> list[dict[str, Any]]:
-    """One team's due day spans as jobs; AirflowFailException when it cannot be planned."""
+    """One team's due day spans as jobs (its files: those of key `team` under `root`);
+    AirflowFailException when it cannot be planned."""
     try:
         settings = load_connection(conn_id)
         connected_at = int(settings.connected_at.timestamp()) if settings.connected_at else None
@@ -152,11 +155,13 @@ def _plan_team(
             lo, hi = incremental_range(connected_at=connected_at, as_of=as_of, policy=policy)
     except ParamError as exc:
         raise AirflowFailException(f"Bad parameter: {exc}") from None
-    dataset = EventDataset(root)
+    dataset = EventDataset(root, team=team)
+    if kind == "backfill":  # the incremental's tail task keeps it current otherwise
+        write_team_info(root, conn_id, team, settings)
     spans = split_days(lo, hi)
     cover = None
     if kind == "incremental":  # the hours the tail's chain holds are not due until they settle
-        key = tail.tail_key(conn_id, settings.team_id)
+        key = chain_key(conn_id, settings.team_id, team)
         cover = tail.read_cover(TailStateStore(root), key)
     try:  # a damaged day file that cannot be moved aside: retrying cannot help
         due = [
@@ -167,7 +172,7 @@ def _plan_team(
     except PermanentError as exc:
         raise AirflowFailException(str(exc)) from None
     log.info(
-        "%s plan at %s: [%s, %s) over %d days, %d with work due; connection '%s', dataset %s",
+        "%s plan at %s: [%s, %s) over %d days, %d with work due; connection '%s', dataset %s (%s)",
         kind,
         to_wire(as_of),
         to_wire(lo),
@@ -176,14 +181,44 @@ def _plan_team(
         len(due),
         conn_id,
         root,
+        "unprefixed files" if team is None else f"files {team}.events-HH.parquet",
     )
     job = {
         "conn_id": conn_id,
         "root": root,
+        "team": team,
         "team_id": settings.team_id,
         "tail": cover.to_xcom() if cover else None,
     }
     return [{**job, **span.to_xcom()} for span in due]
+
+
+def chain_key(conn_id: str, team_id: str | None, team: str | None) -> str:
+    """Whose tail chain state (`<root>/_tail/<key>.json`): the default team's is its team id's
+    (sync/tail.py), another team's its connection id, the key of its files, so two connections
+    never share a chain whose tags live in different files."""
+    return tail.tail_key(conn_id, team_id) if team is None else team
+
+
+def write_team_info(
+    root: str,
+    conn_id: str,
+    team: str | None,
+    settings: DropboxTeamConnection,
+    team_id: str | None = None,
+) -> None:
+    """Keep `<root>/_teams/<conn_id>.json` (the team's name for the views) current; a failure
+    is logged, never fatal: the name is a convenience, the rows carry the team id."""
+    info = TeamInfo(
+        conn_id=conn_id,
+        team_id=team_id or settings.team_id,
+        team_name=settings.team_name,
+        files=team,
+    )
+    try:
+        TeamInfoStore(root).save(info)
+    except (OSError, ValueError) as exc:
+        log.warning("team '%s': its card under %s not updated (%s)", conn_id, root, exc)
 
 
 def interleave(per_team: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -209,16 +244,16 @@ def tail_poll(conn_id: str, params: dict[str, Any], context: dict[str, Any]) -> 
     except ParamError as exc:
         raise AirflowFailException(f"Bad parameter: {exc}") from None
     hook = DropboxTeamHook(dropbox_team_conn_id=conn_id)
-    root, aws_conn_id = open_dataset_root()
+    root, _aws_conn_id = open_dataset_root()
     try:
-        root = deployment.team_root(root, conn_id, deployment.default_conn_id())
-        use_aws_connection(root, aws_conn_id)
+        team = deployment.team_key(conn_id, deployment.default_conn_id())
         team_id = settings.team_id or str(hook.get_team_info().get("team_id"))
+        write_team_info(root, conn_id, team, settings, team_id)
         report = tail.tail_step(
             reader=hook.event_reader(),
-            dataset=EventDataset(root),
+            dataset=EventDataset(root, team=team),
             states=TailStateStore(root),
-            key=tail.tail_key(conn_id, settings.team_id),
+            key=chain_key(conn_id, settings.team_id, team),
             team_id=team_id,
             connected_at=int(settings.connected_at.timestamp()),
             as_of=as_of,
@@ -248,7 +283,7 @@ def sync_day(job: dict[str, Any]) -> dict[str, Any]:
         team_id = job.get("team_id") or str(hook.get_team_info().get("team_id"))
         report = engine.sync_day(
             reader=hook.event_reader(),
-            dataset=EventDataset(job["root"]),
+            dataset=EventDataset(job["root"], team=job.get("team")),
             span=DaySpan.from_xcom(job),
             as_of=int(job["as_of"]),
             policy=SyncPolicy(**job["policy"]),
