@@ -231,7 +231,7 @@ class _Output:
 
 
 def _source(dataset: EventDataset, days: list[date]) -> str:
-    paths = [path for day in days for path in dataset.file_paths(day)]  # in time order
+    paths = [path for day in days for path in dataset.all_file_paths(day)]  # every team's
     if not dataset.is_local:
         paths = [dataset.fs.unstrip_protocol(path) for path in paths]
     quoted = ", ".join("'" + roots.literal(path).replace("'", "''") + "'" for path in paths)
@@ -248,7 +248,7 @@ def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[list[date]]:
     rows = 0
     for day in days:
         day_rows = 0
-        for path in dataset.file_paths(day):  # a legacy day file, or its hour files
+        for path in dataset.all_file_paths(day):  # every team's legacy day file or hour files
             with dataset.fs.open(path, "rb") as handle:
                 day_rows += pq.ParquetFile(handle).metadata.num_rows
         if chunk and (
@@ -377,7 +377,7 @@ def export(
         raise ValueError("nothing to write: choose the hive layout, Security Lake's, or both")
     dataset = EventDataset(str(root))
     wanted = set(days) if days is not None else None
-    chosen = [day for day in dataset.days() if wanted is None or day in wanted]
+    chosen = [day for day in dataset.all_days() if wanted is None or day in wanted]
     layouts = _Layouts(_Output(out or default_out(root)), hive, security_lake)
     result = ExportResult(days=chosen)
     started = time.perf_counter()

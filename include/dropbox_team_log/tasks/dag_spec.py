@@ -85,6 +85,17 @@ def conn_id_param() -> Param:
     )
 
 
+def team_param() -> Param:
+    """The report's optional `team`: one team's report instead of every team's."""
+    return Param(
+        None,
+        type=["null", "string"],
+        title="Team",
+        description="Report one team only: its connection id, team id or team name; leave "
+        "empty for every team.",
+    )
+
+
 def plan_and_sync(kind: str) -> XComArg:
     """The task graph both DAGs share: plan the due days, then one mapped task per team and day.
 
