@@ -81,3 +81,31 @@ def test_ranges_are_cut_at_hour_boundaries_and_nothing_is_lost():
         lo, hi = layout.hour_bounds(DAY, hour)
         assert all(lo <= s < e <= hi for s, e in pieces)
     assert layout.split_by_hour(DAY, []) == {}
+
+
+def test_a_team_s_files_carry_its_key_and_parse_back_from_the_right():
+    for key in ("team_b", "acme.eu-1", "events", "a.events-01", "x" * 200):
+        files = [DayFile(DAY, None, key), *(DayFile(DAY, hour, key) for hour in (0, 7, 23))]
+        for file in files:
+            assert file.name.startswith(f"{key}.events")
+            path = f"root/{layout.day_folder(DAY)}/{file.name}"
+            assert layout.parse_path(path) == file
+            assert fnmatch.fnmatch(path.split("/", 1)[1], DAY_FILES_GLOB)  # readers see it
+    assert DayFile(DAY, 7, "team_b").name == "team_b.events-07.parquet"
+    assert DayFile(DAY, 7).name == "events-07.parquet"  # the default team: as before
+    assert layout.parse_file_name("events-07.parquet") == (None, 7)
+    assert layout.parse_file_name("a.events-01.events-02.parquet") == ("a.events-01", 2)
+    assert layout.lock_name(DAY, None) == "event_date=2026-03-29.lock"
+    assert layout.lock_name(DAY, "team_b") == "event_date=2026-03-29.team_b.lock"
+
+
+@pytest.mark.parametrize(
+    "key", ["", ".hidden", "-dash", "a/b", "../up", "a b", "caf\u00e9", "x" * 201, "a*", "[a]"]
+)
+def test_a_key_that_cannot_name_files_is_refused_with_what_is_allowed(key):
+    with pytest.raises(layout.TeamKeyError, match="letters, digits"):
+        layout.check_team_key(key)
+    with pytest.raises(layout.TeamKeyError):
+        _ = DayFile(DAY, 3, key).name
+    name = f"{key}.events-03.parquet"
+    assert layout.parse_file_name(name) is None  # never read as a team's file

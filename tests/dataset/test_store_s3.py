@@ -165,9 +165,9 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
     lo = T0 - timedelta(days=BACKFILL_DAYS)
     check_exact(local, emu, lo, T0, as_of=T0)
 
-    # The store holds day files only: no temp object, no probe, no lock left behind.
+    # The store holds day files and the team's card only: no temp object, probe or lock.
     keys = day_keys(bucket, "team-log")
-    assert sorted(objects(bucket)) == keys
+    assert sorted(objects(bucket)) == sorted([*keys, "team-log/_teams/dropbox_team_default.json"])
     assert keys == sorted(
         str(p.relative_to(tmp_path)).replace("dataset", "team-log", 1)
         for p in local.rglob("event_date=*/events-*.parquet")
@@ -195,7 +195,8 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
         monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", root)
         run_dag(emu, "dropbox_team_log_incremental", T0 + timedelta(hours=4))
     assert objects(bucket) != before, "the incremental run wrote nothing"
-    assert sorted(objects(bucket)) == day_keys(bucket, "team-log")
+    beside = {k.split("/")[1] for k in objects(bucket) if k not in day_keys(bucket, "team-log")}
+    assert beside == {"_teams", "_tail"}  # the card and the tail's chain state, nothing else
     assert multiset(pyarrow_raws(s3_endpoint, f"{bucket}/team-log")) == multiset(
         dataset_raws(str(local), lo, T0 + timedelta(days=1))
     )
