@@ -57,8 +57,8 @@ def refresh_token(emu) -> str:
 class Pipeline:
     """Incremental runs as the DAG makes them: the tail step, then each due day's sync."""
 
-    def __init__(self, emu, refresh_token: str, root: str) -> None:
-        self.emu, self.root = emu, root
+    def __init__(self, emu, refresh_token: str, root: str, policy: SyncPolicy = POLICY) -> None:
+        self.emu, self.root, self.policy = emu, root, policy
         self.reader = reader_at(
             emu.base_url,
             page_limit=40,
@@ -82,21 +82,21 @@ class Pipeline:
             team_id="dbtid:test",
             connected_at=C,
             as_of=as_of,
-            policy=POLICY,
+            policy=self.policy,
             claimant=f"run-{as_of}",
         )
         return report, self.sync_days(as_of)
 
     def sync_days(self, as_of: int) -> list[engine.DaySyncReport]:
         cover = tail.read_cover(self.states, KEY)
-        lo, hi = incremental_range(connected_at=C, as_of=as_of, policy=POLICY)
+        lo, hi = incremental_range(connected_at=C, as_of=as_of, policy=self.policy)
         return [
             engine.sync_day(
                 reader=self.reader,
                 dataset=self.dataset,
                 span=span,
                 as_of=as_of,
-                policy=POLICY,
+                policy=self.policy,
                 team_id="dbtid:test",
                 concurrency=1,
                 cover=cover,
@@ -294,3 +294,54 @@ def test_a_late_run_and_a_replay(pipe):
     assert replay.mode == "ahead" and pipe.files() == files
     report, _ = pipe.run(at + 2 * HOUR)
     assert report.mode == "poll" and pipe.stored() == pipe.truth()
+
+
+def test_chain_due_holds_the_chains_hours_until_they_settle_or_refresh():
+    from dropbox_team_log.dataset.ledger import Coverage
+    from dropbox_team_log.dataset.tail_state import TailTag
+
+    h = 1_000 * HOUR  # an hour boundary
+    s = h + 600  # the chain starts inside hour h
+    cover = tail.TailCover("c", 5, s, h + 3 * HOUR + 100)
+    tags = {
+        (h, h + HOUR): TailTag("c", 5),
+        (h + HOUR, h + 2 * HOUR): TailTag("c", 6),  # ahead of the committed state
+        (h + 2 * HOUR, h + 3 * HOUR): TailTag("old", 1),  # another chain's
+        (h + 3 * HOUR, h + 4 * HOUR): TailTag("c", 2),
+    }
+    due = [(h, h + 3 * HOUR + 100)]  # what the coverage rules asked for
+    got = tail.chain_due(
+        due, tags, cover, span=(h, h + 86_400), as_of=h + 3 * HOUR + 100, settle=25 * HOUR
+    )
+    # before S: due; hour h+1 and h+2: not the chain's: due; hour h+3 to X: held
+    assert got == [(h, s), (h + HOUR, h + 3 * HOUR)]
+    settled = tail.chain_due(
+        [], tags, cover, span=(h, h + 86_400), as_of=h + 26 * HOUR + 5, settle=25 * HOUR
+    )
+    assert settled == [(h, h + HOUR)]  # the held hour h settles whole, once old enough
+    coverage = Coverage(((s, h + HOUR, h + HOUR), (h + 3 * HOUR, cover.as_of, cover.as_of)))
+    refreshed = tail.chain_due(
+        [(s, h + HOUR)],
+        tags,
+        cover,
+        span=(h, h + 86_400),
+        as_of=h + 4 * HOUR,
+        settle=25 * HOUR,
+        refresh=2 * HOUR,
+        coverage=coverage,
+    )
+    assert refreshed == [(s, h + HOUR)]  # written 3 h ago: the refresh knob re-reads it
+
+
+def test_with_the_refresh_knob_the_chain_stays_exact(emu, refresh_token, tmp_path):
+    emu.clear_faults()
+    policy = SyncPolicy(refresh_seconds=2 * HOUR)
+    pipe = Pipeline(emu, refresh_token, str(tmp_path / "dataset"), policy)
+    at = C + 240
+    pipe.run(at)
+    at += 3 * HOUR
+    pipe.run(at)
+    assert pipe.stored() == pipe.truth()
+    at += 240
+    pipe.run(at)
+    assert pipe.stored() == pipe.truth()

@@ -111,6 +111,8 @@ def due_ranges(
         span=(lo, span.hi),
         as_of=as_of,
         settle=policy.settle_seconds,
+        refresh=policy.refresh_seconds,
+        coverage=coverage,
     )
 
 

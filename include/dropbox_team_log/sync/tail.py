@@ -75,6 +75,12 @@ class TailCover:
         return tag is not None and tag.chain == self.chain and tag.seq <= self.seq
 
 
+def _written_before(coverage: Coverage, lo: int, hi: int, when: int) -> bool:
+    """Whether every interval of [lo, hi) in `coverage` was fetched at or before `when`."""
+    inside = [f for s, e, f in coverage.intervals if s < hi and e > lo]
+    return bool(inside) and max(inside) <= when
+
+
 def tail_key(conn_id: str, team_id: str | None) -> str:
     """Whose chain: the team's id (one chain per team), else the connection's."""
     return team_id or conn_id
@@ -94,13 +100,17 @@ def chain_due(
     span: Range,
     as_of: int,
     settle: int,
+    refresh: int | None = None,
+    coverage: Coverage | None = None,
 ) -> list[Range]:
     """`due` (the coverage rules' answer for the day span `span`) with the chain's hours out.
 
     `tags` maps each file's bounds (an hour, or a legacy day) to its tail tag. In a file the
     chain holds, `[start, as_of)` of the chain is covered: not due, until the file's time is
     `settle` old; then the whole file is due once, a replace write that settles it and clears
-    its tag. Anything else keeps the coverage rules' answer.
+    its tag. With `refresh`, a held file whose footer (`coverage`) was last written `refresh`
+    ago is re-read like any other (a replace write: the refresh knob still works). Anything
+    else keeps the coverage rules' answer.
     """
     held: list[Range] = []
     settling: list[Range] = []
@@ -109,6 +119,10 @@ def chain_due(
             continue
         if hi + settle <= as_of:
             settling.append((lo, hi))
+        elif (
+            refresh and coverage is not None and _written_before(coverage, lo, hi, as_of - refresh)
+        ):
+            continue  # due for its refresh: the coverage rules say how much
         elif max(lo, cover.start) < min(hi, cover.as_of):
             held.append((max(lo, cover.start), min(hi, cover.as_of)))
     if not held and not settling:
