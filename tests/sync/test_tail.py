@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import pytest
 
+from dropbox_team_log import settings
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.dataset.tail_state import TailStateStore
 from dropbox_team_log.sync import engine, tail
@@ -104,11 +105,11 @@ class Pipeline:
             for span in split_days(lo, hi)
         ]
 
-    def stored(self, lo: int = C) -> Counter:
-        return multiset(dataset_raws(self.root, utc_of(lo), FAR))
+    def stored(self, lo: int = C, hi: int | None = None) -> Counter:
+        return multiset(dataset_raws(self.root, utc_of(lo), FAR if hi is None else utc_of(hi)))
 
-    def truth(self, lo: int = C) -> Counter:
-        return multiset(self.emu.truth(lo, FAR))
+    def truth(self, lo: int = C, hi: int | None = None) -> Counter:
+        return multiset(self.emu.truth(lo, FAR if hi is None else hi))
 
     def files(self) -> dict[str, tuple[int, int]]:
         out = {}
@@ -128,6 +129,12 @@ def assert_within(stored: Counter, truth: Counter) -> None:
     """Nothing stored that the API does not hold, no event more often than the API has it."""
     extra = stored - truth
     assert not extra, f"{sum(extra.values())} rows beyond the truth (doubled or foreign)"
+
+
+@pytest.fixture(autouse=True)
+def late_rows_at_once(monkeypatch):
+    """Late rows straight into their hour files at every poll (the deferral has its own test)."""
+    monkeypatch.setattr(settings, "TAIL_LATE_FLUSH_SECONDS", 0)
 
 
 @pytest.fixture
@@ -345,3 +352,65 @@ def test_with_the_refresh_knob_the_chain_stays_exact(emu, refresh_token, tmp_pat
     at += 240
     pipe.run(at)
     assert pipe.stored() == pipe.truth()
+
+
+def test_late_rows_wait_for_the_hourly_flush_and_then_are_exact(pipe, monkeypatch):
+    monkeypatch.setattr(settings, "TAIL_LATE_FLUSH_SECONDS", HOUR)
+    at = C + 2 * HOUR
+    pipe.run(C + 240)
+    pipe.run(at)  # an hour past the chain's start: flushes (nothing waits yet)
+    waited = 0
+    for _ in range(2):
+        at += 20 * 60
+        report, _ = pipe.run(at)
+        waited = max(waited, report.late_pending)
+        assert_within(pipe.stored(), pipe.truth())
+        hot = (pipe.states.read(KEY).state.as_of // HOUR - 1) * HOUR
+        assert pipe.stored(hot) == pipe.truth(hot)  # the current and previous hour: fresh
+    assert waited > 0, "no late row waited"
+    pending = pipe.states.read(KEY).state.pending
+    assert pending and os.path.exists(f"{pipe.root}/_tail/{pending}")
+    # a crash after the pending file was written, before the state: an orphan, no double
+    monkeypatch.setattr(pipe.states, "write", _fail_commit(pipe.states.write))
+    with pytest.raises(OSError, match="commit"):
+        pipe.run(at + 60)
+    monkeypatch.undo()
+    monkeypatch.setattr(settings, "TAIL_LATE_FLUSH_SECONDS", HOUR)
+    busy = tail.tail_step(  # another run's tail: the dead one's claim has not lapsed
+        reader=pipe.reader,
+        dataset=pipe.dataset,
+        states=pipe.states,
+        key=KEY,
+        team_id="dbtid:test",
+        connected_at=C,
+        as_of=at + 90,
+        policy=pipe.policy,
+        claimant="another run",
+    )
+    assert busy.mode == "busy" and busy.api_calls == 0
+    retry, _ = pipe.run(at + 60)  # the killed run's retry (its own claim)
+    assert retry.mode == "poll" and retry.late_pending >= waited
+    assert_within(pipe.stored(), pipe.truth())
+    at += 20 * 60 + 60  # an hour since the flush: everything goes in
+    report, _ = pipe.run(at)
+    assert report.late_pending == 0 and pipe.states.read(KEY).state.pending is None
+    assert not [n for n in os.listdir(f"{pipe.root}/_tail") if ".pending." in n]
+    # the hours whose rows waited are exact; the hot hours the killed run had written lost
+    # their tag (never doubled): they are exact at their settle
+    assert pipe.stored(C, hot) == pipe.truth(C, hot)
+    assert_within(pipe.stored(), pipe.truth())
+    while at < C + 5 * HOUR + POLICY.settle_seconds:
+        at += 4 * HOUR
+        pipe.run(at)
+    assert pipe.stored() == pipe.truth()
+
+
+def _fail_commit(write):
+    """The state's writes, except the commit of a poll (the claim still goes through)."""
+
+    def flaky(key, state, *, expected):
+        if state.claim is None:
+            raise OSError("killed before the commit")
+        return write(key, state, expected=expected)
+
+    return flaky
