@@ -75,7 +75,11 @@ class Pipeline:
     ) -> tuple[tail.TailReport, list[engine.DaySyncReport]]:
         """A run of time `as_of`, started `late_by` seconds after it (the API's clock)."""
         self.emu.set_clock(as_of + late_by)
-        report = tail.tail_step(
+        return self.tail(as_of, f"run-{as_of}"), self.sync_days(as_of)
+
+    def tail(self, as_of: int, claimant: str) -> tail.TailReport:
+        """The tail step alone, as the run `claimant` (the API's clock as it is)."""
+        return tail.tail_step(
             reader=self.reader,
             dataset=self.dataset,
             states=self.states,
@@ -84,9 +88,8 @@ class Pipeline:
             connected_at=C,
             as_of=as_of,
             policy=self.policy,
-            claimant=f"run-{as_of}",
+            claimant=claimant,
         )
-        return report, self.sync_days(as_of)
 
     def sync_days(self, as_of: int) -> list[engine.DaySyncReport]:
         cover = tail.read_cover(self.states, KEY)
@@ -376,17 +379,7 @@ def test_late_rows_wait_for_the_hourly_flush_and_then_are_exact(pipe, monkeypatc
         pipe.run(at + 60)
     monkeypatch.undo()
     monkeypatch.setattr(settings, "TAIL_LATE_FLUSH_SECONDS", HOUR)
-    busy = tail.tail_step(  # another run's tail: the dead one's claim has not lapsed
-        reader=pipe.reader,
-        dataset=pipe.dataset,
-        states=pipe.states,
-        key=KEY,
-        team_id="dbtid:test",
-        connected_at=C,
-        as_of=at + 90,
-        policy=pipe.policy,
-        claimant="another run",
-    )
+    busy = pipe.tail(at + 90, "another run")  # the dead run's claim has not lapsed
     assert busy.mode == "busy" and busy.api_calls == 0
     retry, _ = pipe.run(at + 60)  # the killed run's retry (its own claim)
     assert retry.mode == "poll" and retry.late_pending >= waited
