@@ -676,6 +676,10 @@ TARGETS = {
     "fresh_tail_p95_s_at_2m": ("<=", 300),
     "fresh_tail_fetches_per_event": ("<=", 3),
     "fresh_tail_cpu_h_per_day_at_2m": ("<=", 0.1),
+    "incr_hours_rows_written_per_new_row": ("<=", 10),
+    "incr_hours_wall_end_over_start": ("<=", 1.3),
+    "incr_hours_events_fetched_per_event": ("<=", 3),
+    "incr_hours_cpu_h_per_day_at_scale_1": ("<=", 0.1),
 }
 
 
@@ -736,6 +740,20 @@ def main() -> int:
     parser.add_argument(
         "--fresh-warmup", type=float, default=24.0, help="hours the tail's chain starts earlier"
     )
+    parser.add_argument(
+        "--incr-scale",
+        type=float,
+        default=0.05,
+        help="the day of incremental runs: share of the issue's 2M events a day (1 = the issue's)",
+    )
+    parser.add_argument(
+        "--incr-no-baseline",
+        action="store_true",
+        help="skip the day of runs on whole-day files (the old layout, the slow part)",
+    )
+    parser.add_argument(
+        "--only-incremental-day", action="store_true", help="run the day of incremental runs only"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--memory-child", nargs=2, metavar=("ROOT", "DAY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -751,6 +769,9 @@ def main() -> int:
     figures: dict = {"scale": args.scale, "cores": os.cpu_count()}
     started = time.perf_counter()
     try:
+        if args.only_incremental_day:
+            figures |= _incremental_day(args, work)
+            return _report(figures, started)
         with emulator(epd, latency=args.latency, days=args.days) as client:
             connect(client)
             step("transform", "page bytes -> rows -> Parquet, and the SDK-typed baseline")
@@ -773,6 +794,7 @@ def main() -> int:
                 figures |= bench_airflow(client, args.days, backfill["backfill_wall_s"], work)
             step("incremental", "nothing new, then ~100k new events")
             figures |= bench_incremental(client, root, int(100_000 * args.scale), epd)
+        figures |= _incremental_day(args, work)
         if not args.skip_freshness:
             epd = 2_000_000 * args.scale  # the 2M events a day, times the scale
             step("freshness", f"tail polls of a {epd:,.0f}-events-a-day team, and the baseline")
@@ -783,6 +805,18 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    return _report(figures, started)
+
+
+def _incremental_day(args: argparse.Namespace, work: str) -> dict:
+    from bench.incremental_day import bench_incremental_day
+
+    events = 2_000_000 * args.incr_scale
+    step("incremental day", f"a day of runs, {events:,.0f} events a day, hour vs day files")
+    return bench_incremental_day(args.incr_scale, work, baseline=not args.incr_no_baseline)
+
+
+def _report(figures: dict, started: float) -> int:
     figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
     print_table(figures)
     print(json.dumps(figures, separators=(",", ":")))

@@ -89,6 +89,10 @@ CATCHUP_DAYS = 7
 #: Incremental: a tail poll's claim on its chain (sync/tail.py) outlives a dead run this long;
 #: meanwhile other runs leave the chain alone (their day tasks fetch what is due).
 TAIL_CLAIM_SECONDS = 15 * 60
+#: Incremental: the tail adds rows of hours before the previous one (late events) to their
+#: hour files this often, all at once (each such file rewritten once per flush, not per poll);
+#: meanwhile they wait in `_tail/` (not yet readable).
+TAIL_LATE_FLUSH_SECONDS = 60 * 60
 #: Report: the days it covers (compared with as many days before).
 REPORT_DAYS = 30
 MAX_REPORT_DAYS = 366

@@ -75,7 +75,14 @@ def test_first_write_stores_sorted_rows_with_coverage_and_zstd(ds: EventDataset)
     seconds = [LO + 50, LO + 10, LO + 30, LO + 10, LO + 20]
     result = ds.write_day(DAY, [(LO, LO + H)], [make_batch(seconds, "a")], fetched_at=HI + 5)
     assert result == merge.WriteResult(
-        0, 5, 0, 5, ((LO, LO + H),), Coverage(((LO, LO + H, HI + 5),)), files_written=1
+        0,
+        5,
+        0,
+        5,
+        ((LO, LO + H),),
+        Coverage(((LO, LO + H, HI + 5),)),
+        files_written=1,
+        rows_written=5,
     )
     table = ds.read_day(DAY)
     assert table.schema == EVENT_SCHEMA

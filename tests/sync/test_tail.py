@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import pytest
 
+from dropbox_team_log import settings
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.dataset.tail_state import TailStateStore
 from dropbox_team_log.sync import engine, tail
@@ -57,8 +58,8 @@ def refresh_token(emu) -> str:
 class Pipeline:
     """Incremental runs as the DAG makes them: the tail step, then each due day's sync."""
 
-    def __init__(self, emu, refresh_token: str, root: str) -> None:
-        self.emu, self.root = emu, root
+    def __init__(self, emu, refresh_token: str, root: str, policy: SyncPolicy = POLICY) -> None:
+        self.emu, self.root, self.policy = emu, root, policy
         self.reader = reader_at(
             emu.base_url,
             page_limit=40,
@@ -74,7 +75,11 @@ class Pipeline:
     ) -> tuple[tail.TailReport, list[engine.DaySyncReport]]:
         """A run of time `as_of`, started `late_by` seconds after it (the API's clock)."""
         self.emu.set_clock(as_of + late_by)
-        report = tail.tail_step(
+        return self.tail(as_of, f"run-{as_of}"), self.sync_days(as_of)
+
+    def tail(self, as_of: int, claimant: str) -> tail.TailReport:
+        """The tail step alone, as the run `claimant` (the API's clock as it is)."""
+        return tail.tail_step(
             reader=self.reader,
             dataset=self.dataset,
             states=self.states,
@@ -82,21 +87,20 @@ class Pipeline:
             team_id="dbtid:test",
             connected_at=C,
             as_of=as_of,
-            policy=POLICY,
-            claimant=f"run-{as_of}",
+            policy=self.policy,
+            claimant=claimant,
         )
-        return report, self.sync_days(as_of)
 
     def sync_days(self, as_of: int) -> list[engine.DaySyncReport]:
         cover = tail.read_cover(self.states, KEY)
-        lo, hi = incremental_range(connected_at=C, as_of=as_of, policy=POLICY)
+        lo, hi = incremental_range(connected_at=C, as_of=as_of, policy=self.policy)
         return [
             engine.sync_day(
                 reader=self.reader,
                 dataset=self.dataset,
                 span=span,
                 as_of=as_of,
-                policy=POLICY,
+                policy=self.policy,
                 team_id="dbtid:test",
                 concurrency=1,
                 cover=cover,
@@ -104,11 +108,11 @@ class Pipeline:
             for span in split_days(lo, hi)
         ]
 
-    def stored(self, lo: int = C) -> Counter:
-        return multiset(dataset_raws(self.root, utc_of(lo), FAR))
+    def stored(self, lo: int = C, hi: int | None = None) -> Counter:
+        return multiset(dataset_raws(self.root, utc_of(lo), FAR if hi is None else utc_of(hi)))
 
-    def truth(self, lo: int = C) -> Counter:
-        return multiset(self.emu.truth(lo, FAR))
+    def truth(self, lo: int = C, hi: int | None = None) -> Counter:
+        return multiset(self.emu.truth(lo, FAR if hi is None else hi))
 
     def files(self) -> dict[str, tuple[int, int]]:
         out = {}
@@ -128,6 +132,12 @@ def assert_within(stored: Counter, truth: Counter) -> None:
     """Nothing stored that the API does not hold, no event more often than the API has it."""
     extra = stored - truth
     assert not extra, f"{sum(extra.values())} rows beyond the truth (doubled or foreign)"
+
+
+@pytest.fixture(autouse=True)
+def late_rows_at_once(monkeypatch):
+    """Late rows straight into their hour files at every poll (the deferral has its own test)."""
+    monkeypatch.setattr(settings, "TAIL_LATE_FLUSH_SECONDS", 0)
 
 
 @pytest.fixture
@@ -294,3 +304,106 @@ def test_a_late_run_and_a_replay(pipe):
     assert replay.mode == "ahead" and pipe.files() == files
     report, _ = pipe.run(at + 2 * HOUR)
     assert report.mode == "poll" and pipe.stored() == pipe.truth()
+
+
+def test_chain_due_holds_the_chains_hours_until_they_settle_or_refresh():
+    from dropbox_team_log.dataset.ledger import Coverage
+    from dropbox_team_log.dataset.tail_state import TailTag
+
+    h = 1_000 * HOUR  # an hour boundary
+    s = h + 600  # the chain starts inside hour h
+    cover = tail.TailCover("c", 5, s, h + 3 * HOUR + 100)
+    tags = {
+        (h, h + HOUR): TailTag("c", 5),
+        (h + HOUR, h + 2 * HOUR): TailTag("c", 6),  # ahead of the committed state
+        (h + 2 * HOUR, h + 3 * HOUR): TailTag("old", 1),  # another chain's
+        (h + 3 * HOUR, h + 4 * HOUR): TailTag("c", 2),
+    }
+    due = [(h, h + 3 * HOUR + 100)]  # what the coverage rules asked for
+    got = tail.chain_due(
+        due, tags, cover, span=(h, h + 86_400), as_of=h + 3 * HOUR + 100, settle=25 * HOUR
+    )
+    # before S: due; hour h+1 and h+2: not the chain's: due; hour h+3 to X: held
+    assert got == [(h, s), (h + HOUR, h + 3 * HOUR)]
+    settled = tail.chain_due(
+        [], tags, cover, span=(h, h + 86_400), as_of=h + 26 * HOUR + 5, settle=25 * HOUR
+    )
+    assert settled == [(h, h + HOUR)]  # the held hour h settles whole, once old enough
+    coverage = Coverage(((s, h + HOUR, h + HOUR), (h + 3 * HOUR, cover.as_of, cover.as_of)))
+    refreshed = tail.chain_due(
+        [(s, h + HOUR)],
+        tags,
+        cover,
+        span=(h, h + 86_400),
+        as_of=h + 4 * HOUR,
+        settle=25 * HOUR,
+        refresh=2 * HOUR,
+        coverage=coverage,
+    )
+    assert refreshed == [(s, h + HOUR)]  # written 3 h ago: the refresh knob re-reads it
+
+
+def test_with_the_refresh_knob_the_chain_stays_exact(emu, refresh_token, tmp_path):
+    emu.clear_faults()
+    policy = SyncPolicy(refresh_seconds=2 * HOUR)
+    pipe = Pipeline(emu, refresh_token, str(tmp_path / "dataset"), policy)
+    at = C + 240
+    pipe.run(at)
+    at += 3 * HOUR
+    pipe.run(at)
+    assert pipe.stored() == pipe.truth()
+    at += 240
+    pipe.run(at)
+    assert pipe.stored() == pipe.truth()
+
+
+def test_late_rows_wait_for_the_hourly_flush_and_then_are_exact(pipe, monkeypatch):
+    monkeypatch.setattr(settings, "TAIL_LATE_FLUSH_SECONDS", HOUR)
+    at = C + 2 * HOUR
+    pipe.run(C + 240)
+    pipe.run(at)  # an hour past the chain's start: flushes (nothing waits yet)
+    waited = 0
+    for _ in range(2):
+        at += 20 * 60
+        report, _ = pipe.run(at)
+        waited = max(waited, report.late_pending)
+        assert_within(pipe.stored(), pipe.truth())
+        hot = (pipe.states.read(KEY).state.as_of // HOUR - 1) * HOUR
+        assert pipe.stored(hot) == pipe.truth(hot)  # the current and previous hour: fresh
+    assert waited > 0, "no late row waited"
+    pending = pipe.states.read(KEY).state.pending
+    assert pending and os.path.exists(f"{pipe.root}/_tail/{pending}")
+    # a crash after the pending file was written, before the state: an orphan, no double
+    monkeypatch.setattr(pipe.states, "write", _fail_commit(pipe.states.write))
+    with pytest.raises(OSError, match="commit"):
+        pipe.run(at + 60)
+    monkeypatch.undo()
+    monkeypatch.setattr(settings, "TAIL_LATE_FLUSH_SECONDS", HOUR)
+    busy = pipe.tail(at + 90, "another run")  # the dead run's claim has not lapsed
+    assert busy.mode == "busy" and busy.api_calls == 0
+    retry, _ = pipe.run(at + 60)  # the killed run's retry (its own claim)
+    assert retry.mode == "poll" and retry.late_pending >= waited
+    assert_within(pipe.stored(), pipe.truth())
+    at += 20 * 60 + 60  # an hour since the flush: everything goes in
+    report, _ = pipe.run(at)
+    assert report.late_pending == 0 and pipe.states.read(KEY).state.pending is None
+    assert not [n for n in os.listdir(f"{pipe.root}/_tail") if ".pending." in n]
+    # the hours whose rows waited are exact; the hot hours the killed run had written lost
+    # their tag (never doubled): they are exact at their settle
+    assert pipe.stored(C, hot) == pipe.truth(C, hot)
+    assert_within(pipe.stored(), pipe.truth())
+    while at < C + 5 * HOUR + POLICY.settle_seconds:
+        at += 4 * HOUR
+        pipe.run(at)
+    assert pipe.stored() == pipe.truth()
+
+
+def _fail_commit(write):
+    """The state's writes, except the commit of a poll (the claim still goes through)."""
+
+    def flaky(key, state, *, expected):
+        if state.claim is None:
+            raise OSError("killed before the commit")
+        return write(key, state, expected=expected)
+
+    return flaky

@@ -50,6 +50,8 @@ EPOCH_DAY = date(1970, 1, 1)
 #: Rows DuckDB hands over per Arrow batch: small, so that each batch's buffers (and its sorted
 #: copy) are freed and reused while they are hot, instead of fresh memory faulted in per batch.
 _BATCH_ROWS = 4096
+#: A row group's rows are written in this order (see `_ClassFile.flush`).
+_ROW_ORDER = [("time", "ascending"), ("raw_data", "ascending")]
 #: Bytes the writer's output is buffered in before each write to a local file.
 _WRITE_BUFFER = 1 << 20
 
@@ -175,9 +177,11 @@ class _ClassFile:
         self.records += batch.num_rows
 
     def flush(self) -> None:
-        """Write what is pending as one row group (OCSF_ROW_GROUP_ROWS at most)."""
+        """Write what is pending as one row group (OCSF_ROW_GROUP_ROWS at most), sorted by time
+        (then by raw record): the order DuckDB's threads hand rows over in, from a day's many
+        hour files, varies from run to run; a re-export must write the same bytes."""
         if self._pending:
-            table = pa.Table.from_batches(self._pending)
+            table = pa.Table.from_batches(self._pending).sort_by(_ROW_ORDER)
             self._writer.write_table(table, row_group_size=settings.OCSF_ROW_GROUP_ROWS)
         self._pending, self.pending = [], 0
 
@@ -309,7 +313,8 @@ class _Files:
         self.by_key[class_uid, day].add(part)
 
     def flush_before(self, day: date) -> None:
-        """Write the pending rows of the days before `day` (done, if rows come in day order)."""
+        """Write the pending rows of the days before `day` (done, if rows come in day order:
+        the caller allows a day of slack, since a join may hand over a few rows early)."""
         for (_, file_day), class_file in self.by_key.items():
             if file_day < day:
                 class_file.flush()
@@ -339,7 +344,7 @@ def _export_chunk(
             for class_uid, day, part in _split(batch):
                 files.add(class_uid, day, part)
                 latest = max(latest, day)
-            files.flush_before(latest)
+            files.flush_before(latest - timedelta(days=1))
             if files.pending >= settings.OCSF_ROW_GROUP_ROWS:
                 files.flush_before(latest + timedelta(days=1))
         for class_file in files.by_key.values():

@@ -35,8 +35,8 @@ READ_BATCH_ROWS = 4 * 1024
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What one `write_day` changed: rows of the files it touched (before and after), and how
-    many files it rewrote (0: it took nothing)."""
+    """What one `write_day` changed: rows of the files it touched (before and after), how many
+    files it rewrote (0: it took nothing) and the rows those files hold (the write's cost)."""
 
     rows_before: int
     rows_after: int
@@ -45,6 +45,7 @@ class WriteResult:
     taken_ranges: tuple[Range, ...]
     coverage: Coverage = field(default_factory=Coverage)
     files_written: int = 0
+    rows_written: int = 0
 
 
 def merge_into(
@@ -79,7 +80,9 @@ def merge_into(
     after = old.rows - old.replaced + len(sorted_new)
     if writer.rows != after:  # pragma: no cover - an invariant: never swap it in
         raise AssertionError(f"wrote {writer.rows} rows, expected {after}")
-    return WriteResult(old.rows, after, old.replaced, len(sorted_new), tuple(taken), coverage, 1)
+    return WriteResult(
+        old.rows, after, old.replaced, len(sorted_new), tuple(taken), coverage, 1, after
+    )
 
 
 def _return_freed_memory() -> None:

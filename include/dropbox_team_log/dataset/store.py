@@ -242,6 +242,7 @@ def _summed(results: list[WriteResult]) -> WriteResult:
         taken_ranges=tuple(merge_ranges(t for r in results for t in r.taken_ranges)),
         coverage=Coverage.of([i for r in results for i in r.coverage.intervals]),
         files_written=sum(r.files_written for r in results),
+        rows_written=sum(r.rows_written for r in results),
     )
 
 

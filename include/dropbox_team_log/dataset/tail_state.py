@@ -19,16 +19,23 @@ whole (`ChainState.cursor_tail`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import re
+import uuid
 from dataclasses import dataclass, field
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from dropbox_team_log.dataset import object_store
+from dropbox_team_log.dataset.columns import conform
 from dropbox_team_log.dataset.files import FileDayLock, remove_stale_temps, write_atomically
 from dropbox_team_log.dataset.object_store import WriteConflict
+from dropbox_team_log.dataset.roots import glob_under, literal
 from dropbox_team_log.errors import PermanentError
 
 TAIL_DIR = "_tail"
@@ -81,6 +88,11 @@ class ChainState:
     #: The time of the run that committed this state (X may lie past it: events up to the
     #: API's "now" are stored): a run older than it is a replay.
     run_as_of: int | None = None
+    #: Late rows (of hours before the previous one) polled but not yet added to their hour
+    #: files: the name of their file under `_tail/` (`write_pending`), None when there are none;
+    #: and the X of the last poll that added them all.
+    pending: str | None = None
+    flushed_at: int | None = None
     #: A poll in progress: who runs it (a run id) and since when (epoch s); None when idle.
     claim: str | None = None
     claimed_at: int | None = None
@@ -112,6 +124,8 @@ class ChainState:
                 "as_of": self.as_of,
                 "cursor": self.cursor,
                 "run_as_of": self.run_as_of,
+                "pending": self.pending,
+                "flushed_at": self.flushed_at,
                 "claim": self.claim,
                 "claimed_at": self.claimed_at,
             },
@@ -131,6 +145,8 @@ class ChainState:
                 as_of=value["as_of"],
                 cursor=value["cursor"],
                 run_as_of=value.get("run_as_of"),
+                pending=value.get("pending"),
+                flushed_at=value.get("flushed_at"),
                 claim=value.get("claim"),
                 claimed_at=value.get("claimed_at"),
             )
@@ -209,6 +225,39 @@ class TailStateStore:
             except FileNotFoundError:
                 return False
             return True
+
+    # --- late rows waiting for their hour files ---
+
+    def write_pending(self, key: str, table: pa.Table) -> str:
+        """Store late rows under a new name (written whole before the state names it: a file
+        no committed state names is a crashed attempt's, removed by `drop_pending`)."""
+        name = f"{key}.pending.{uuid.uuid4().hex[:12]}.parquet"
+        path = f"{self._path}/{TAIL_DIR}/{name}"
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        if self.is_object_store:
+            object_store.put_if(self.fs, path, sink.getvalue(), None)
+        else:
+            with write_atomically(self.fs, path) as out:
+                out.write(sink.getvalue())
+        return name
+
+    def read_pending(self, key: str, name: str) -> pa.Table:
+        self.path(key)  # checks the key
+        if "/" in name or not name.startswith(f"{key}.pending."):
+            raise TailStateError(f"tail state of {key} names a foreign pending file {name!r}")
+        path = f"{self._path}/{TAIL_DIR}/{name}"
+        with self.fs.open(path, "rb") as f:
+            return conform(pq.read_table(f), path)
+
+    def drop_pending(self, key: str, *, keep: str | None) -> None:
+        """Remove `key`'s pending files but `keep` (the one its committed state names)."""
+        folder = f"{self._path}/{TAIL_DIR}"
+        pattern = glob_under(folder, f"{literal(key)}.pending.*.parquet")
+        for path in self.fs.glob(pattern):
+            if path.rsplit("/", 1)[-1] != keep:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(path)
 
     def _read_raw(self, path: str) -> tuple[bytes, str] | None:
         try:

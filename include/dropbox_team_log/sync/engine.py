@@ -66,8 +66,12 @@ class DaySyncReport:
     api_calls: int = 0
     retries: dict[str, int] = field(default_factory=dict)
     restarts: int = 0
+    #: Rows of the files this sync rewrote, before and after, and what rewriting them cost:
+    #: the files rewritten and the rows written (a write rewrites only the hours it touches).
     rows_before: int = 0
     rows_after: int = 0
+    files_written: int = 0
+    rows_written: int = 0
     #: Damaged day files moved aside during this sync (this day's or a neighbour's).
     quarantined: list[dict[str, str]] = field(default_factory=list)
 
@@ -111,6 +115,8 @@ def due_ranges(
         span=(lo, span.hi),
         as_of=as_of,
         settle=policy.settle_seconds,
+        refresh=policy.refresh_seconds,
+        coverage=coverage,
     )
 
 
@@ -205,9 +211,11 @@ def sync_day(
     report.restarts = reader.stats.restarts
     report.rows_before = results[0].rows_before
     report.rows_after = results[-1].rows_after
+    report.files_written = sum(r.files_written for r in results)
+    report.rows_written = sum(r.rows_written for r in results)
     log.info(
         "%s: ranges %s -> %d events in %d pages (%d API calls, retries %s, cursor restarts %d); "
-        "partition rows %d -> %d",
+        "rows of the %d files rewritten %d -> %d",
         span.day,
         report.ranges,
         report.events,
@@ -215,6 +223,7 @@ def sync_day(
         report.api_calls,
         report.retries or "none",
         report.restarts,
+        report.files_written,
         report.rows_before,
         report.rows_after,
     )

@@ -75,6 +75,12 @@ class TailCover:
         return tag is not None and tag.chain == self.chain and tag.seq <= self.seq
 
 
+def _written_before(coverage: Coverage, lo: int, hi: int, when: int) -> bool:
+    """Whether every interval of [lo, hi) in `coverage` was fetched at or before `when`."""
+    inside = [f for s, e, f in coverage.intervals if s < hi and e > lo]
+    return bool(inside) and max(inside) <= when
+
+
 def tail_key(conn_id: str, team_id: str | None) -> str:
     """Whose chain: the team's id (one chain per team), else the connection's."""
     return team_id or conn_id
@@ -94,13 +100,17 @@ def chain_due(
     span: Range,
     as_of: int,
     settle: int,
+    refresh: int | None = None,
+    coverage: Coverage | None = None,
 ) -> list[Range]:
     """`due` (the coverage rules' answer for the day span `span`) with the chain's hours out.
 
     `tags` maps each file's bounds (an hour, or a legacy day) to its tail tag. In a file the
     chain holds, `[start, as_of)` of the chain is covered: not due, until the file's time is
     `settle` old; then the whole file is due once, a replace write that settles it and clears
-    its tag. Anything else keeps the coverage rules' answer.
+    its tag. With `refresh`, a held file whose footer (`coverage`) was last written `refresh`
+    ago is re-read like any other (a replace write: the refresh knob still works). Anything
+    else keeps the coverage rules' answer.
     """
     held: list[Range] = []
     settling: list[Range] = []
@@ -109,6 +119,10 @@ def chain_due(
             continue
         if hi + settle <= as_of:
             settling.append((lo, hi))
+        elif (
+            refresh and coverage is not None and _written_before(coverage, lo, hi, as_of - refresh)
+        ):
+            continue  # due for its refresh: the coverage rules say how much
         elif max(lo, cover.start) < min(hi, cover.as_of):
             held.append((max(lo, cover.start), min(hi, cover.as_of)))
     if not held and not settling:
@@ -133,6 +147,8 @@ class TailReport:
     events: int = 0
     api_calls: int = 0
     hours_written: int = 0
+    #: Late rows waiting in the chain's pending file for the next flush (after this step).
+    late_pending: int = 0
     #: Hours whose delta was not added (file not the chain's, or a crashed attempt's): each
     #: gets its late events at its next refresh or settle instead.
     hours_skipped: list[str] = field(default_factory=list)
@@ -258,6 +274,7 @@ class _Step:
             chain=chain, seq=0, start=start, as_of=x, cursor=cursor, run_as_of=self.as_of
         )
         self.states.write(self.key, state, expected=expected)
+        self.states.drop_pending(self.key, keep=None)  # an old chain's late rows: at the settle
         self._done(mode, state, events)
         log.info(
             "tail %s: %s chain %s at %s: %d events, [%s, %s) replaced",
@@ -297,6 +314,29 @@ class _Step:
         for batch in batches:
             for hour, part in _split(batch, _seconds(batch), HOUR).items():
                 by_hour.setdefault(hour, []).append(part)
+        # Late rows (hours before the previous one) wait in a small pending file and go into
+        # their hour files together every TAIL_LATE_FLUSH_SECONDS: one rewrite of each old
+        # hour per flush, not one per poll.
+        hot_from = (state.as_of // HOUR) * HOUR - HOUR
+        flushed_at = state.start if state.flushed_at is None else state.flushed_at
+        flush = x - flushed_at >= settings.TAIL_LATE_FLUSH_SECONDS
+        waiting = (
+            self.states.read_pending(self.key, state.pending).to_batches() if state.pending else []
+        )
+        pending = None
+        if flush:
+            for batch in waiting:
+                for hour, part in _split(batch, _seconds(batch), HOUR).items():
+                    by_hour.setdefault(hour, []).append(part)
+            flushed_at = x
+        else:
+            late = [part for hour, parts in by_hour.items() if hour < hot_from for part in parts]
+            by_hour = {hour: parts for hour, parts in by_hour.items() if hour >= hot_from}
+            if waiting or late:
+                pending = self.states.write_pending(
+                    self.key, pa.Table.from_batches([*waiting, *late])
+                )
+                self.report.late_pending = sum(b.num_rows for b in (*waiting, *late))
         # every hour the chain reaches gets a file (empty if need be): "no file" then means
         # "lost", never "no events yet"
         for hour in range((state.as_of // HOUR) * HOUR, x, HOUR):
@@ -317,18 +357,21 @@ class _Step:
                 self.report.hours_written += 1
             if outcome.skipped and rows:
                 self.report.hours_skipped.append(to_wire(hour))
-                late = hour + HOUR + self.policy.settle_seconds <= x
-                _log_skip(self.key, hour, outcome.reason, sum(r.num_rows for r in rows), late)
+                settled = hour + HOUR + self.policy.settle_seconds <= x
+                _log_skip(self.key, hour, outcome.reason, sum(r.num_rows for r in rows), settled)
         committed = replace(
             state,
             seq=tag.seq,
             as_of=x,
             cursor=cursor,
             run_as_of=self.as_of,
+            pending=pending,
+            flushed_at=flushed_at,
             claim=None,
             claimed_at=None,
         )
         self.states.write(self.key, committed, expected=stored.version)
+        self.states.drop_pending(self.key, keep=pending)
         self._done("poll", committed, events)
         log.info(
             "tail %s: poll %d of chain %s: %d events into %d hour files (%d skipped), "
