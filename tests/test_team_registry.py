@@ -28,7 +28,7 @@ def test_ids_and_objects_mix_and_unknown_keys_survive_a_round_trip():
             "acme",
             {"conn_id": "globex", "paused": True, "note": "EU subsidiary"},
             {"conn_id": "initech.eu-1", "added_at": NOW, "backfill_triggered_at": LATER},
-            {"conn_id": "hooli", "backfill_days": 7},
+            {"conn_id": "hooli", "backfill_days": 7, "connected_at": NOW},
         ]
     )
     teams = team_registry.parse(raw, "unused")
@@ -38,7 +38,7 @@ def test_ids_and_objects_mix_and_unknown_keys_survive_a_round_trip():
         ("initech.eu-1", False, False),
         ("hooli", False, True),
     ]
-    assert teams[3].backfill_days == 7
+    assert teams[3].backfill_days == 7 and teams[3].connected_at == NOW
     assert teams[1].other == {"note": "EU subsidiary"}
     assert team_registry.parse(team_registry.dump(teams), "unused") == teams
     assert [t.conn_id for t in team_registry.active(teams)] == ["acme", "initech.eu-1", "hooli"]
@@ -53,6 +53,7 @@ def test_ids_and_objects_mix_and_unknown_keys_survive_a_round_trip():
         ('["acme", {"paused": true}]', 'item 2 has no "conn_id"'),
         ('[{"conn_id": "acme", "paused": "no"}]', '"paused" must be true or false'),
         ('[{"conn_id": "acme", "added_at": 5}]', '"added_at" must be a string'),
+        ('[{"conn_id": "acme", "connected_at": 5}]', '"connected_at" must be a string'),
         ('[{"conn_id": "acme", "backfill_days": 0}]', '"backfill_days" must be a whole number'),
         ('[{"conn_id": "acme", "backfill_days": 366}]', "from 1 to 365"),
         ('[{"conn_id": "acme", "backfill_days": "7"}]', "not '7'"),
@@ -73,8 +74,11 @@ def test_malformed_values_say_what_to_fix(raw, message):
 
 def test_add_is_idempotent_and_pause_resume_remove_edit_one_team():
     teams = team_registry.parse(None, "dropbox_team_default")
-    teams = team_registry.add(teams, "acme", now=NOW)
+    teams = team_registry.add(teams, "acme", now=NOW, connected_at=NOW)
     assert team_registry.add(teams, "acme", now=LATER) == teams  # idempotent, added_at kept
+    # Adding again refreshes only the copy of connected_at (a reconnect moved it).
+    (moved,) = team_registry.add(teams, "acme", now=LATER, connected_at=LATER)
+    assert (moved.added_at, moved.connected_at) == (NOW, LATER)
     assert [t.conn_id for t in teams] == ["acme"]  # the implicit default is not written
     teams = team_registry.add(teams, "globex", now=LATER, backfill=False)
     assert teams[1].backfill_triggered_at == team_registry.NO_BACKFILL

@@ -10,6 +10,9 @@ both forms may be mixed. Keys of an object other than those below are kept as th
 - `backfill_triggered_at`: when the scheduled DAG started its first backfill; absent: the next
   scheduled run starts it. `teams add --no-backfill` sets it to "never".
 - `backfill_days`: the days that first backfill loads (default 60, at most 365).
+- `connected_at`: the connection's `extra.connected_at`, copied by `connect` / `teams add`, so
+  the plan of 50 teams reads no connection; each day task checks it against the connection it
+  loads anyway, and fails saying how to refresh it when they differ.
 
 Absent or empty, the registry is the single default connection (the Variable
 `dropbox_team_log_conn_id`, else `dropbox_team_default`), marked implicit: deployments from
@@ -34,7 +37,14 @@ from dropbox_team_log.errors import ConnectionConfigError
 CONN_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
 #: The value `teams add --no-backfill` records: no backfill is ever started for the team.
 NO_BACKFILL = "never"
-_KNOWN_KEYS = ("conn_id", "paused", "added_at", "backfill_triggered_at", "backfill_days")
+_KNOWN_KEYS = (
+    "conn_id",
+    "paused",
+    "added_at",
+    "backfill_triggered_at",
+    "backfill_days",
+    "connected_at",
+)
 
 
 class RegistryError(ConnectionConfigError):
@@ -50,6 +60,7 @@ class Team:
     added_at: str | None = None
     backfill_triggered_at: str | None = None
     backfill_days: int | None = None
+    connected_at: str | None = None
     #: Other keys of the entry, kept as they were written.
     other: dict[str, Any] = field(default_factory=dict)
     #: True for the default connection standing in for an absent or empty registry.
@@ -68,6 +79,8 @@ class Team:
             entry["backfill_triggered_at"] = self.backfill_triggered_at
         if self.backfill_days is not None:
             entry["backfill_days"] = self.backfill_days
+        if self.connected_at:
+            entry["connected_at"] = self.connected_at
         return {**entry, **self.other}
 
 
@@ -124,7 +137,7 @@ def _team(item: Any, where: str) -> Team:
     if not isinstance(paused, bool):
         raise RegistryError(f'{where}: "paused" must be true or false, not {paused!r}')
     notes = {}
-    for key in ("added_at", "backfill_triggered_at"):
+    for key in ("added_at", "backfill_triggered_at", "connected_at"):
         value = item.get(key)
         if value is not None and not isinstance(value, str):
             raise RegistryError(f'{where}: "{key}" must be a string, not {value!r}')
@@ -169,17 +182,23 @@ def add(
     now: str,
     backfill: bool = True,
     backfill_days: int | None = None,
+    connected_at: str | None = None,
 ) -> list[Team]:
-    """`teams` with `conn_id` registered (unpaused); unchanged if it is there already."""
+    """`teams` with `conn_id` registered (unpaused); if it is there already, unchanged but for
+    the copy of its `connected_at`, refreshed when one is given."""
     check_conn_id(conn_id)
     current = explicit(teams)
     if find(current, conn_id) is not None:
-        return current
+        return [
+            replace(t, connected_at=connected_at or t.connected_at) if t.conn_id == conn_id else t
+            for t in current
+        ]
     team = Team(
         conn_id=conn_id,
         added_at=now,
         backfill_triggered_at=None if backfill else NO_BACKFILL,
         backfill_days=backfill_days,
+        connected_at=connected_at,
     )
     _team(team.to_json(), "the new entry")  # the same checks as a read
     return [*current, team]

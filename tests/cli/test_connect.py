@@ -204,6 +204,8 @@ def test_connect_registers_the_team_and_says_when_its_backfill_starts(
     (entry,) = json.loads(stored)
     assert entry["conn_id"] == conn_id and entry["paused"] is False
     assert "backfill_triggered_at" not in entry  # the scheduled DAG starts it
+    # The plan's copy of connected_at, so planning many teams reads no connection.
+    assert entry["connected_at"] == json.loads(db_row(conn_id).extra)["connected_at"]
     assert f"Registered team '{conn_id}' in the Variable {TEAMS_VARIABLE}" in out
     assert "starts on the next scheduled run of dropbox_team_log_incremental" in out
     assert "(within one schedule interval)" in out

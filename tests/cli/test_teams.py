@@ -64,9 +64,17 @@ def test_add_pause_resume_remove_round_trip_through_the_db(registry, monkeypatch
     (entry,) = stored()
     assert entry["conn_id"] == "acme" and entry["paused"] is False and entry["added_at"]
     assert "backfill_triggered_at" not in entry
+    assert entry["connected_at"] == "2026-11-20T10:30:15Z"  # the plan's copy: no lookup
 
-    assert teams(capsys, "add", "acme")[1].startswith("Team 'acme' is registered already")
-    assert len(stored()) == 1
+    assert "Team 'acme' is registered already." in teams(capsys, "add", "acme")[1]
+    assert stored() == [entry]
+    # The connection's connected_at moved (a reconnect with --reset-connected-at): the copy
+    # follows on the next `add` (connect runs the same), nothing else changes.
+    env_connection(monkeypatch, "acme", connected_at="2026-12-01T00:00:00Z", team_name="Acme")
+    assert teams(capsys, "add", "acme")[0] == 0
+    assert stored() == [{**entry, "connected_at": "2026-12-01T00:00:00Z"}]
+    env_connection(monkeypatch, "acme", connected_at="2026-11-20T10:30:15Z", team_name="Acme")
+    teams(capsys, "add", "acme")
 
     rc, out, _ = teams(capsys, "add", "globex", "--no-backfill")
     assert rc == 0 and "WARNING: no connection 'globex' exists yet" in out

@@ -188,3 +188,27 @@ def test_a_new_team_s_backfill_starts_once_by_itself(emu, root, connected):
     # The started backfill, run as the scheduler would (its conf), fills team_b's 5 days.
     assert run(emu, "dropbox_team_log_backfill", at, conf).state == "success"
     check_exact(root, emu, connected[1], T0 - timedelta(days=5), T0, as_of=at)
+
+
+def test_the_registry_s_copy_of_connected_at_spares_the_plan_and_is_checked(emu, root, connected):
+    """With each team's connected_at copied in the registry (as connect writes it) the plan
+    reads no connection; a copy that no longer matches fails that team's tasks, saying how to
+    refresh it, and the other team syncs."""
+    wire = T0.strftime("%Y-%m-%dT%H:%M:%SZ")
+    register(
+        {"conn_id": "dropbox_team_default", "connected_at": wire},
+        {"conn_id": "team_b", "connected_at": "2026-11-01T00:00:00Z"},  # stale
+    )
+    at = T0 + timedelta(hours=3)
+    result = run(emu, "dropbox_team_log_incremental", at)
+    assert result.state == "failed"
+    states = task_states(result, "sync_day")
+    assert {s for label, s in states.items() if label.startswith("dropbox_team_default ")} == {
+        "success"
+    }
+    assert {s for label, s in states.items() if label.startswith("team_b ")} == {"failed"}
+    check_never_overcounts = multiset(dataset_raws(str(root), T0 - SETTLE, at, connected[0]))
+    truth = emu.truth(T0 - SETTLE, at, as_of=at + HORIZON, team=connected[0])
+    assert sum(check_never_overcounts.values()) > 0
+    assert not check_never_overcounts - multiset(truth)
+    assert not list(root.glob("event_date=*/team_b.*"))  # team_b wrote nothing

@@ -71,7 +71,8 @@ def write_registry(registry: Registry, teams: list[Team]) -> None:
 def register(
     conn_id: str, *, backfill: bool = True, backfill_days: int | None = None
 ) -> tuple[bool, list[Team]]:
-    """Add `conn_id` to the registry (idempotent). Returns (added, the teams now registered).
+    """Add `conn_id` to the registry (idempotent; a registered team's copy of `connected_at` is
+    refreshed from its connection). Returns (added, the teams now registered).
 
     On a deployment without a registry, the default connection was the one team collected: when
     it exists it is registered first (its backfill marked done), so adding a second team never
@@ -79,17 +80,36 @@ def register(
     """
     registry = read_registry()
     teams = registry.teams
-    if team_registry.find(team_registry.explicit(teams), conn_id) is not None:
+    connected_at = _connected_at(conn_id)
+    existing = team_registry.find(team_registry.explicit(teams), conn_id)
+    if existing is not None:
+        if connected_at and connected_at != existing.connected_at and registry.editable:
+            teams = team_registry.add(teams, conn_id, now="", connected_at=connected_at)
+            write_registry(registry, teams)
         return False, team_registry.explicit(teams)
     now = to_wire(int(time.time()))
     implicit = [t for t in teams if t.implicit]
     if implicit and implicit[0].conn_id != conn_id and connection_extra(implicit[0].conn_id):
-        teams = team_registry.add([], implicit[0].conn_id, now=now, backfill=False)
+        first = implicit[0].conn_id
+        teams = team_registry.add(
+            [], first, now=now, backfill=False, connected_at=_connected_at(first)
+        )
     teams = team_registry.add(
-        teams, conn_id, now=now, backfill=backfill, backfill_days=backfill_days
+        teams,
+        conn_id,
+        now=now,
+        backfill=backfill,
+        backfill_days=backfill_days,
+        connected_at=connected_at,
     )
     write_registry(registry, teams)
     return True, teams
+
+
+def _connected_at(conn_id: str) -> str | None:
+    """The connection's `extra.connected_at` as written (None without connection or value)."""
+    value = (connection_extra(conn_id) or {}).get("connected_at")
+    return value if isinstance(value, str) and value else None
 
 
 def add_teams_parser(subparsers: Any) -> None:
@@ -169,7 +189,7 @@ def _edit(action: str, conn_id: str) -> str:
 
 def _added_text(conn_id: str, added: bool, *, backfill: bool) -> str:
     if not added:
-        return visible(f"Team '{conn_id}' is registered already: nothing changed.")
+        return visible(f"Team '{conn_id}' is registered already.")
     lines = [f"Registered team '{conn_id}': the scheduled DAG {INCREMENTAL_DAG_ID} syncs it."]
     if connection_extra(conn_id) is None:
         lines.append(

@@ -19,8 +19,12 @@ from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.dataset.tail_state import TailStateStore
 from dropbox_team_log.dataset.team_info import TeamInfo, TeamInfoStore
 from dropbox_team_log.errors import ConnectionConfigError, PermanentError
-from dropbox_team_log.hooks.dropbox_team import DropboxTeamConnection, DropboxTeamHook
-from dropbox_team_log.settings import CONN_ID_VARIABLE, PSEUDONYMISE_KEY_VARIABLE
+from dropbox_team_log.hooks.dropbox_team import (
+    DropboxTeamConnection,
+    DropboxTeamHook,
+    parse_connected_at,
+)
+from dropbox_team_log.settings import CONN_ID_VARIABLE, PSEUDONYMISE_KEY_VARIABLE, TEAMS_VARIABLE
 from dropbox_team_log.sync import engine, tail
 from dropbox_team_log.sync.planning import (
     DaySpan,
@@ -45,10 +49,10 @@ from dropbox_team_log.transform.pseudonymise import (
 log = logging.getLogger(__name__)
 
 
-def load_connection(conn_id: str) -> DropboxTeamConnection:
-    """The validated connection, or a failure that says how to create it."""
+def load_connection(conn_id: str, hook: DropboxTeamHook | None = None) -> DropboxTeamConnection:
+    """The validated connection (of `hook`, if given), or a failure that says how to create it."""
     try:
-        return DropboxTeamHook(dropbox_team_conn_id=conn_id).settings
+        return (hook or DropboxTeamHook(dropbox_team_conn_id=conn_id)).settings
     except AirflowNotFoundException:
         raise AirflowFailException(
             f"Airflow connection '{conn_id}' does not exist: connect the team with "
@@ -92,7 +96,7 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
         policy = policy_from_params(params)
     except ParamError as exc:
         raise AirflowFailException(f"Bad parameter: {exc}") from None
-    conn_ids = planned_teams(kind, params)
+    planned = planned_teams(kind, params)
     pseudonymised = load_pseudonymiser() is not None
     root, aws_conn_id = open_dataset_root()  # resolved once: the day tasks write this very root
     try:  # a root that cannot be written fails here, saying why, before any API call
@@ -107,12 +111,12 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
         "policy": policy.to_xcom(),
     }
     per_team = []
-    for conn_id in conn_ids:
+    for conn_id, cached_connected_at in planned:
         try:
             team = deployment.team_key(conn_id, default)
-            jobs = _plan_team(kind, conn_id, params, root, team, as_of, policy)
+            jobs = _plan_team(kind, conn_id, params, root, team, as_of, policy, cached_connected_at)
         except (AirflowFailException, RegistryError) as exc:
-            if len(conn_ids) == 1:
+            if len(planned) == 1:
                 raise AirflowFailException(str(exc)) from None
             log.error("team '%s' cannot be planned: %s", conn_id, exc)
             jobs = [{"conn_id": conn_id, "day": "setup", "error": str(exc)}]
@@ -120,15 +124,16 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
     return interleave(per_team)
 
 
-def planned_teams(kind: str, params: dict[str, Any]) -> list[str]:
-    """The connection ids this run syncs: one named team, or the registry's unpaused ones."""
+def planned_teams(kind: str, params: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The connection ids this run syncs, each with the registry's copy of its connected_at
+    (None: read the connection): one named team, or the registry's unpaused ones."""
     if kind == "backfill" or params.get("conn_id"):
-        return [deployment.conn_id(params)]
+        return [(deployment.conn_id(params), None)]
     try:
         teams = deployment.registered_teams()
     except RegistryError as exc:
         raise AirflowFailException(str(exc)) from None
-    active = [t.conn_id for t in team_registry.active(teams)]
+    active = [(t.conn_id, t.connected_at) for t in team_registry.active(teams)]
     paused = [t.conn_id for t in teams if t.paused]
     if paused:
         log.info("paused, not synced: %s", ", ".join(paused))
@@ -143,26 +148,40 @@ def _plan_team(
     team: str | None,
     as_of: int,
     policy: SyncPolicy,
+    cached_connected_at: str | None = None,
 ) -> list[dict[str, Any]]:
     """One team's due day spans as jobs (its files: those of key `team` under `root`);
-    AirflowFailException when it cannot be planned."""
+    AirflowFailException when it cannot be planned.
+
+    With the registry's copy of `connected_at` the connection is not read here (one metadata-DB
+    lookup less per team); the day task, which reads it anyway, checks the copy
+    (`check_planned_connected_at`)."""
+    job: dict[str, Any] = {"conn_id": conn_id, "root": root, "team": team}
+    if kind == "backfill":  # the day tasks keep the team's card current (the tail task does too)
+        job["card"] = True
     try:
-        settings = load_connection(conn_id)
-        connected_at = int(settings.connected_at.timestamp()) if settings.connected_at else None
+        if cached_connected_at:
+            parsed = parse_connected_at(cached_connected_at, conn_id)
+            connected_at = int(parsed.timestamp()) if parsed else None
+            job["planned_connected_at"] = connected_at
+        else:
+            settings = load_connection(conn_id)
+            parsed = settings.connected_at
+            connected_at = int(parsed.timestamp()) if parsed else None
+            job["team_id"] = settings.team_id
         if kind == "backfill":
             lo, hi = backfill_range(params, connected_at=connected_at, as_of=as_of)
         else:
             lo, hi = incremental_range(connected_at=connected_at, as_of=as_of, policy=policy)
     except ParamError as exc:
         raise AirflowFailException(f"Bad parameter: {exc}") from None
+    except ConnectionConfigError as exc:  # the registry's copy is not a time
+        raise AirflowFailException(f"Variable {TEAMS_VARIABLE}: {exc}") from None
     dataset = EventDataset(root, team=team)
-    if kind == "backfill":  # the incremental's tail task keeps it current otherwise
-        write_team_info(root, conn_id, team, settings)
     spans = split_days(lo, hi)
     cover = None
     if kind == "incremental":  # the hours the tail's chain holds are not due until they settle
-        key = chain_key(conn_id, settings.team_id, team)
-        cover = tail.read_cover(TailStateStore(root), key)
+        cover = tail.read_cover(TailStateStore(root), chain_key(conn_id))
     try:  # a damaged day file that cannot be moved aside: retrying cannot help
         due = [
             s
@@ -183,21 +202,15 @@ def _plan_team(
         root,
         "unprefixed files" if team is None else f"files {team}.events-HH.parquet",
     )
-    job = {
-        "conn_id": conn_id,
-        "root": root,
-        "team": team,
-        "team_id": settings.team_id,
-        "tail": cover.to_xcom() if cover else None,
-    }
+    job["tail"] = cover.to_xcom() if cover else None
     return [{**job, **span.to_xcom()} for span in due]
 
 
-def chain_key(conn_id: str, team_id: str | None, team: str | None) -> str:
-    """Whose tail chain state (`<root>/_tail/<key>.json`): the default team's is its team id's
-    (sync/tail.py), another team's its connection id, the key of its files, so two connections
-    never share a chain whose tags live in different files."""
-    return tail.tail_key(conn_id, team_id) if team is None else team
+def chain_key(conn_id: str) -> str:
+    """Whose tail chain state (`<root>/_tail/<key>.json`, sync/tail.py): the team's connection
+    id, which keys its files too, so two connections never share a chain whose tags live in
+    different files (and the plan needs no connection to find it)."""
+    return conn_id
 
 
 def write_team_info(
@@ -219,6 +232,23 @@ def write_team_info(
         TeamInfoStore(root).save(info)
     except (OSError, ValueError) as exc:
         log.warning("team '%s': its card under %s not updated (%s)", conn_id, root, exc)
+
+
+def check_planned_connected_at(job: dict[str, Any], settings: DropboxTeamConnection) -> None:
+    """Fail, saying how to refresh it, when the plan used a copy of `connected_at` that is no
+    longer the connection's (the plan's range would be off)."""
+    if "planned_connected_at" not in job:
+        return
+    actual = settings.connected_at
+    actual_s = int(actual.timestamp()) if actual else None
+    if actual_s != job["planned_connected_at"]:
+        conn_id = job["conn_id"]
+        raise AirflowFailException(
+            f"connection '{conn_id}' has connected_at "
+            f"{to_wire(actual_s) if actual_s is not None else 'unset'}, but the Variable "
+            f"{TEAMS_VARIABLE} holds another copy: refresh it with `dropbox-team-log teams add "
+            f'{conn_id}` (or set its "connected_at" there), then clear this task'
+        )
 
 
 def interleave(per_team: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -253,7 +283,7 @@ def tail_poll(conn_id: str, params: dict[str, Any], context: dict[str, Any]) -> 
             reader=hook.event_reader(),
             dataset=EventDataset(root, team=team),
             states=TailStateStore(root),
-            key=chain_key(conn_id, settings.team_id, team),
+            key=chain_key(conn_id),
             team_id=team_id,
             connected_at=int(settings.connected_at.timestamp()),
             as_of=as_of,
@@ -278,9 +308,13 @@ def sync_day(job: dict[str, Any]) -> dict[str, Any]:
             f"Variable {PSEUDONYMISE_KEY_VARIABLE} changed between planning and syncing: "
             "re-run the DAG"
         )
+    settings = load_connection(job["conn_id"], hook)
+    check_planned_connected_at(job, settings)
     try:
         use_aws_connection(job["root"], job.get("aws_conn_id"))
-        team_id = job.get("team_id") or str(hook.get_team_info().get("team_id"))
+        team_id = job.get("team_id") or settings.team_id or str(hook.get_team_info().get("team_id"))
+        if job.get("card"):
+            write_team_info(job["root"], job["conn_id"], job.get("team"), settings, team_id)
         report = engine.sync_day(
             reader=hook.event_reader(),
             dataset=EventDataset(job["root"], team=job.get("team")),
