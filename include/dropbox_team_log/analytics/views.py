@@ -143,7 +143,8 @@ ORDER BY c.conn_id NULLS LAST, team_id
 
 UNAUTHENTICATED_ACCESS_SQL = """
 SELECT timestamp, event_date, event_type, shared_link, asset_type, asset_name, asset_path,
-       asset_id, content_owner_email, ip_address, country, region, city, session_type
+       asset_id, content_owner_email, ip_address, country, region, city, session_type,
+       team_id, team_name
 FROM events
 WHERE auth_status = 'unauthenticated'
 """
@@ -154,7 +155,7 @@ SELECT timestamp, event_date, event_type, event_category,
             THEN 'outsider_access' ELSE 'team_share' END AS direction,
        actor_type, actor_user_type, actor_email, actor_display_name, external_parties,
        asset_type, asset_name, asset_path, shared_link, content_owner_email,
-       ip_address, country
+       ip_address, country, team_id, team_name
 FROM events
 WHERE auth_status <> 'unauthenticated'
   AND (involve_non_team_member IS TRUE
@@ -168,7 +169,7 @@ SELECT timestamp, event_date, event_type,
        coalesce(actor_email, context_email) AS user_email,
        coalesce(actor_display_name, context_display_name) AS user_name,
        actor_type, actor_user_type, login_method, error_message, error_detail,
-       ip_address, country, region, city, access_method, session_type
+       ip_address, country, region, city, access_method, session_type, team_id, team_name
 FROM events
 WHERE event_type IN ('login_success', 'login_fail', 'sso_error', 'emm_error')
 """
@@ -179,7 +180,7 @@ SELECT timestamp, event_date,
        CASE WHEN actor_type = 'admin' THEN actor_display_name END AS admin_name,
        actor_type, event_type, event_category, event_type_description,
        context_email AS target_email, participant_group AS target_group,
-       access_method, ip_address, country, details
+       access_method, ip_address, country, details, team_id, team_name
 FROM events
 WHERE actor_type = 'admin' OR access_method IN ('admin_console', 'enterprise_console', 'sign_in_as')
 """
