@@ -104,6 +104,13 @@ def test_each_team_syncs_alone_and_a_revoked_one_fails_alone(emu, root, connecte
         second = run(emu, "dropbox_team_log_incremental", late)
     assert first.state == second.state == "failed"  # team_c's tasks, and only those
 
+    # each team's tail polled on its own: the revoked and the missing one fail alone
+    assert task_states(second, "tail") == {
+        "dropbox_team_default": "success",
+        "team_b": "success",
+        "team_c": "failed",
+        "team_gone": "failed",
+    }
     states = task_states(second, "sync_day")
     by_team: dict[str, set[str]] = {}
     for label, state in states.items():

@@ -122,7 +122,7 @@ def plan_and_sync(kind: str) -> XComArg:
     def tail_teams(**context: Any) -> list[str]:
         from dropbox_team_log.tasks import sync_tasks
 
-        return sync_tasks.planned_teams(kind, context["params"])
+        return sync_tasks.tail_teams(context["params"])
 
     # one quick retry: the plan waits for it (a poll that fails for good leaves its time to
     # the day tasks, by the normal due logic)

@@ -140,6 +140,11 @@ def planned_teams(kind: str, params: dict[str, Any]) -> list[tuple[str, str | No
     return active
 
 
+def tail_teams(params: dict[str, Any]) -> list[str]:
+    """The connection ids whose tail the incremental run polls: those it syncs."""
+    return [conn_id for conn_id, _ in planned_teams("incremental", params)]
+
+
 def _plan_team(
     kind: str,
     conn_id: str,
