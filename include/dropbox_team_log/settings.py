@@ -28,6 +28,12 @@ CONN_ID_VARIABLE = "dropbox_team_log_conn_id"
 TEAMS_VARIABLE = "dropbox_team_log_teams"
 #: Where the report DAG writes the HTML report (default: `<root>/_reports/`).
 REPORT_PATH_VARIABLE = "dropbox_team_log_report_path"
+#: Teams failing and already alerted, per kind of error (notifications/alert_state.py): kept
+#: by the tasks' callbacks so a persistent failure alerts once, not at every run.
+ALERT_STATE_VARIABLE = "dropbox_team_log_alert_state"
+#: Seconds a first alert (or a recovery) waits after claiming it in `ALERT_STATE_VARIABLE`
+#: before checking the claim held: two tasks of one team failing at once send one alert.
+ALERT_CLAIM_SETTLE_SECONDS = 1.0
 #: Opt-in pseudonymisation key, or `conn:<conn_id>` naming a connection whose password is it.
 PSEUDONYMISE_KEY_VARIABLE = "dropbox_team_log_pseudonymise_key"
 

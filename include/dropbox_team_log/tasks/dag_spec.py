@@ -14,7 +14,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Asset, Param, TriggerRule, XComArg, task
 
 from dropbox_team_log import settings
-from dropbox_team_log.notifications.alerts import on_failure
+from dropbox_team_log.notifications.alerts import on_failure, on_success
 
 #: Emitted by every successful day write, so downstream DAGs can run on new data.
 EVENTS_ASSET = Asset(name=settings.EVENTS_ASSET_NAME, uri=settings.EVENTS_ASSET_URI)
@@ -134,6 +134,7 @@ def plan_and_sync(kind: str) -> XComArg:
         retry_exponential_backoff=False,
         multiple_outputs=False,
         map_index_template="{{ tail_label }}",  # the grid shows the team, not 0..n
+        on_success_callback=on_success,  # a team alerted as failing: "recovered"
         **fairness,
     )
     def tail(conn_id: str, **context: Any) -> dict:
@@ -150,6 +151,7 @@ def plan_and_sync(kind: str) -> XComArg:
         outlets=[EVENTS_ASSET],
         multiple_outputs=False,
         map_index_template="{{ sync_label }}",  # the grid shows team and day, not 0..60
+        on_success_callback=on_success,
         **fairness,
     )
     def sync_day(job: dict) -> dict:

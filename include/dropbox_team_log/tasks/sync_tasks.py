@@ -37,6 +37,7 @@ from dropbox_team_log.sync.planning import (
     split_days,
 )
 from dropbox_team_log.tasks.dataset_root import open_dataset_root, use_aws_connection
+from dropbox_team_log.tasks.failures import CONNECTION_MISSING, TeamFailure
 from dropbox_team_log.tasks.worker_memory import use_lean_allocators
 from dropbox_team_log.team_registry import RegistryError
 from dropbox_team_log.timeutil import to_wire
@@ -54,13 +55,15 @@ def load_connection(conn_id: str, hook: DropboxTeamHook | None = None) -> Dropbo
     try:
         return (hook or DropboxTeamHook(dropbox_team_conn_id=conn_id)).settings
     except AirflowNotFoundException:
-        raise AirflowFailException(
+        raise TeamFailure(
             f"Airflow connection '{conn_id}' does not exist: connect the team with "
             f"`dropbox-team-log connect --conn-id {conn_id}` (or set the conn_id param / the "
-            f"'{CONN_ID_VARIABLE}' Variable to the connection you saved)"
+            f"'{CONN_ID_VARIABLE}' Variable to the connection you saved)",
+            conn_id=conn_id,
+            kind=CONNECTION_MISSING,
         ) from None
     except ConnectionConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
+        raise TeamFailure.of(exc, conn_id) from None
 
 
 def load_pseudonymiser() -> Pseudonymiser | None:
@@ -116,10 +119,15 @@ def plan_days(kind: str, params: dict[str, Any], context: dict[str, Any]) -> lis
             team = deployment.team_key(conn_id, default)
             jobs = _plan_team(kind, conn_id, params, root, team, as_of, policy, cached_connected_at)
         except (AirflowFailException, RegistryError) as exc:
+            team_failure = isinstance(exc, (TeamFailure, RegistryError))
             if len(planned) == 1:
+                if team_failure:
+                    raise TeamFailure.of(exc, conn_id) from None
                 raise AirflowFailException(str(exc)) from None
             log.error("team '%s' cannot be planned: %s", conn_id, exc)
             jobs = [{"conn_id": conn_id, "day": "setup", "error": str(exc)}]
+            if team_failure:
+                jobs[0]["error_kind"] = TeamFailure.of(exc, conn_id).kind
         per_team.append([{**shared, **job} for job in jobs])
     return interleave(per_team)
 
@@ -181,7 +189,9 @@ def _plan_team(
     except ParamError as exc:
         raise AirflowFailException(f"Bad parameter: {exc}") from None
     except ConnectionConfigError as exc:  # the registry's copy is not a time
-        raise AirflowFailException(f"Variable {TEAMS_VARIABLE}: {exc}") from None
+        raise TeamFailure(
+            f"Variable {TEAMS_VARIABLE}: {exc}", conn_id=conn_id, kind="RegistryError"
+        ) from None
     dataset = EventDataset(root, team=team)
     spans = split_days(lo, hi)
     cover = None
@@ -248,11 +258,13 @@ def check_planned_connected_at(job: dict[str, Any], settings: DropboxTeamConnect
     actual_s = int(actual.timestamp()) if actual else None
     if actual_s != job["planned_connected_at"]:
         conn_id = job["conn_id"]
-        raise AirflowFailException(
+        raise TeamFailure(
             f"connection '{conn_id}' has connected_at "
             f"{to_wire(actual_s) if actual_s is not None else 'unset'}, but the Variable "
             f"{TEAMS_VARIABLE} holds another copy: refresh it with `dropbox-team-log teams add "
-            f'{conn_id}` (or set its "connected_at" there), then clear this task'
+            f'{conn_id}` (or set its "connected_at" there), then clear this task',
+            conn_id=conn_id,
+            kind="StaleConnectedAt",
         )
 
 
@@ -297,13 +309,15 @@ def tail_poll(conn_id: str, params: dict[str, Any], context: dict[str, Any]) -> 
             pseudonymiser=load_pseudonymiser(),
         )
     except (PermanentError, RegistryError) as exc:
-        raise AirflowFailException(str(exc)) from None
+        raise TeamFailure.of(exc, conn_id) from None
     return report.to_xcom()
 
 
 def sync_day(job: dict[str, Any]) -> dict[str, Any]:
     """One mapped task: sync one day span (in a process of its own: see worker_memory)."""
     if job.get("error"):  # this team could not be planned: fail its task alone, saying why
+        if job.get("error_kind"):
+            raise TeamFailure(job["error"], conn_id=job["conn_id"], kind=job["error_kind"])
         raise AirflowFailException(job["error"])
     use_lean_allocators()
     hook = DropboxTeamHook(dropbox_team_conn_id=job["conn_id"])
@@ -331,5 +345,5 @@ def sync_day(job: dict[str, Any]) -> dict[str, Any]:
             cover=tail.TailCover.from_xcom(job.get("tail")),
         )
     except PermanentError as exc:
-        raise AirflowFailException(str(exc)) from None
+        raise TeamFailure.of(exc, job["conn_id"]) from None
     return report.to_xcom()
