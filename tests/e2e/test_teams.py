@@ -112,7 +112,12 @@ def test_two_teams_one_revoked_part_way(deployment, emu, connected_at, alert_tar
     assert rest.dag(BACKFILL)["is_paused"] is False  # a started backfill must not sit queued
     rest.set_pool("dropbox_api", 3, "Dropbox team API concurrency")
     registry = [
-        {"conn_id": c, "added_at": iso(connected_at), "backfill_days": BACKFILL_DAYS}
+        {
+            "conn_id": c,
+            "added_at": iso(connected_at),
+            "connected_at": iso(connected_at),  # the copy connect writes: no lookup in the plan
+            "backfill_days": BACKFILL_DAYS,
+        }
         for c in (HEAVY, LIGHT)
     ]
     rest.call(
