@@ -259,9 +259,7 @@ def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[list[date]]:
         for path in dataset.file_paths(day):  # a legacy day file, or its hour files
             with dataset.fs.open(path, "rb") as handle:
                 day_rows += pq.ParquetFile(handle).metadata.num_rows
-        if chunk and (
-            rows + day_rows > limit or len(chunk) >= settings.OCSF_CHUNK_DAYS
-        ):
+        if chunk and (rows + day_rows > limit or len(chunk) >= settings.OCSF_CHUNK_DAYS):
             yield chunk
             chunk, rows = [], 0
         chunk.append(day)
