@@ -69,6 +69,7 @@ class Run:
     events: int
     rows_written: int
     files_written: int
+    tasks: int = 0  # mapped sync tasks: the days with work due
     fresh_events: int = 0  # of the run's own day (the rest: earlier days, settled or refreshed)
     earlier_ranges: list[tuple[int, int]] = field(default_factory=list)
 
@@ -115,7 +116,7 @@ def _run(root: str, as_of: int, layout: Layout) -> Run:
     due = [s for s in split_days(lo, as_of) if due_ranges(dataset, s, as_of=as_of, policy=policy)]
     job = {"as_of": as_of, "conn_id": CONN_ID, "root": root, "team_id": "dbtid:bench"}
     job["policy"] = policy.to_xcom()
-    run = Run(as_of, 0.0, 0.0, 0, 0, 0)
+    run = Run(as_of, 0.0, 0.0, 0, 0, 0, tasks=len(due))
     for span in due:
         reset_secrets_masker()  # a task's process starts with an empty one (bench/run.py)
         report = sync_tasks.sync_day({**job, **span.to_xcom()})
@@ -208,6 +209,7 @@ def figures(day: Day, layout: Layout, scale: float) -> dict:
             fresh / day.new_events + earlier / max(day.earlier_events, 1), 2
         ),
         f"{prefix}fresh_fetch_share": round(fresh / day.new_events, 2),
+        f"{prefix}tasks_per_run": round(sum(r.tasks for r in day.runs) / len(day.runs), 2),
         f"{prefix}files_written_per_run": round(
             sum(r.files_written for r in day.runs) / len(day.runs), 2
         ),
