@@ -121,7 +121,9 @@ class DayFiles:
 
         Raises MixedLayoutError if the folder holds both (never written so: see layout.py).
         """
-        found = [f for f in self._files_in(day) if f.team == self.team]
+        # the team's own names only: on S3 a LIST of that prefix, not of every team's files
+        own = "events*.parquet" if self.team is None else f"{self.team}.events*.parquet"
+        found = [f for f in self._files_in(day, own) if f.team == self.team]
         if len(found) > 1 and found[0].hour is None:
             legacy = self.legacy_path(day).rpartition("/")[2]
             raise MixedLayoutError(
@@ -131,12 +133,13 @@ class DayFiles:
             )
         return found
 
-    def _files_in(self, day: date) -> list[DayFile]:
-        """Every team's files of the day, by team then in time order (one listing)."""
+    def _files_in(self, day: date, pattern: str = "*.parquet") -> list[DayFile]:
+        """The day's files matching `pattern` (default: every team's), by team then in time
+        order (one listing). Team keys hold no glob character (layout.TEAM_KEY_RE)."""
         return sorted(
             (
                 f
-                for path in self.fs.glob(glob_under(self.day_dir(day), "*.parquet"))
+                for path in self.fs.glob(glob_under(self.day_dir(day), pattern))
                 if (f := layout.parse_path(path)) is not None and f.day == day
             ),
             key=lambda f: (f.team or "", f.team is not None, f.sort_key),
