@@ -11,8 +11,10 @@ sources' Glue crawlers look. A file's name is fixed, so re-exporting a day repla
 (and removes those of classes the day no longer has): re-runnable, never duplicated. Each file
 appears whole: locally a temp file renamed onto it, on S3 one PUT. Local files are not fsynced:
 after a power loss, run the export again. Each file is encoded once, whatever the number of
-layouts. Rows stream from DuckDB a small batch at a time and a file's rows are written once its
-day is done, so a day's size is bounded by its files, not by memory (S3: one file's bytes).
+layouts. Rows stream from DuckDB a small batch at a time; a query covers days of at most
+OCSF_ROW_GROUP_ROWS rows and its files are written when it ends (a bigger day: a row group each
+time that many rows wait), so memory is bounded by that, not by a day's size (S3: one file's
+bytes).
 """
 
 from __future__ import annotations
@@ -245,19 +247,19 @@ def _source(dataset: EventDataset, days: list[date]) -> str:
 
 
 def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[list[date]]:
-    """Consecutive days, as many per query as OCSF_CHUNK_ROWS and OCSF_CHUNK_DAYS allow (a
+    """Consecutive days, as many per query as OCSF_CHUNK_DAYS and the rows bound allow (a
     query has a fixed cost, ~50 ms: per day, it would weigh as much as the records on small
-    days)."""
+    days). The rows bound is OCSF_CHUNK_ROWS, and at most OCSF_ROW_GROUP_ROWS: a query's rows
+    then all wait in memory until it ends, so each file is written whole (see `_export_chunk`)."""
     chunk: list[date] = []
     rows = 0
+    limit = min(settings.OCSF_CHUNK_ROWS, settings.OCSF_ROW_GROUP_ROWS)
     for day in days:
         day_rows = 0
         for path in dataset.file_paths(day):  # a legacy day file, or its hour files
             with dataset.fs.open(path, "rb") as handle:
                 day_rows += pq.ParquetFile(handle).metadata.num_rows
-        if chunk and (
-            rows + day_rows > settings.OCSF_CHUNK_ROWS or len(chunk) >= settings.OCSF_CHUNK_DAYS
-        ):
+        if chunk and (rows + day_rows > limit or len(chunk) >= settings.OCSF_CHUNK_DAYS):
             yield chunk
             chunk, rows = [], 0
         chunk.append(day)
@@ -312,12 +314,10 @@ class _Files:
             self._result.written.extend(self._layouts.output.display(path) for path in paths)
         self.by_key[class_uid, day].add(part)
 
-    def flush_before(self, day: date) -> None:
-        """Write the pending rows of the days before `day` (done, if rows come in day order:
-        the caller allows a day of slack, since a join may hand over a few rows early)."""
-        for (_, file_day), class_file in self.by_key.items():
-            if file_day < day:
-                class_file.flush()
+    def flush(self) -> None:
+        """Write every file's pending rows (as a row group each)."""
+        for class_file in self.by_key.values():
+            class_file.flush()
 
     @property
     def pending(self) -> int:
@@ -332,21 +332,20 @@ def _export_chunk(
     result: ExportResult,
 ) -> None:
     """One query over `days`; its rows go to one file per (class, day) and layout. A file's rows
-    are written as one row group once the rows have moved on to a later day (one DuckDB thread
-    reads the day files in order; several interleave them), or sooner when OCSF_ROW_GROUP_ROWS
-    rows wait in all: the memory bound. A row that comes late only makes one more row group:
-    the files stay open to the end."""
+    wait until the query ends and are written as one row group, sorted: the query's days hold
+    at most OCSF_ROW_GROUP_ROWS rows (`_chunks`), so that is the memory bound, and the file's
+    bytes do not depend on the order DuckDB hands rows over in (its threads, and even one
+    thread's hash join over a day's many hour files, interleave days). Only a day bigger than
+    the bound (a query of its own) is written as several row groups, whenever that many rows
+    wait."""
     files = _Files(layouts, result)
     try:
         reader = con.sql(ocsf.select_sql(_source(dataset, days))).to_arrow_reader(_BATCH_ROWS)
         for batch in reader:
-            latest = EPOCH_DAY
             for class_uid, day, part in _split(batch):
                 files.add(class_uid, day, part)
-                latest = max(latest, day)
-            files.flush_before(latest - timedelta(days=1))
             if files.pending >= settings.OCSF_ROW_GROUP_ROWS:
-                files.flush_before(latest + timedelta(days=1))
+                files.flush()
         for class_file in files.by_key.values():
             class_file.close()
     except BaseException:
