@@ -17,8 +17,11 @@ Figures (per simulated day B):
 - rows written ÷ new rows: the rows of every file a run rewrote, summed, over the events new that
   day (the API's count of events of day B);
 - events fetched per event: events the runs fetched over the events new that day;
-- run wall at the end ÷ at the start of the day: the mean wall of the runs in the last hour of B
-  over those in the first hour (the same schedule and about the same new events per run);
+- run wall at the end ÷ at the start of the day: the median wall of the runs in the last hour
+  of B over that of the first hour (the emulator's last hour has 1.5x the first's events, so
+  this errs against the layout); beside it, an extrapolation to scale 1 (noisy: the fit
+  multiplies a small coefficient by 1 / scale): each run's wall fitted on (1, events fetched,
+  rows written, rows of day B already stored), the median run with day B full over empty;
 - CPU-hours a day: this process's CPU (the sync; the emulator's is the API's), measured at this
   scale and extrapolated to `events_per_day` by a least-squares fit of each run's CPU on
   (1, events fetched, rows written): runs x fixed + the per-event and per-row parts scaled up;
@@ -69,6 +72,7 @@ class Run:
     events: int
     rows_written: int
     files_written: int
+    tasks: int = 0  # mapped sync tasks: the days with work due
     fresh_events: int = 0  # of the run's own day (the rest: earlier days, settled or refreshed)
     earlier_ranges: list[tuple[int, int]] = field(default_factory=list)
 
@@ -115,7 +119,7 @@ def _run(root: str, as_of: int, layout: Layout) -> Run:
     due = [s for s in split_days(lo, as_of) if due_ranges(dataset, s, as_of=as_of, policy=policy)]
     job = {"as_of": as_of, "conn_id": CONN_ID, "root": root, "team_id": "dbtid:bench"}
     job["policy"] = policy.to_xcom()
-    run = Run(as_of, 0.0, 0.0, 0, 0, 0)
+    run = Run(as_of, 0.0, 0.0, 0, 0, 0, tasks=len(due))
     for span in due:
         reset_secrets_masker()  # a task's process starts with an empty one (bench/run.py)
         report = sync_tasks.sync_day({**job, **span.to_xcom()})
@@ -194,7 +198,16 @@ def figures(day: Day, layout: Layout, scale: float) -> dict:
     runs = day.runs[1:]  # the first run pays the process's imports and caches
     first = [r.wall for r in runs if r.at - day.runs[0].at < HOUR]
     last = [r.wall for r in runs if day.runs[-1].at - r.at < HOUR]
+    # the same run (the median run's events and rows) with day B empty vs full: the wall's
+    # growth with what is stored, fitted over the day's runs (its rows: the fresh ones so far)
+    stored = np.cumsum([0] + [r.fresh_events for r in day.runs])[1:-1]
+    x = np.array([[1.0, r.events, r.rows_written, s] for r, s in zip(runs, stored, strict=True)])
+    coef, *_ = np.linalg.lstsq(x, np.array([r.wall for r in runs]), rcond=None)
+    coef = np.maximum(coef, 0.0)  # a negative share is noise: no cost, not a saving
     fresh = sum(r.fresh_events for r in day.runs)
+    typical = np.array([1.0, np.median(x[:, 1]) / scale, np.median(x[:, 2]) / scale, 0.0])
+    at_start = float(typical @ coef)  # the median run at scale 1, day B empty
+    at_end = at_start + float(coef[3]) * fresh / scale  # the same run, day B full
     earlier = sum(r.events - r.fresh_events for r in day.runs)
     return {
         f"{prefix}runs": len(day.runs),
@@ -208,10 +221,14 @@ def figures(day: Day, layout: Layout, scale: float) -> dict:
             fresh / day.new_events + earlier / max(day.earlier_events, 1), 2
         ),
         f"{prefix}fresh_fetch_share": round(fresh / day.new_events, 2),
+        f"{prefix}tasks_per_run": round(sum(r.tasks for r in day.runs) / len(day.runs), 2),
         f"{prefix}files_written_per_run": round(
             sum(r.files_written for r in day.runs) / len(day.runs), 2
         ),
         f"{prefix}wall_end_over_start": round(float(np.median(last) / np.median(first)), 2),
+        f"{prefix}wall_growth_fit_at_scale_1": (
+            round(at_end / at_start, 2) if at_start > 0 else None
+        ),
         f"{prefix}run_wall_median_s": round(float(np.median([r.wall for r in runs])), 3),
         f"{prefix}cpu_h_per_day_measured": round(sum(r.cpu for r in day.runs) / HOUR, 4),
         f"{prefix}cpu_h_per_day_at_scale_1": round(_fit_cpu(day.runs, scale, "cpu") / HOUR, 3),

@@ -735,7 +735,10 @@ def main() -> int:
     )
     parser.add_argument("--skip-freshness", action="store_true")
     parser.add_argument(
-        "--fresh-hours", type=float, default=3.0, help="hours of tail runs in the freshness step"
+        "--fresh-hours",
+        type=float,
+        default=2.0,
+        help="hours of tail runs in the freshness step (it takes 8-16 minutes at scale 0.25)",
     )
     parser.add_argument(
         "--fresh-warmup", type=float, default=24.0, help="hours the tail's chain starts earlier"

@@ -1024,3 +1024,15 @@ def test_a_damaged_hour_file_is_moved_aside_alone(ds: EventDataset):
     ds.write_day(DAY, [hour], [make_batch(list(range(hour[0] + 5, hour[1], 600)), "again")], HI)
     assert ds.read_day(DAY).num_rows == 144
     assert ds.read_coverage(DAY) == Coverage(((LO, HI, HI),))
+
+
+def test_read_seconds_within_ranges_reads_only_their_hour_files(ds: EventDataset):
+    """Planning a sync of an hour costs that hour, however full the day: other files unread."""
+    ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=HI)
+    truncate(ds.hour_path(DAY, 5))  # would be found (and moved aside) by any read of it
+    hour = (LO + 13 * H + 60, LO + 13 * H + 120)
+    seconds, coverage = ds.read_seconds(DAY, within=[hour])
+    assert seconds.tolist() == list(range(LO + 13 * H + 5, LO + 14 * H, 600))
+    assert coverage == Coverage(((LO + 13 * H, LO + 14 * H, HI),))
+    assert ds.quarantined == [] and os.path.exists(ds.hour_path(DAY, 5))
+    assert len(ds.read_seconds(DAY)[0]) == 144 - 6 and len(ds.quarantined) == 1

@@ -195,8 +195,10 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
         monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", root)
         run_dag(emu, "dropbox_team_log_incremental", T0 + timedelta(hours=4))
     assert objects(bucket) != before, "the incremental run wrote nothing"
-    beside = {k.split("/")[1] for k in objects(bucket) if k not in day_keys(bucket, "team-log")}
-    assert beside == {"_teams", "_tail"}  # the card and the tail's chain state, nothing else
+    tail_keys = [k for k in objects(bucket) if k.startswith("team-log/_tail/")]
+    assert [k.rsplit("/", 1)[1].endswith(".json") for k in tail_keys] == [True]  # the chain
+    card = "team-log/_teams/dropbox_team_default.json"  # the team's card
+    assert sorted(set(objects(bucket)) - {*tail_keys, card}) == day_keys(bucket, "team-log")
     assert multiset(pyarrow_raws(s3_endpoint, f"{bucket}/team-log")) == multiset(
         dataset_raws(str(local), lo, T0 + timedelta(days=1))
     )

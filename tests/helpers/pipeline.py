@@ -159,3 +159,15 @@ def event_calls(emu) -> int:
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
+
+
+def settled_until(at: datetime) -> datetime:
+    """What a run at `at` has settled (final, exact): time before `at - settle_hours`, up to the
+    last settle batch boundary (an hour: SETTLE_BATCH_HOURS), with the default policy."""
+    from dropbox_team_log.sync.planning import SyncPolicy
+
+    policy = SyncPolicy()
+    cutoff = int(at.timestamp()) - policy.settle_seconds
+    return datetime.fromtimestamp(
+        cutoff // policy.settle_batch_seconds * policy.settle_batch_seconds, UTC
+    )

@@ -19,8 +19,15 @@ from dropbox_team_log.cli.main import main
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.settings import QUARANTINE_DIR
 from tests.helpers.damage import flip_inside_page, truncate
-from tests.helpers.pipeline import dataset_raws, event_calls, multiset, run_dag, utc
-from tests.reliability.matrix import HORIZON, SETTLE, T0, FaultFigures, compare, record
+from tests.helpers.pipeline import (
+    dataset_raws,
+    event_calls,
+    multiset,
+    run_dag,
+    settled_until,
+    utc,
+)
+from tests.reliability.matrix import HORIZON, T0, FaultFigures, compare, record
 
 BACKFILL, INCREMENTAL = "dropbox_team_log_backfill", "dropbox_team_log_incremental"
 DAYS = 4
@@ -138,9 +145,11 @@ def test_incremental_heals_a_cut_day_and_a_page_damaged_day_that_its_write_finds
     # Both hours were fetched again whole at `at`, the window's first day's before the window.
     range_is_exact(emu, output, *hour_of(damaged, 10), as_of=at)
     range_is_exact(emu, output, *hour_of(cut, 9), as_of=at)
-    _, lost, duplicated = compare(output, emu, LO, at - SETTLE, as_of=at + HORIZON)
+    _, lost, duplicated = compare(output, emu, LO, settled_until(at), as_of=at + HORIZON)
     assert (lost, duplicated) == (0, 0)
-    assert compare(output, emu, at - SETTLE, at, as_of=at + HORIZON)[2] == 0  # fresh: no doubles
+    assert (
+        compare(output, emu, settled_until(at), at, as_of=at + HORIZON)[2] == 0
+    )  # fresh: no doubles
     assert [len(moved_aside(output, day)) for day in (damaged, cut)] == [1, 1]
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import date
@@ -121,7 +121,9 @@ class DayFiles:
 
         Raises MixedLayoutError if the folder holds both (never written so: see layout.py).
         """
-        found = [f for f in self._files_in(day) if f.team == self.team]
+        # the team's own names only: on S3 a LIST of that prefix, not of every team's files
+        own = "events*.parquet" if self.team is None else f"{self.team}.events*.parquet"
+        found = [f for f in self._files_in(day, own) if f.team == self.team]
         if len(found) > 1 and found[0].hour is None:
             legacy = self.legacy_path(day).rpartition("/")[2]
             raise MixedLayoutError(
@@ -131,12 +133,13 @@ class DayFiles:
             )
         return found
 
-    def _files_in(self, day: date) -> list[DayFile]:
-        """Every team's files of the day, by team then in time order (one listing)."""
+    def _files_in(self, day: date, pattern: str = "*.parquet") -> list[DayFile]:
+        """The day's files matching `pattern` (default: every team's), by team then in time
+        order (one listing). Team keys hold no glob character (layout.TEAM_KEY_RE)."""
         return sorted(
             (
                 f
-                for path in self.fs.glob(glob_under(self.day_dir(day), "*.parquet"))
+                for path in self.fs.glob(glob_under(self.day_dir(day), pattern))
                 if (f := layout.parse_path(path)) is not None and f.day == day
             ),
             key=lambda f: (f.team or "", f.team is not None, f.sort_key),
@@ -209,13 +212,17 @@ class DayFiles:
         with self.fs.open(path, "rb") as f:
             return file.bounds, file_format.tail_of(pq.read_metadata(f), path)
 
-    def read_seconds(self, day: date) -> tuple[np.ndarray, Coverage] | None:
+    def read_seconds(
+        self, day: date, *, within: Sequence[Range] | None = None
+    ) -> tuple[np.ndarray, Coverage] | None:
         """The day's row timestamps (epoch seconds, sorted) and coverage; None without a file
-        (or with only damaged ones, now moved aside).
+        (or with only damaged ones, now moved aside). With `within`, only the files whose time
+        overlaps those ranges are read (their rows and coverage: what planning a sync of those
+        ranges needs, however full the rest of the day is).
 
         One column of each file: cheap enough to plan a sync by (where events are expected).
         """
-        parts = self._read_each(day, self._seconds_at)
+        parts = self._read_each(day, self._seconds_at, within)
         if not parts:
             return None
         seconds = np.concatenate([s for s, _ in parts])
@@ -238,11 +245,20 @@ class DayFiles:
         with self.fs.open(path, "rb") as f:
             return conform(file_format.read_table(f), path)
 
-    def _read_each(self, day: date, read: Callable[[DayFile, str], _Read]) -> list[_Read]:
-        """`read(file, path)` of each of the day's files in time order; none for a file that is
-        gone or was damaged (and is now moved aside)."""
+    def _read_each(
+        self,
+        day: date,
+        read: Callable[[DayFile, str], _Read],
+        within: Sequence[Range] | None = None,
+    ) -> list[_Read]:
+        """`read(file, path)` of each of the day's files in time order (with `within`: of those
+        whose time overlaps one of these ranges); none for a file that is gone or was damaged
+        (and is now moved aside)."""
         out = []
         for file in self.day_files(day):
+            lo, hi = file.bounds
+            if within is not None and not any(s < hi and e > lo for s, e in within):
+                continue
             result = self._read_healing(file, read)
             if result is not None:
                 out.append(result)

@@ -133,18 +133,20 @@ def expected_density(
 ) -> DensityProfile | None:
     """Where the due ranges' events are expected, from rows already on disk; None if unknown.
 
-    Time the day file covers is predicted by its own rows (a refetch finds about what it held);
-    time it does not cover, by the same hours of the first `NEIGHBOUR_DAYS` day whose file
-    covers them. Only the slicing depends on it: a poor guess costs speed, never rows.
+    Time the day's files cover is predicted by their own rows (a refetch finds about what they
+    held); time they do not cover, by the same hours of the first `NEIGHBOUR_DAYS` day whose
+    files cover them. Only the hour files of the due ranges are read, so this costs what is due,
+    not what the day holds. Only the slicing depends on it: a poor guess costs speed, never rows.
     """
-    own = dataset.read_seconds(day)
-    parts = [own[0]] if own else []
+    own = dataset.read_seconds(day, within=ranges)  # the hours due: the day's size aside
+    parts = [own[0][in_ranges(own[0], ranges)]] if own else []
     need = [r for lo, hi in ranges for r in own[1].uncovered(lo, hi)] if own else list(ranges)
     for step in NEIGHBOUR_DAYS:
         if not need:
             break
         shift = -step * DAY
-        other = dataset.read_seconds(day + timedelta(days=step))
+        shifted = [(lo - shift, hi - shift) for lo, hi in need]
+        other = dataset.read_seconds(day + timedelta(days=step), within=shifted)
         if other is None or any(other[1].uncovered(lo - shift, hi - shift) for lo, hi in need):
             continue
         moved = other[0] + shift
