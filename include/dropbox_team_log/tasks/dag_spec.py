@@ -131,7 +131,6 @@ def plan_and_sync(kind: str) -> XComArg:
         pool=settings.API_POOL,
         retries=1,
         retry_delay=timedelta(seconds=20),
-        retry_exponential_backoff=False,
         multiple_outputs=False,
         map_index_template="{{ tail_label }}",  # the grid shows the team, not 0..n
         on_success_callback=on_success,  # a team alerted as failing: "recovered"
