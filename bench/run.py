@@ -60,6 +60,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def emulator_args(events_per_day: float, *, seed: int = 11, days: int = 60) -> list[str]:
+    """The emulator's command line (also parsed in-process where a bench needs its config)."""
+    args = ["--seed", str(seed), "--clock", CLOCK.isoformat()]
+    args += ["--events-per-day", str(events_per_day), "--access-token-lifetime", "86400"]
+    # Every day stays made: a day made again inside a timed call would be charged to the pipeline.
+    args += ["--cache-events", str(int(max(200_000, 1.5 * events_per_day * (days + 10))))]
+    return args
+
+
 @contextmanager
 def emulator(
     events_per_day: float, *, latency: float = 0.0, seed: int = 11, days: int = 60
@@ -67,10 +76,7 @@ def emulator(
     """An emulator process with a fixed latency on every team_log call; its control client."""
     from dropbox_emulator.process import EmulatorStartError, emulator_process
 
-    args = ["--seed", str(seed), "--clock", CLOCK.isoformat()]
-    args += ["--events-per-day", str(events_per_day), "--access-token-lifetime", "86400"]
-    # Every day stays made: a day made again inside a timed call would be charged to the pipeline.
-    args += ["--cache-events", str(int(max(200_000, 1.5 * events_per_day * (days + 10))))]
+    args = emulator_args(events_per_day, seed=seed, days=days)
     with tempfile.TemporaryFile() as log:
         try:
             with emulator_process(free_port(), args, log=log) as (proc, client):
@@ -671,7 +677,38 @@ TARGETS = {
     "memory_s3_peak_rss_mb": ("<=", 300),  # the same day into S3, sent a part at a time
     "storage_share_of_raw_json": ("<=", 0.20),
     "incr_idle_api_calls": ("<=", 2),
+    "fresh_tail_p95_s": ("<=", 300),
+    "fresh_tail_p95_s_at_2m": ("<=", 300),
+    "fresh_tail_fetches_per_event": ("<=", 3),
+    "fresh_tail_cpu_h_per_day_at_2m": ("<=", 0.1),
+    "incr_hours_rows_written_per_new_row": ("<=", 10),
+    "incr_hours_wall_end_over_start": ("<=", 1.3),
+    "incr_hours_events_fetched_per_event": ("<=", 3),
+    "incr_hours_cpu_h_per_day_at_scale_1": ("<=", 0.1),
 }
+
+
+def run_freshness(events_per_day: float, args: argparse.Namespace, work: str) -> dict:
+    """bench/freshness.py on an emulator of its own: a 2M-a-day team (times the scale)."""
+    from bench.freshness import bench_freshness
+    from dropbox_emulator.__main__ import build_parser, config_from_args
+    from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
+
+    days = 3
+    config = config_from_args(build_parser().parse_args(emulator_args(events_per_day, days=days)))
+    with emulator(events_per_day, latency=args.latency, days=days) as client:
+        connect(client)
+        reader = DropboxTeamHook(dropbox_team_conn_id=CONN_ID).event_reader()
+        return bench_freshness(
+            client,
+            config,
+            reader,
+            work,
+            hours=args.fresh_hours,
+            warmup=args.fresh_warmup,
+            own_cpu=_own_cpu,
+            calls=lambda: team_log_calls(client),
+        )
 
 
 def print_table(figures: dict) -> None:
@@ -701,6 +738,30 @@ def main() -> int:
         default=2_000_000,
         help="events of the memory day (the issue's 2M whatever the scale: 1-3 minutes)",
     )
+    parser.add_argument("--skip-freshness", action="store_true")
+    parser.add_argument(
+        "--fresh-hours",
+        type=float,
+        default=2.0,
+        help="hours of tail runs in the freshness step (it takes 8-16 minutes at scale 0.25)",
+    )
+    parser.add_argument(
+        "--fresh-warmup", type=float, default=24.0, help="hours the tail's chain starts earlier"
+    )
+    parser.add_argument(
+        "--incr-scale",
+        type=float,
+        default=0.05,
+        help="the day of incremental runs: share of the issue's 2M events a day (1 = the issue's)",
+    )
+    parser.add_argument(
+        "--incr-no-baseline",
+        action="store_true",
+        help="skip the day of runs on whole-day files (the old layout, the slow part)",
+    )
+    parser.add_argument(
+        "--only-incremental-day", action="store_true", help="run the day of incremental runs only"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--memory-child", nargs=2, metavar=("ROOT", "DAY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -716,6 +777,9 @@ def main() -> int:
     figures: dict = {"scale": args.scale, "cores": os.cpu_count()}
     started = time.perf_counter()
     try:
+        if args.only_incremental_day:
+            figures |= _incremental_day(args, work)
+            return _report(figures, started)
         with emulator(epd, latency=args.latency, days=args.days) as client:
             connect(client)
             step("transform", "page bytes -> rows -> Parquet, and the SDK-typed baseline")
@@ -738,12 +802,29 @@ def main() -> int:
                 figures |= bench_airflow(client, args.days, backfill["backfill_wall_s"], work)
             step("incremental", "nothing new, then ~100k new events")
             figures |= bench_incremental(client, root, int(100_000 * args.scale), epd)
+        figures |= _incremental_day(args, work)
+        if not args.skip_freshness:
+            epd = 2_000_000 * args.scale  # the issue's 2M events a day, times the scale
+            step("freshness", f"tail polls of a {epd:,.0f}-events-a-day team, and the baseline")
+            figures |= run_freshness(epd, args, work)
         if not args.skip_memory:
             step("memory", f"one day of ~{args.memory_events:,.0f} events in a fresh process")
             figures |= bench_memory(args.memory_events, work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    return _report(figures, started)
+
+
+def _incremental_day(args: argparse.Namespace, work: str) -> dict:
+    from bench.incremental_day import bench_incremental_day
+
+    events = 2_000_000 * args.incr_scale
+    step("incremental day", f"a day of runs, {events:,.0f} events a day, hour vs day files")
+    return bench_incremental_day(args.incr_scale, work, baseline=not args.incr_no_baseline)
+
+
+def _report(figures: dict, started: float) -> int:
     figures["bench_wall_s"] = round(time.perf_counter() - started, 1)
     print_table(figures)
     print(json.dumps(figures, separators=(",", ":")))

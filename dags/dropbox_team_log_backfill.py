@@ -1,7 +1,9 @@
 """Backfill: the team's activity log for the days before the connection (default 60).
 
-Trigger it by hand once the team is connected. Each UTC day is a mapped task in the
-`dropbox_api` pool; re-running a finished day changes nothing, a failed day re-runs alone.
+One team per run (the `conn_id` param, else the default connection). The incremental DAG starts
+it for each newly registered team; trigger it by hand for other ranges. Each UTC day is a mapped
+task in the `dropbox_api` pool, at most two at once (the rest of the pool keeps every team
+current); re-running a finished day changes nothing, a failed day re-runs alone.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dropbox_team_log.tasks import dag_spec
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    is_paused_upon_creation=False,  # no schedule: runs only when triggered (by the incremental)
     default_args=dag_spec.BACKFILL_DEFAULT_ARGS,
     tags=["dropbox", "audit-log", "backfill"],
     doc_md=__doc__,

@@ -1,9 +1,15 @@
 """Incremental: keeps the dataset current from the connection on, on a schedule.
 
 "Now" is the run's data interval end, never the wall clock, so any run replays exactly. Each run
-fills gaps since the last one, settles data older than the settle window (24 h + margin: Dropbox
-delivers events up to 24 h late) and refreshes fresher data every `refresh_hours`.
-Schedule: env DROPBOX_TEAM_LOG_SCHEDULE (cron or preset; default every 15 minutes).
+fetches what is new since the last one, settles data older than the settle window (24 h + margin:
+Dropbox delivers events up to 24 h late) an hour at a time, and refreshes fresher data every
+`refresh_hours` if set (default 0: never). Schedule: env DROPBOX_TEAM_LOG_SCHEDULE (cron or
+preset; default every 4 minutes).
+
+Every unpaused team of the registry (Variable `dropbox_team_log_teams`; unset: the default
+connection) is synced: its tail polled (one mapped task per team, named "<conn_id>"), then one
+mapped task per team and day, named "<conn_id> <day>"; a team registered since the last run
+gets its first backfill started (`start_backfill`).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from dropbox_team_log.tasks import dag_spec
 )
 def dropbox_team_log_incremental():
     dag_spec.plan_and_sync("incremental")
+    dag_spec.start_backfills()
 
 
 dropbox_team_log_incremental()

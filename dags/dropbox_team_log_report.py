@@ -4,7 +4,9 @@ Scheduled on the dataset's Asset (every successful day write of the backfill or 
 emits it), so a current report is always there. It covers the last `days` days (default 30) up
 to the run's day and compares them with the days before. Written to the Variable
 `dropbox_team_log_report_path` if set, else `<dataset root>/_reports/dropbox_team_log_report.html`
-(outside the day files' glob). The key tables are also in the task log.
+(outside the day files' glob). The key tables are also in the task log. Every team's rows by
+default; a run triggered with `team` reports that team alone, beside the other report
+(`dropbox_team_log_report.<team id>.html`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dropbox_team_log.tasks import dag_spec
             "Report period",
             "Days the report covers, up to the run's day",
         ),
+        "team": dag_spec.team_param(),
     },
 )
 def dropbox_team_log_report():

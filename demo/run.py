@@ -3,14 +3,17 @@
 A dev tool outside the production package (`dropbox_team_log` does not ship it, nor the
 emulator it drives): `make demo` runs `.venv/bin/python demo/run.py`, from any directory.
 
-Starts the emulator, connects to it with `dropbox-team-log connect` (the admin's "Allow" click is
-scripted over HTTP, the code typed into the command's prompt through a pseudo-terminal), runs the
-60-day backfill and then incremental runs over simulated hours with `airflow dags test` on
-Airflow's SQLite metadata DB, and prints a summary read back from the Parquet with DuckDB.
+Starts the emulator serving two teams, connects both with `dropbox-team-log connect` (the
+admin's "Allow" click is scripted over HTTP, the code typed into the command's prompt through a
+pseudo-terminal; the second with `--conn-id`, which registers it), runs incremental runs over
+simulated hours with `airflow dags test` on Airflow's SQLite metadata DB (the first one starts
+each registered team's 60-day backfill, which the demo then runs: `dags test` has no scheduler),
+and prints a summary read back from the Parquet with DuckDB, per team too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -29,7 +32,8 @@ import duckdb
 
 from dropbox_emulator import DEMO_APP_KEY, DEMO_APP_SECRET, EmulatorClient, approve
 from dropbox_emulator.process import EmulatorStartError, emulator_process
-from dropbox_team_log.analytics import report
+from dropbox_team_log.analytics import report, views
+from dropbox_team_log.display import visible
 from dropbox_team_log.schema import DAY_FILES_GLOB
 
 #: The repository root (this file is demo/run.py), whatever the working directory.
@@ -38,7 +42,10 @@ BIN = Path(sys.executable).parent
 DEMO_DIR = PROJECT / "data" / "demo"
 OUTPUT = DEMO_DIR / "dropbox_team_log"
 LOGS = DEMO_DIR / "logs"
-#: Incremental runs after the backfill, as offsets from the connection time.
+#: The second team's connection (the first is the default one); its emulated team is smaller.
+SECOND_CONN_ID = "dropbox_team_second"
+TEAMS = '[{}, {"events_per_day": 120}]'
+#: Incremental runs, as offsets from the connection time (the first starts the backfills).
 INCREMENTAL_AT = [
     timedelta(minutes=15),
     timedelta(hours=6),
@@ -62,17 +69,16 @@ def main() -> int:
     run(
         ["airflow", "pools", "set", "dropbox_api", "4", "Dropbox team API concurrency"], env, "pool"
     )
+    # the DAGs in the metadata DB, so the incremental run can trigger the backfill DAG
+    run(["airflow", "dags", "reserialize"], env, "reserialize")
     with emulator(port, connected_at, env) as control:
-        step("Emulator (local Dropbox API)", base_url)
+        step("Emulator (local Dropbox API, two teams)", base_url)
         connect(base_url, env)
+        connect(base_url, env, conn_id=SECOND_CONN_ID, team=1)
+        step("Registered teams", "dropbox-team-log teams")
+        print(indent(capture([str(BIN / "dropbox-team-log"), "teams"], env)), flush=True)
         inject_incidents(control, connected_at)
-        step("Backfill: 60 days before the connection", "dropbox_team_log_backfill")
-        run(
-            ["airflow", "dags", "test", "dropbox_team_log_backfill", connected_at.isoformat()],
-            env,
-            "backfill",
-        )
-        for offset in INCREMENTAL_AT:
+        for n, offset in enumerate(INCREMENTAL_AT):
             at = connected_at + offset
             control.set_clock(at)
             step(f"Incremental run at connection + {offset}", at.isoformat())
@@ -81,6 +87,8 @@ def main() -> int:
                 env,
                 f"incremental-{int(offset.total_seconds())}",
             )
+            if n == 0:
+                run_started_backfills(at, env, f"incremental-{int(offset.total_seconds())}")
         detections_at = connected_at + INCREMENTAL_AT[-1] + timedelta(minutes=1)
         step("Detections over what changed", "dropbox_team_log_detections")
         run(
@@ -89,6 +97,7 @@ def main() -> int:
             "detections",
         )
     summarize(OUTPUT)
+    summarize_teams(OUTPUT)
     summarize_findings(OUTPUT)
     print(f"\nHTML report (charts, last 30 days): {report.write_report(str(OUTPUT))}")
     return 0
@@ -142,6 +151,7 @@ def emulator(
     """The emulator in its own process; yields its control client (which holds the run's
     control token: the Airflow processes never get it)."""
     args = ["--seed", "7", "--clock", clock.isoformat(), "--events-per-day", "400"]
+    args += ["--teams", TEAMS]
     with (LOGS / "emulator.log").open("w") as log:
         try:
             with emulator_process(port, args, log=log, env=env) as (_proc, client):
@@ -150,9 +160,11 @@ def emulator(
             raise SystemExit(f"{exc} (log: {LOGS / 'emulator.log'})") from None
 
 
-def connect(base_url: str, env: dict[str, str]) -> None:
-    """`dropbox-team-log connect` at a real prompt: read the link, click Allow, type the code."""
-    step("Connect", "dropbox-team-log connect (the admin's Allow is scripted)")
+def connect(base_url: str, env: dict[str, str], conn_id: str | None = None, team: int = 0) -> None:
+    """`dropbox-team-log connect` at a real prompt: read the link, click Allow (as the admin of
+    the emulator's team `team`), type the code."""
+    command = "dropbox-team-log connect" + (f" --conn-id {conn_id}" if conn_id else "")
+    step(f"Connect team {team + 1}", f"{command} (the admin's Allow is scripted)")
     argv = [
         str(BIN / "dropbox-team-log"),
         "connect",
@@ -162,6 +174,8 @@ def connect(base_url: str, env: dict[str, str]) -> None:
         base_url,
         "--reset-connected-at",
     ]
+    if conn_id:
+        argv += ["--conn-id", conn_id]
     # The emulator's well-known demo secret, given the way a user should: by env, not argv.
     child_env = {**env, "DROPBOX_APP_SECRET": DEMO_APP_SECRET}
     leader, follower = pty.openpty()
@@ -183,7 +197,7 @@ def connect(base_url: str, env: dict[str, str]) -> None:
                 transcript += chunk
                 link = re.search(r"(http://\S+/oauth2/authorize\S+)", transcript)
                 if link and not answered and "code" in transcript.lower().split(link.group(1))[-1]:
-                    code = approve(link.group(1), base_url)
+                    code = approve(link.group(1), base_url, team=team)
                     os.write(leader, (code + "\n").encode())
                     answered = True
             elif proc.poll() is not None:
@@ -191,12 +205,12 @@ def connect(base_url: str, env: dict[str, str]) -> None:
         returncode = proc.wait(timeout=30)
     finally:
         os.close(leader)
-    (LOGS / "connect.log").write_text(transcript)
+    (LOGS / f"connect-{conn_id or 'default'}.log").write_text(transcript)
     if returncode != 0:
         print(transcript, file=sys.stderr)
         raise SystemExit("dropbox-team-log connect failed")
     for line in transcript.splitlines():
-        if line.startswith(("Connected", "Created", "Updated", "connected_at")):
+        if line.startswith(("Connected", "Created", "Updated", "connected_at", "Registered")):
             print(f"    {line.strip()}")
 
 
@@ -253,6 +267,59 @@ def summarize(root: Path) -> None:
     print("  Columns: docs/data_dictionary.md. Logs of this demo: data/demo/logs/.")
 
 
+def run_started_backfills(at: datetime, env: dict[str, str], log_name: str) -> None:
+    """Run the backfills the incremental run started for the newly registered teams.
+
+    The run triggered one backfill run per team (the registry's way: no one triggers a DAG);
+    under a scheduler they would start by themselves. `airflow dags test` has no scheduler, so
+    the demo runs each one itself, with the conf the incremental run gave it."""
+    text = (LOGS / f"{log_name}.log").read_text()
+    started = list(
+        dict.fromkeys(re.findall(r"starting the first backfill of team '([^']+)'", text))
+    )
+    if not started:
+        raise SystemExit("the first incremental run started no backfill (see its log)")
+    step(
+        "The incremental run started the first backfill of each new team",
+        f"{', '.join(started)}; `airflow dags test` has no scheduler to run them, so the demo "
+        "runs each now",
+    )
+    for n, conn_id in enumerate(started):
+        conf = json.dumps({"conn_id": conn_id})
+        step(f"Backfill of '{conn_id}': 60 days before its connection", f"--conf '{conf}'")
+        logical = (at + timedelta(seconds=n + 1)).isoformat()
+        argv = ["airflow", "dags", "test", "dropbox_team_log_backfill", logical, "--conf", conf]
+        run(argv, env, f"backfill-{conn_id}")
+
+
+def capture(argv: Sequence[str], env: dict[str, str]) -> str:
+    """A command's output (it must succeed)."""
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.rstrip().splitlines())
+
+
+def summarize_teams(root: Path) -> None:
+    """Events per team, with the team's name from its card (the `teams` view)."""
+    db = views.connect(str(root))
+    rows = db.execute(
+        "SELECT conn_id, team_name, team_id, events, first_event, last_event FROM teams"
+    ).fetchall()
+    print("\nEvents per team (the `teams` view):")
+    cells = [("conn_id", "team", "team_id", "events", "first", "last")]
+    cells += [tuple(visible("" if v is None else v) for v in row) for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    query = f".venv/bin/dropbox-team-log query --root {root} --team {SECOND_CONN_ID}"
+    print(f"  one team only: {query} ...")
+
+
 def inject_incidents(client: EmulatorClient, connected_at: datetime) -> None:
     """A few incidents among the generated activity (scenarios.demo_incidents), so the
     detections have something to find: a leaver's mass download and delete, a leaked link..."""
@@ -260,15 +327,13 @@ def inject_incidents(client: EmulatorClient, connected_at: datetime) -> None:
     from dropbox_emulator.scenarios import demo_incidents
 
     events = demo_incidents(EmulatorConfig(seed=7), int(connected_at.timestamp()))
-    client.add_events(events)
+    client.add_events(events, team=0)
     step("Incidents injected for the detections", f"{len(events)} events")
 
 
 def detection_knobs() -> str:
     """The demo team's detection knobs (its partners' domains and its own apps allowlisted),
     as the Variable `dropbox_team_log_detections` holds them."""
-    import json
-
     from dropbox_emulator.config import EmulatorConfig
     from dropbox_emulator.scenarios import demo_knobs
 

@@ -20,6 +20,7 @@ from tests.helpers.pipeline import (
     fresh_dag,
     multiset,
     run_dag,
+    settled_until,
     utc,
 )
 
@@ -157,11 +158,11 @@ def test_incremental_runs_over_three_days_converge_to_truth(backfilled, emu, dag
         emu.set_faults(FAULT_ROTATION[step % len(FAULT_ROTATION)])
         run_dag(emu, "dropbox_team_log_incremental", at)
         emu.clear_faults()
-        settled_until = at - SETTLE
+        settled = settled_until(at)  # whole settle batches (an hour) before at - SETTLE
         # Settled: exactly the final truth (late events included, nothing twice), hand-off too.
-        check_exact(output, emu, BACKFILL_START, settled_until, as_of=at + HORIZON)
+        check_exact(output, emu, BACKFILL_START, settled, as_of=at + HORIZON)
         # Fresh: possibly incomplete, never over-counted.
-        check_never_overcounts(output, emu, settled_until, at, as_of=at + HORIZON)
+        check_never_overcounts(output, emu, settled, at, as_of=at + HORIZON)
     injected = emu.stats().get("faults_injected", {})
     assert sum(injected.values()) > 0, "the fault knobs never fired"
 
@@ -177,7 +178,7 @@ def test_incremental_alone_fills_from_before_the_connection(emu, dagbag, connect
     late = T0 + timedelta(hours=26)
     run_dag(emu, "dropbox_team_log_incremental", T0 + timedelta(minutes=15))
     run_dag(emu, "dropbox_team_log_incremental", late)
-    check_exact(output, emu, T0 - SETTLE, late - SETTLE, as_of=late + HORIZON)
+    check_exact(output, emu, T0 - SETTLE, settled_until(late), as_of=late + HORIZON)
     before = {p: p.read_bytes() for p in output.rglob("*.parquet")}
     run_dag(emu, "dropbox_team_log_incremental", T0 + timedelta(minutes=15))
     assert {p: p.read_bytes() for p in output.rglob("*.parquet")} == before

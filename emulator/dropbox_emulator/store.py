@@ -116,6 +116,27 @@ class EventStore:
         hi = (end - 1) // DAY if end is not None else None
         return sorted(d for d in days if (lo is None or d >= lo) and (hi is None or d <= hi))
 
+    def window_days(self, q: Query, w: Window) -> list[int]:
+        """The candidate days of `q` that can hold an event the window sees.
+
+        An event is never visible before its timestamp (vis >= ts), so no day after `w.hi`
+        qualifies (a query without end_time would otherwise walk the timeline's future days).
+        A poll window sees only events that became visible after `w.lo`: a day of generated
+        events all visible by then (its last second + max_delay <= lo) is skipped, unless it
+        holds custom events (their visibility is set freely). Pure pruning: the same events,
+        in the same order, as walking every candidate day.
+        """
+        days = self.candidate_days(q.start, q.end)
+        last = w.hi // DAY
+        if w.lo is None:
+            return [d for d in days if d <= last]
+        settled_before = w.lo - self.config.max_delay  # days ending by then are all seen
+        with self._lock:
+            custom = set(self._custom)
+        return [
+            d for d in days if d <= last and (d in custom or (d + 1) * DAY - 1 > settled_before)
+        ]
+
     # Visibility ---------------------------------------------------------------------------
 
     def positions(self, d: int, q: Query, w: Window) -> list[int]:
@@ -160,7 +181,7 @@ class EventStore:
 
     def page(self, q: Query, w: Window, day: int, k: int, size: int) -> PageSlice:
         """Up to `size` events from position (day, k), and whether any remain after them."""
-        days = [d for d in self.candidate_days(q.start, q.end) if d >= day]
+        days = [d for d in self.window_days(q, w) if d >= day]
         out_ts: list[int] = []
         out_body: list[bytes] = []
         pos_day, pos_k = day, k

@@ -15,8 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dropbox_team_log import settings
+from dropbox_team_log import settings, team_registry
 from dropbox_team_log.errors import ConnectionConfigError
+from dropbox_team_log.team_registry import Team
 
 #: URL schemes that name a local path: resolved like one.
 _LOCAL_PROTOCOLS = ("file", "local")
@@ -72,9 +73,37 @@ def report_path(root: str) -> str:
     return resolve_path(raw) if raw else default_report_path(root)
 
 
+def default_conn_id() -> str:
+    """The deployment's default team: Variable `dropbox_team_log_conn_id`, else
+    `dropbox_team_default`."""
+    return _variable(settings.CONN_ID_VARIABLE) or settings.DEFAULT_CONN_ID
+
+
 def conn_id(params: dict[str, Any]) -> str:
     """The team's connection: the run's `conn_id` param, the Variable, else the default."""
-    return params.get("conn_id") or _variable(settings.CONN_ID_VARIABLE) or settings.DEFAULT_CONN_ID
+    return params.get("conn_id") or default_conn_id()
+
+
+def registered_teams() -> list[Team]:
+    """The registry (Variable `dropbox_team_log_teams`); absent or empty: the default team,
+    marked implicit. Raises team_registry.RegistryError when the Variable is malformed."""
+    return team_registry.parse(_variable(settings.TEAMS_VARIABLE), default_conn_id())
+
+
+def save_teams(teams: list[Team]) -> None:
+    """Write the registry from a task (through the Task SDK, like every Variable it reads)."""
+    from airflow.sdk import Variable
+
+    Variable.set(settings.TEAMS_VARIABLE, team_registry.dump(teams))
+
+
+def team_key(conn_id: str, default: str) -> str | None:
+    """The key team `conn_id`'s files carry in the dataset (dataset/layout.py): None for the
+    default team `default` (its files keep their unprefixed names, as before the registry),
+    else the connection id itself (checked: it prefixes file names; RegistryError if not)."""
+    if conn_id == default:
+        return None
+    return team_registry.check_conn_id(conn_id)
 
 
 def pseudonymise_key_setting() -> str | None:

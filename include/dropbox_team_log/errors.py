@@ -89,3 +89,21 @@ class DamagedDayFileError(PermanentError):
             "`dropbox-team-log verify --quarantine` (it needs write access to the dataset); "
             "the next sync whose window covers that day fetches the day again"
         )
+
+
+class CursorLostError(DropboxTeamLogError):
+    """A polled cursor chain (the tail) ended: Dropbox answered `reset` or `bad_cursor`.
+
+    Nothing of the interrupted poll is kept; the caller starts a new chain. `reset_at` is the
+    restart timestamp a `reset` carries (epoch seconds), None for `bad_cursor` or an unreadable
+    one.
+    """
+
+    def __init__(self, tag: str, reset_at: int | None) -> None:
+        self.tag = tag
+        self.reset_at = reset_at
+        at = f" (restart point {reset_at})" if reset_at is not None else ""
+        super().__init__(
+            f"Dropbox ended the tail's cursor chain: {tag}{at}; nothing of this poll was kept: "
+            "a new chain starts from the last hour the old one covered"
+        )

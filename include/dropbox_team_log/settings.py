@@ -22,8 +22,18 @@ ALERT_CONN_ID = "dropbox_team_log_alerts"
 OUTPUT_VARIABLE = "dropbox_team_log_output"
 #: Connection id of the team, when it is not `DEFAULT_CONN_ID`.
 CONN_ID_VARIABLE = "dropbox_team_log_conn_id"
+#: The teams the scheduled DAG collects: a JSON list of connection ids, or of objects
+#: `{"conn_id": "...", "paused": false}` (team_registry.py). Absent or empty: the one team of
+#: `CONN_ID_VARIABLE` / `DEFAULT_CONN_ID`. Kept by `dropbox-team-log connect` and `teams`.
+TEAMS_VARIABLE = "dropbox_team_log_teams"
 #: Where the report DAG writes the HTML report (default: `<root>/_reports/`).
 REPORT_PATH_VARIABLE = "dropbox_team_log_report_path"
+#: Teams failing and already alerted, per kind of error (notifications/alert_state.py): kept
+#: by the tasks' callbacks so a persistent failure alerts once, not at every run.
+ALERT_STATE_VARIABLE = "dropbox_team_log_alert_state"
+#: Seconds a first alert (or a recovery) waits after claiming it in `ALERT_STATE_VARIABLE`
+#: before checking the claim held: two tasks of one team failing at once send one alert.
+ALERT_CLAIM_SETTLE_SECONDS = 1.0
 #: Opt-in pseudonymisation key, or `conn:<conn_id>` naming a connection whose password is it.
 PSEUDONYMISE_KEY_VARIABLE = "dropbox_team_log_pseudonymise_key"
 
@@ -31,7 +41,7 @@ PSEUDONYMISE_KEY_VARIABLE = "dropbox_team_log_pseudonymise_key"
 
 #: Cron or preset of the incremental DAG (an env var: no DB access at parse time).
 SCHEDULE_ENV = "DROPBOX_TEAM_LOG_SCHEDULE"
-DEFAULT_SCHEDULE = "*/15 * * * *"
+DEFAULT_SCHEDULE = "*/4 * * * *"
 #: Concurrent API calls of one day's sync. A team's rate limit is shared by every running task:
 #: the total is this times the `API_POOL` slots, so size the two together.
 API_CONCURRENCY_ENV = "DROPBOX_TEAM_LOG_API_CONCURRENCY"
@@ -52,6 +62,12 @@ REPORT_DAG_ID = "dropbox_team_log_report"
 API_POOL = "dropbox_api"
 #: Slots `connect` gives the pool when it creates it (an existing pool's size is kept).
 API_POOL_SLOTS = 4
+#: The most `API_POOL` slots one backfill run holds at once (`max_active_tis_per_dagrun` of its
+#: day task; one backfill runs at a time), so the incremental DAG always has the rest.
+BACKFILL_MAX_ACTIVE_DAYS = 2
+#: Priority of the incremental day tasks in the pool over the backfill's (Airflow's
+#: priority_weight): a freed slot goes to keeping every team current first.
+INCREMENTAL_PRIORITY_WEIGHT = 10
 #: Emitted by every successful day write, so downstream DAGs run on new data. The `x-` scheme
 #: is Airflow's mark of a user-defined URI: not normalised, so defining it loads no provider's
 #: URI handlers (the Amazon one would import boto3 into every task process).
@@ -67,10 +83,22 @@ MAX_BACKFILL_DAYS = 365
 #: less than that could lose late events; the default adds a 1 h margin.
 SETTLE_HOURS = 25
 MIN_SETTLE_HOURS = 24
-#: Incremental: re-read unsettled data this often (0: only settle).
-REFRESH_HOURS = 6
+#: Incremental: re-read unsettled data this often (0: only settle). Each refresh fetches every
+#: unsettled event again: 24 h of settle window / REFRESH_HOURS more fetches per event
+#: (docs/operations.md, "Refresh").
+REFRESH_HOURS = 0
+#: Incremental: time settles in whole batches of this many hours (one fetch per batch, once all
+#: of it is SETTLE_HOURS old), not a few minutes per run.
+SETTLE_BATCH_HOURS = 1
 #: Incremental: how far back a run fills gaps after an outage.
 CATCHUP_DAYS = 7
+#: Incremental: a tail poll's claim on its chain (sync/tail.py) outlives a dead run this long;
+#: meanwhile other runs leave the chain alone (their day tasks fetch what is due).
+TAIL_CLAIM_SECONDS = 15 * 60
+#: Incremental: the tail adds rows of hours before the previous one (late events) to their
+#: hour files this often, all at once (each such file rewritten once per flush, not per poll);
+#: meanwhile they wait in `_tail/` (not yet readable).
+TAIL_LATE_FLUSH_SECONDS = 60 * 60
 #: Report: the days it covers (compared with as many days before).
 REPORT_DAYS = 30
 MAX_REPORT_DAYS = 366
@@ -78,6 +106,10 @@ MAX_REPORT_DAYS = 366
 #: (pyarrow and Spark skip `_`-prefixed folders too).
 REPORTS_DIR = "_reports"
 REPORT_FILE = "dropbox_team_log_report.html"
+#: Each team's name card, `<root>/_teams/<conn_id>.json` (conn_id, team_id, team_name, the key
+#: of its files), beside the data and outside its glob: what the `teams` view reads
+#: (dataset/team_info.py). The rows themselves carry `team_id`.
+TEAMS_DIR = "_teams"
 #: Where damaged day files are moved, kept for inspection: `<root>/_quarantine/event_date=D/`,
 #: outside the readers' glob (dataset/integrity.py).
 QUARANTINE_DIR = "_quarantine"

@@ -18,6 +18,7 @@ from dropbox_team_log.cli import connect_options, connection_store
 from dropbox_team_log.cli import main as cli
 from dropbox_team_log.errors import MissingScopeError
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
+from dropbox_team_log.settings import TEAMS_VARIABLE
 from tests.helpers.connecting import (
     APP_SECRET,
     CONNECTED_AT_RE,
@@ -25,6 +26,7 @@ from tests.helpers.connecting import (
     closed_port,
     db_row,
     delete_row,
+    delete_variable,
     emulator_config,
     fresh_code,
     run_cli,
@@ -61,8 +63,10 @@ def emu():
 def conn_id(request, airflow_db):
     """A connection id private to the test; its DB row is removed afterwards."""
     cid = "t_" + re.sub(r"\W", "_", request.node.name)[:60]
+    delete_variable(TEAMS_VARIABLE)  # each test starts without a teams registry ...
     yield cid
     delete_row(cid)
+    delete_variable(TEAMS_VARIABLE)  # ... and leaves none for the DAG tests that follow
 
 
 @pytest.fixture(autouse=True)
@@ -96,8 +100,10 @@ def default_conn(airflow_db, monkeypatch):
     """The default id, exactly as an admin uses it: no env override, the DB row removed after."""
     monkeypatch.delenv("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT", raising=False)
     delete_row("dropbox_team_default")
+    delete_variable(TEAMS_VARIABLE)
     yield "dropbox_team_default"
     delete_row("dropbox_team_default")
+    delete_variable(TEAMS_VARIABLE)
 
 
 def test_connect_end_to_end(emu, default_conn, monkeypatch, transcript, spy, caplog):
@@ -185,6 +191,54 @@ def test_connect_creates_the_missing_pool_and_keeps_an_existing_one(emu, conn_id
     assert cli.main(connect_argv(emu, conn_id, f"--code={fresh_code(emu)}")) == 0  # reconnect
     assert pool_slots("dropbox_api") == 9
     assert "Created the Airflow pool" not in transcript.take()[0]
+
+
+def test_connect_registers_the_team_and_says_when_its_backfill_starts(
+    emu, conn_id, monkeypatch, transcript
+):
+    monkeypatch.delenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_TEAMS", raising=False)
+    assert cli.main(connect_argv(emu, conn_id, f"--code={fresh_code(emu)}")) == 0
+    out, _ = transcript.take()
+    seen, stored = connection_store.load_variable(TEAMS_VARIABLE)
+    assert seen == stored
+    (entry,) = json.loads(stored)
+    assert entry["conn_id"] == conn_id and entry["paused"] is False
+    assert "backfill_triggered_at" not in entry  # the scheduled DAG starts it
+    # The plan's copy of connected_at, so planning many teams reads no connection.
+    assert entry["connected_at"] == json.loads(db_row(conn_id).extra)["connected_at"]
+    assert f"Registered team '{conn_id}' in the Variable {TEAMS_VARIABLE}" in out
+    assert "starts on the next scheduled run of dropbox_team_log_incremental" in out
+    assert "(within one schedule interval)" in out
+    trigger = (
+        f'airflow dags trigger dropbox_team_log_backfill --conf \'{{"conn_id": "{conn_id}"}}\''
+    )
+    assert trigger in out
+
+    # Reconnecting (a new grant) keeps the one entry and says so.
+    assert cli.main(connect_argv(emu, conn_id, f"--code={fresh_code(emu)}")) == 0
+    out, _ = transcript.take()
+    assert json.loads(connection_store.load_variable(TEAMS_VARIABLE)[1]) == [entry]
+    assert f"Team '{conn_id}' was registered already" in out
+
+    # --no-save registers nothing.
+    other = f"{conn_id}_b"
+    argv = connect_argv(emu, other, f"--code={fresh_code(emu)}", "--no-save")
+    assert cli.main(argv) == 0
+    assert json.loads(connection_store.load_variable(TEAMS_VARIABLE)[1]) == [entry]
+
+
+def test_connect_saves_the_connection_even_where_it_cannot_register(
+    emu, conn_id, monkeypatch, transcript
+):
+    """The registry lives in another secrets backend: the connection is saved, and the output
+    says the team is not registered and where to add it."""
+    monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_TEAMS", '["someone_else"]')
+    assert cli.main(connect_argv(emu, conn_id, f"--code={fresh_code(emu)}")) == 0
+    out, _ = transcript.take()
+    assert db_row(conn_id) is not None
+    assert f"WARNING: team '{conn_id}' is not registered" in out
+    assert "set outside the metadata DB" in out and "edit it there" in out
+    assert connection_store.load_variable(TEAMS_VARIABLE)[1] is None
 
 
 def test_connect_with_pkce(emu, conn_id, monkeypatch, transcript, spy, caplog):

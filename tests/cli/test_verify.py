@@ -44,22 +44,22 @@ def test_a_whole_dataset_passes(ds: EventDataset, capsys):
 def test_bad_files_are_named_with_the_reason_and_the_command_that_moves_them(
     ds: EventDataset, capsys
 ):
-    flip_inside_page(ds.day_path(DAYS[0]), "raw_event")
-    truncate(ds.day_path(DAYS[2]))
+    flip_inside_page(ds.hour_path(DAYS[0], 0), "raw_event")
+    truncate(ds.hour_path(DAYS[2], 0))
     code, out, _ = run(capsys, "--root", ds.root)
     assert code == 1
     lines = out.splitlines()
-    assert lines[0].startswith(f"DAMAGED {ds.day_path(DAYS[0])}: row group 1 of 1: ")
+    assert lines[0].startswith(f"DAMAGED {ds.hour_path(DAYS[0], 0)}: row group 1 of 1: ")
     assert "CRC checksum verification failed" in lines[0]
-    assert lines[1].startswith(f"DAMAGED {ds.day_path(DAYS[2])}: footer unreadable: ")
+    assert lines[1].startswith(f"DAMAGED {ds.hour_path(DAYS[2], 0)}: footer unreadable: ")
     assert lines[2] == "3 day files checked (50 rows): 2 bad"
     assert f"dropbox-team-log verify --root {shlex.quote(ds.root)} --quarantine" in lines[3]
-    assert Path(ds.day_path(DAYS[0])).exists()  # reported, not moved
+    assert Path(ds.hour_path(DAYS[0], 0)).exists()  # reported, not moved
 
 
 def test_quarantine_moves_them_and_says_how_their_days_come_back(ds: EventDataset, capsys):
-    flip_inside_page(ds.day_path(DAYS[0]), "timestamp")
-    truncate(ds.day_path(DAYS[2]))
+    flip_inside_page(ds.hour_path(DAYS[0], 0), "timestamp")
+    truncate(ds.hour_path(DAYS[2], 0))
     code, out, _ = run(capsys, "--root", ds.root, "--quarantine")
     assert code == 1  # bad files were found, even though they are out of the way now
     moved = [line.removeprefix("  moved to ") for line in out.splitlines() if "moved to" in line]
@@ -68,7 +68,7 @@ def test_quarantine_moves_them_and_says_how_their_days_come_back(ds: EventDatase
         f"event_date={DAYS[2]}",
     ]
     assert all(Path(p).is_file() for p in moved)
-    assert f"Days without a file now: {DAYS[0]}, {DAYS[2]}." in out
+    assert f"Days with a file moved aside (its hours are missing now): {DAYS[0]}, {DAYS[2]}." in out
     command = out.splitlines()[-1].strip()
     assert command.startswith("airflow dags trigger dropbox_team_log_backfill --conf ")
     conf = json.loads(shlex.split(command)[-1])

@@ -39,6 +39,18 @@ def test_tags_retries_and_single_writer(dagbag, dag_id):
     assert [outlet.name for outlet in sync.outlets] == ["dropbox_team_log_events"]
 
 
+def test_incremental_polls_each_team_s_tail_before_planning(dagbag):
+    dag = dagbag.dags["dropbox_team_log_incremental"]
+    plan = dag.get_task("plan_days")
+    assert plan.upstream_task_ids == {"tail"}
+    assert plan.trigger_rule == "all_done"  # a failed poll leaves its time to the day tasks
+    tail = dag.get_task("tail")
+    assert tail.pool == "dropbox_api"
+    assert tail.upstream_task_ids == {"tail_teams"}  # mapped: one poll per registered team
+    assert type(tail).__name__.endswith("MappedOperator")
+    assert "tail" not in dagbag.dags["dropbox_team_log_backfill"].task_ids
+
+
 @pytest.mark.parametrize("dag_id", sorted(ASSET_DAGS))
 def test_asset_dags_run_after_every_dataset_update_from_the_start(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
@@ -96,6 +108,25 @@ def test_start_and_end_take_a_utc_day_or_second_only(dagbag, value, accepted):
 def test_incremental_schedule_and_backfill_is_manual(dagbag):
     assert type(dagbag.dags["dropbox_team_log_backfill"].timetable).__name__ == "NullTimetable"
     assert dagbag.dags["dropbox_team_log_incremental"].catchup is False
+
+
+def test_a_backfill_cannot_starve_the_incremental_and_new_teams_get_one(dagbag):
+    """Both sync DAGs share the pool: a backfill holds at most two of its slots, and the
+    incremental's day tasks go first; the incremental starts new teams' backfills itself."""
+    backfill = dagbag.dags["dropbox_team_log_backfill"]
+    incremental = dagbag.dags["dropbox_team_log_incremental"]
+    assert backfill.get_task("sync_day").max_active_tis_per_dagrun == 2
+    assert backfill.is_paused_upon_creation is False  # a triggered run must not sit queued
+    backfill_weight = backfill.get_task("sync_day").priority_weight
+    assert incremental.get_task("sync_day").priority_weight > backfill_weight
+    start = incremental.get_task("start_backfill")
+    assert start.partial_kwargs["trigger_dag_id"] == "dropbox_team_log_backfill"
+    assert start.upstream_task_ids == {"plan_backfills"}
+    assert incremental.get_task("record_backfills").upstream_task_ids == {
+        "plan_backfills",
+        "start_backfill",
+    }
+    assert incremental.get_task("record_backfills").trigger_rule == "none_failed"
 
 
 FORBIDDEN_AT_TOP_LEVEL = {

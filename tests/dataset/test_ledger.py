@@ -56,8 +56,9 @@ def model_apply(model: dict[int, int], new: list[tuple[int, int]], fetched_at: i
     return result, runs(taken)
 
 
-def model_due(model, lo, hi, *, as_of, settle, refresh) -> list[tuple[int, int]]:
+def model_due(model, lo, hi, *, as_of, settle, refresh, batch=1) -> list[tuple[int, int]]:
     due = set()
+    settled_now = (as_of - settle) // batch * batch  # whole batches of seconds settle at once
     for t in range(lo, min(hi, as_of)):
         if t not in model:
             due.add(t)
@@ -65,7 +66,7 @@ def model_due(model, lo, hi, *, as_of, settle, refresh) -> list[tuple[int, int]]
         f = model[t]
         if f >= as_of or t < f - settle:  # newer than this run, or settled: leave alone
             continue
-        if t < as_of - settle or (refresh is not None and as_of - f >= refresh):
+        if t < settled_now or (refresh is not None and as_of - f >= refresh):
             due.add(t)
     return runs(due)
 
@@ -129,9 +130,14 @@ def test_due_for_refetch_matches_model():
         as_of = rng.randint(0, 90)
         settle = rng.randint(0, 30)
         refresh = rng.choice([None, rng.randint(0, 30)])
-        got = coverage.due_for_refetch(lo, hi, as_of=as_of, settle=settle, refresh=refresh)
-        want = model_due(model_of(coverage), lo, hi, as_of=as_of, settle=settle, refresh=refresh)
-        assert got == want, (coverage, lo, hi, as_of, settle, refresh)
+        batch = rng.choice([1, 1, rng.randint(2, 12)])
+        got = coverage.due_for_refetch(
+            lo, hi, as_of=as_of, settle=settle, refresh=refresh, batch=batch
+        )
+        want = model_due(
+            model_of(coverage), lo, hi, as_of=as_of, settle=settle, refresh=refresh, batch=batch
+        )
+        assert got == want, (coverage, lo, hi, as_of, settle, refresh, batch)
 
 
 def test_is_settled_matches_model():
@@ -149,10 +155,11 @@ def test_fetching_what_is_due_then_nothing_is_due_until_time_passes():
     for rng, coverage in cases():
         as_of = rng.randint(40, 90)
         settle, refresh = rng.randint(0, 30), rng.choice([None, rng.randint(1, 30)])
-        due = coverage.due_for_refetch(0, AXIS, as_of=as_of, settle=settle, refresh=refresh)
+        rule = {"as_of": as_of, "settle": settle, "refresh": refresh, "batch": rng.randint(1, 9)}
+        due = coverage.due_for_refetch(0, AXIS, **rule)
         after, taken = coverage.apply(due, as_of)
         assert taken == merge_ranges(due)  # due never includes a part fetched at/after as_of
-        assert after.due_for_refetch(0, AXIS, as_of=as_of, settle=settle, refresh=refresh) == []
+        assert after.due_for_refetch(0, AXIS, **rule) == []
 
 
 # --- concrete cases that document the rules -------------------------------------------------
@@ -254,3 +261,18 @@ def test_from_json_refuses_garbage():
 def test_constructor_joins_adjacent_equal_fetches():
     assert Coverage(((0, 5, 9), (5, 10, 9), (10, 12, 8))).intervals == ((0, 10, 9), (10, 12, 8))
     assert Coverage.of([[10, 12, 8], [0, 5, 9], [5, 10, 9]]).to_json() == "[[0,10,9],[10,12,8]]"
+
+
+def test_settling_in_hour_batches_fetches_an_hour_once_it_is_all_old_enough():
+    """Pieces fetched every few minutes settle together: nothing of an hour is due until the
+    whole hour is `settle` old, then the hour is one range (one fetch)."""
+    pieces = [(DAY + m * 60, DAY + (m + 4) * 60, DAY + (m + 4) * 60) for m in range(0, 120, 4)]
+    coverage = Coverage.of(pieces)
+    rule = {"settle": SETTLE, "refresh": None, "batch": H}
+    for minute in range(0, 60, 4):  # the first hour is ever more settled, but not all of it
+        as_of = DAY + H + SETTLE - H + minute * 60
+        assert coverage.due_for_refetch(DAY, DAY + 2 * H, as_of=as_of, **rule) == []
+    as_of = DAY + H + SETTLE
+    assert coverage.due_for_refetch(DAY, DAY + 2 * H, as_of=as_of, **rule) == [(DAY, DAY + H)]
+    with pytest.raises(ValueError, match="batch"):
+        coverage.due_for_refetch(DAY, DAY + H, as_of=as_of, settle=SETTLE, refresh=None, batch=0)

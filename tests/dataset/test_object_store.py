@@ -159,8 +159,8 @@ def test_a_large_day_goes_up_a_part_at_a_time_not_read_whole(bucket, monkeypatch
         return call_s3(method, *args, **kwargs)
 
     monkeypatch.setattr(dataset.fs, "call_s3", record_bodies)
-    dataset.write_day(DAY, [(LO, HI)], [padded_batch(320, "big", 100_000)], fetched_at=HI)
-    size = dataset.fs.info(dataset.day_path(DAY))["size"]
+    dataset.write_day(DAY, [(LO, LO + 3600)], [padded_batch(320, "big", 100_000)], fetched_at=HI)
+    size = dataset.fs.info(dataset.hour_path(DAY, 0))["size"]
     assert size > 4 * PART
     assert max(length for _, length in bodies) <= PART, bodies
     assert [method for method, _ in bodies] == ["upload_part"] * -(-size // PART)

@@ -57,8 +57,8 @@ def test_readers_of_a_local_root_see_its_files_only(tmp_path, name, sibling):
 def test_the_temp_file_cleanup_of_a_local_root_stays_in_it(tmp_path, name, sibling):
     ours, theirs = EventDataset(str(tmp_path / name)), EventDataset(str(tmp_path / sibling))
     fill(ours, theirs)
-    killed_ours = Path(ours.day_dir(DAY)) / ".events.parquet.0123abcd.tmp"
-    killed_theirs = Path(theirs.day_dir(DAY)) / ".events.parquet.4567cdef.tmp"
+    killed_ours = Path(ours.day_dir(DAY)) / ".events-00.parquet.0123abcd.tmp"
+    killed_theirs = Path(theirs.day_dir(DAY)) / ".events-00.parquet.4567cdef.tmp"
     killed_ours.write_bytes(b"a killed writer's half file")
     killed_theirs.write_bytes(b"a file of the other dataset")
     ours.write_day(DAY, [(LO + 100, LO + 110)], [make_batch([LO + 101], "more")], fetched_at=HI)

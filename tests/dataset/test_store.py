@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dropbox_team_log.dataset import integrity, merge
+from dropbox_team_log.dataset.day_files import MixedLayoutError
 from dropbox_team_log.dataset.file_format import COVERAGE_KEY, VERSION_KEY
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.spool import SPOOL_CACHE_BATCHES, NewRows, RowSpool
@@ -32,7 +33,7 @@ from dropbox_team_log.settings import QUARANTINE_DIR
 from dropbox_team_log.timeutil import day_bounds, to_wire
 from dropbox_team_log.transform.events import events_to_batch
 from tests.helpers.damage import flip_inside_page, truncate
-from tests.helpers.dataset import read_dataset
+from tests.helpers.dataset import read_dataset, write_legacy_day
 from tests.helpers.paths import REPO, SPEC_EVENTS
 
 FIXTURE = SPEC_EVENTS
@@ -74,7 +75,14 @@ def test_first_write_stores_sorted_rows_with_coverage_and_zstd(ds: EventDataset)
     seconds = [LO + 50, LO + 10, LO + 30, LO + 10, LO + 20]
     result = ds.write_day(DAY, [(LO, LO + H)], [make_batch(seconds, "a")], fetched_at=HI + 5)
     assert result == merge.WriteResult(
-        0, 5, 0, 5, ((LO, LO + H),), Coverage(((LO, LO + H, HI + 5),))
+        0,
+        5,
+        0,
+        5,
+        ((LO, LO + H),),
+        Coverage(((LO, LO + H, HI + 5),)),
+        files_written=1,
+        rows_written=5,
     )
     table = ds.read_day(DAY)
     assert table.schema == EVENT_SCHEMA
@@ -82,7 +90,7 @@ def test_first_write_stores_sorted_rows_with_coverage_and_zstd(ds: EventDataset)
     assert ids(table) == ["a#1", "a#3", "a#4", "a#2", "a#0"]  # stable: a#1 before a#3
     assert ds.read_coverage(DAY) == Coverage(((LO, LO + H, HI + 5),))
     assert ds.days() == [DAY]
-    meta = pq.read_metadata(ds.day_path(DAY))
+    meta = pq.read_metadata(ds.hour_path(DAY, 0))
     assert meta.metadata[COVERAGE_KEY] == f"[[{LO},{LO + H},{HI + 5}]]".encode()
     assert meta.metadata[VERSION_KEY] == b"1"
     for rg in range(meta.num_row_groups):
@@ -97,7 +105,7 @@ def test_permissions_keep_personal_data_private(ds: EventDataset):
     for path, mode in [
         (ds.root, 0o750),
         (ds.day_dir(DAY), 0o750),
-        (ds.day_path(DAY), 0o640),
+        (ds.hour_path(DAY, 0), 0o640),
         (f"{ds.root}/_locks", 0o750),
     ]:
         assert stat.S_IMODE(os.stat(path).st_mode) == mode & ~umask, path
@@ -114,8 +122,8 @@ def test_missing_day_reads_empty(ds: EventDataset):
 def test_empty_day_writes_a_zero_row_file_with_coverage(ds: EventDataset):
     result = ds.write_day(DAY, [(LO, HI)], [], fetched_at=HI + 30 * H)
     assert (result.rows_before, result.rows_after, result.rows_added) == (0, 0, 0)
-    assert os.path.exists(ds.day_path(DAY))
-    assert pq.read_metadata(ds.day_path(DAY)).num_rows == 0
+    assert os.path.exists(ds.hour_path(DAY, 0))
+    assert pq.read_metadata(ds.hour_path(DAY, 0)).num_rows == 0
     assert ds.read_coverage(DAY).is_settled(LO, HI, settle=25 * H)
     assert ds.days() == [DAY]
     assert ds.read_day(DAY).num_rows == 0
@@ -142,8 +150,9 @@ def test_refetch_replaces_only_its_range(ds: EventDataset):
     ds.write_day(DAY, [(LO, LO + 5 * H)], [first], fetched_at=LO + 5 * H)
     late = make_batch([LO + 2 * H, LO + 2 * H + 1, LO + 3 * H - 1], "new")  # one late event
     result = ds.write_day(DAY, [(LO + 2 * H, LO + 3 * H)], [late], fetched_at=LO + 30 * H)
-    assert (result.rows_before, result.rows_replaced, result.rows_added) == (4, 1, 3)
-    assert result.rows_after == 6
+    # counts are of the files the write rewrote: hour 2's only
+    assert (result.rows_before, result.rows_replaced, result.rows_added) == (1, 1, 3)
+    assert (result.rows_after, result.files_written) == (3, 1)
     assert ids(ds.read_day(DAY)) == ["old#0", "new#0", "new#1", "new#2", "old#2", "old#3"]
     assert ds.read_coverage(DAY).intervals == (
         (LO, LO + 2 * H, LO + 5 * H),
@@ -170,11 +179,11 @@ def test_older_fetch_never_overwrites_newer(ds: EventDataset):
 
 def test_replay_that_takes_nothing_leaves_the_file_alone(ds: EventDataset):
     ds.write_day(DAY, [(LO, LO + H)], [make_batch([LO + 1], "a")], fetched_at=HI)
-    before = os.stat(ds.day_path(DAY))
+    before = os.stat(ds.hour_path(DAY, 0))
     result = ds.write_day(DAY, [(LO, LO + H)], [make_batch([LO + 2], "b")], fetched_at=HI - 1)
     assert result.taken_ranges == ()
     assert (result.rows_before, result.rows_after) == (1, 1)
-    after = os.stat(ds.day_path(DAY))
+    after = os.stat(ds.hour_path(DAY, 0))
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
 
 
@@ -212,16 +221,16 @@ def test_batches_with_another_schema_are_refused(ds: EventDataset):
 
 def test_foreign_file_is_refused(ds: EventDataset):
     os.makedirs(ds.day_dir(DAY))
-    pq.write_table(pa.table({"x": [1]}), ds.day_path(DAY))
+    pq.write_table(pa.table({"x": [1]}), ds.hour_path(DAY, 0))
     with pytest.raises(ValueError, match="coverage"):
         ds.read_coverage(DAY)
-    assert os.path.exists(ds.day_path(DAY)) and ds.quarantined == []  # refused, not moved
+    assert os.path.exists(ds.hour_path(DAY, 0)) and ds.quarantined == []  # refused, not moved
 
 
 def test_row_groups_are_bounded(ds: EventDataset, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(merge, "ROW_GROUP_ROWS", 10)
     ds.write_day(DAY, [(LO, LO + H)], [make_batch(list(range(LO, LO + 35)), "a")], fetched_at=HI)
-    meta = pq.read_metadata(ds.day_path(DAY))
+    meta = pq.read_metadata(ds.hour_path(DAY, 0))
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [10, 10, 10, 5]
 
 
@@ -272,14 +281,14 @@ def visible_files(root: str) -> list[str]:
 
 
 def temp_files(ds: EventDataset) -> list[str]:
-    return sorted(p.name for p in Path(ds.day_dir(DAY)).glob(".events.parquet.*.tmp"))
+    return sorted(p.name for p in Path(ds.day_dir(DAY)).glob(".events-*.parquet.*.tmp"))
 
 
 def test_stale_temp_files_are_removed_on_next_write(ds: EventDataset):
     ds.write_day(DAY, [(LO, LO + 10)], [make_batch([LO + 1], "a")], fetched_at=HI)
-    stale = Path(ds.day_dir(DAY)) / ".events.parquet.deadbeef.tmp"
+    stale = Path(ds.day_dir(DAY)) / ".events-00.parquet.deadbeef.tmp"
     stale.write_bytes(b"PAR1 half a file")
-    assert visible_files(ds.root) == ["event_date=2026-01-01/events.parquet"]
+    assert visible_files(ds.root) == ["event_date=2026-01-01/events-00.parquet"]
     assert read_dataset(ds.root).num_rows == 1  # readers do not see the temp file
     ds.write_day(DAY, [(LO + 20, LO + 30)], [make_batch([LO + 21], "b")], fetched_at=HI)
     assert not stale.exists()
@@ -435,7 +444,7 @@ def test_writer_killed_mid_write_leaves_old_day_readable(ds: EventDataset):
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-    assert visible_files(ds.root) == ["event_date=2026-01-01/events.parquet"]
+    assert visible_files(ds.root) == ["event_date=2026-01-01/events-00.parquet"]
     assert ids(ds.read_day(DAY)) == ["old#0", "old#1"]
     assert ids(read_dataset(ds.root)) == ["old#0", "old#1"]
     assert ds.read_coverage(DAY) == Coverage(((LO, LO + 10, HI),))
@@ -552,7 +561,8 @@ def test_spool_round_trip_writes_what_the_batches_would(
     assert seconds_of(got) == sorted(seconds)
     assert got.equals(from_batches.read_day(DAY))
     assert (
-        Path(from_spool.day_path(DAY)).read_bytes() == Path(from_batches.day_path(DAY)).read_bytes()
+        Path(from_spool.hour_path(DAY, 0)).read_bytes()
+        == Path(from_batches.hour_path(DAY, 0)).read_bytes()
     )
 
 
@@ -774,10 +784,13 @@ def test_a_write_holds_about_one_row_group_however_many_rows(
             live.clear()
             before = pa.total_allocated_bytes()
             ds.write_day(DAY, [(LO + rows, LO + 3 * rows)], spool, fetched_at=HI + 1)
-        meta = pq.read_metadata(ds.day_path(DAY))
-        groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-        assert groups[:-1] == [60] * (len(groups) - 1) and 0 < groups[-1] <= 60
-        assert sum(groups) == rows + rows // 2
+        total = 0
+        for path in ds.file_paths(DAY):  # one per hour (those without rows have no row group)
+            meta = pq.read_metadata(path)
+            groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            assert groups[:-1] == [60] * (len(groups) - 1) and groups[-1:] <= [60]
+            total += sum(groups)
+        assert total == rows + rows // 2
         return max(live) - before
 
     small, big = peak_live_bytes(1000), peak_live_bytes(5000)
@@ -804,22 +817,22 @@ def write_hour(ds: EventDataset, tag: str = "a") -> None:
 def test_every_page_carries_a_checksum_that_reads_verify(ds: EventDataset):
     """Bytes changed inside a page, footer intact: without a checksum they decode as other rows."""
     write_hour(ds)
-    flip_inside_page(ds.day_path(DAY), "raw_event")
+    flip_inside_page(ds.hour_path(DAY, 0), "raw_event")
     with pytest.raises(OSError, match="CRC checksum verification failed"):
-        pq.ParquetFile(ds.day_path(DAY), page_checksum_verification=True).read()
+        pq.ParquetFile(ds.hour_path(DAY, 0), page_checksum_verification=True).read()
 
 
 def test_a_truncated_day_reads_as_uncovered_and_is_moved_aside(
     ds: EventDataset, caplog: pytest.LogCaptureFixture
 ):
     write_hour(ds)
-    path = ds.day_path(DAY)
+    path = ds.hour_path(DAY, 0)
     left = truncate(path)
-    with caplog.at_level(logging.WARNING, logger="dropbox_team_log.dataset.store"):
+    with caplog.at_level(logging.WARNING, logger="dropbox_team_log.dataset.day_files"):
         assert ds.read_coverage(DAY) == Coverage()
     (moved,) = quarantined_files(ds)[1:]  # [the day's folder, the file]
     assert moved.read_bytes() == left  # kept as it was, for inspection
-    assert moved.parent.name == f"event_date={DAY}" and moved.name.startswith("events.parquet.")
+    assert moved.parent.name == f"event_date={DAY}" and moved.name.startswith("events-00.parquet.")
     assert not os.path.exists(path) and ds.days() == []
     assert read_dataset(ds.root).num_rows == 0  # outside the readers' glob
     (entry,) = ds.quarantined
@@ -833,9 +846,9 @@ def test_a_truncated_day_reads_as_uncovered_and_is_moved_aside(
 def test_a_damaged_neighbour_reads_as_unknown(ds: EventDataset):
     """The density hint reads neighbours' timestamps: a damaged one is moved aside, not fatal."""
     write_hour(ds)
-    flip_inside_page(ds.day_path(DAY), "timestamp")
+    flip_inside_page(ds.hour_path(DAY, 0), "timestamp")
     assert ds.read_seconds(DAY) is None
-    assert [q.path for q in ds.quarantined] == [ds.day_path(DAY)]
+    assert [q.path for q in ds.quarantined] == [ds.hour_path(DAY, 0)]
     assert "CRC checksum" in ds.quarantined[0].reason
 
 
@@ -843,7 +856,7 @@ def test_a_write_over_a_page_damaged_file_sets_it_aside_and_claims_only_what_it_
     ds: EventDataset,
 ):
     write_hour(ds, "old")
-    flip_inside_page(ds.day_path(DAY), "raw_event")
+    flip_inside_page(ds.hour_path(DAY, 0), "raw_event")
     assert ds.read_coverage(DAY).intervals  # the footer is intact: only the pages tell
     result = ds.write_day(DAY, [(LO + 10, LO + 20)], [make_batch([LO + 12], "new")], HI + 1)
     assert (result.rows_before, result.rows_after) == (0, 1)
@@ -856,7 +869,7 @@ def test_a_damaged_file_that_cannot_be_moved_is_a_permanent_error_naming_it(
     ds: EventDataset, monkeypatch: pytest.MonkeyPatch
 ):
     write_hour(ds)
-    truncate(ds.day_path(DAY))
+    truncate(ds.hour_path(DAY, 0))
 
     def read_only(*_args: object) -> str:
         raise PermissionError(13, "Permission denied")
@@ -866,7 +879,7 @@ def test_a_damaged_file_that_cannot_be_moved_is_a_permanent_error_naming_it(
         ds.read_coverage(DAY)
     assert isinstance(raised.value, PermanentError)  # a task fails at once, no retry
     message = str(raised.value)
-    assert ds.day_path(DAY) in message and "footer unreadable" in message
+    assert ds.hour_path(DAY, 0) in message and "footer unreadable" in message
     assert "dropbox-team-log verify --quarantine" in message
 
 
@@ -900,3 +913,126 @@ def test_a_failed_read_of_a_whole_file_is_read_again_not_moved():
         assert DropsTheFirstRead.dropped == 1 and ds.quarantined == []
     finally:
         fsspec.filesystem("memory").rm("/bucket", recursive=True)
+
+
+# --- hour files, and days in the layout before them -----------------------------------------
+
+
+def every_ten_minutes(tag: str) -> pa.RecordBatch:
+    return make_batch(list(range(LO + 5, HI, 600)), tag)
+
+
+def file_states(ds: EventDataset) -> dict[str, tuple[int, int, bytes]]:
+    """Each visible file's inode, mtime (ns) and bytes."""
+    out = {}
+    for path in sorted(Path(ds.root).glob(DAY_FILES_GLOB)):
+        info = path.stat()
+        out[path.name] = (info.st_ino, info.st_mtime_ns, path.read_bytes())
+    return out
+
+
+def test_a_write_rewrites_only_the_hour_files_its_ranges_touch(ds: EventDataset):
+    result = ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=HI)
+    assert (result.files_written, result.rows_after) == (24, 144)
+    assert sorted(p.name for p in Path(ds.day_dir(DAY)).iterdir()) == [
+        f"events-{hour:02d}.parquet" for hour in range(24)
+    ]
+    before = file_states(ds)
+    time.sleep(0.01)  # a rewrite would show in the mtime too, not only in the inode
+    late = make_batch([LO + 13 * H + 100, LO + 13 * H + 100], "late")
+    result = ds.write_day(DAY, [(LO + 13 * H, LO + 13 * H + 900)], [late], fetched_at=HI + 60)
+    assert (result.files_written, result.rows_before, result.rows_replaced) == (1, 6, 2)
+    after = file_states(ds)
+    changed = sorted(name for name in before if before[name] != after[name])
+    assert changed == ["events-13.parquet"]
+    assert after["events-13.parquet"][0] != before["events-13.parquet"][0]  # a new file
+    table = ds.read_day(DAY)
+    assert seconds_of(table) == sorted(seconds_of(table)) and table.num_rows == 144
+    assert ids(read_dataset(ds.root)).count("late#1") == 1
+    assert ds.read_coverage(DAY).intervals == (
+        (LO, LO + 13 * H, HI),
+        (LO + 13 * H, LO + 13 * H + 900, HI + 60),
+        (LO + 13 * H + 900, HI, HI),
+    )
+    # one range across an hour boundary: the two hours' files, each holding its own rows
+    result = ds.write_day(DAY, [(LO + 2 * H - 60, LO + 2 * H + 60)], [], fetched_at=HI + 120)
+    assert result.files_written == 2
+    assert {n for n in before if before[n] != file_states(ds)[n]} == {
+        "events-01.parquet",
+        "events-02.parquet",
+        "events-13.parquet",
+    }
+    assert LO + 2 * H + 5 not in ds.read_seconds(DAY)[0] and ds.read_day(DAY).num_rows == 143
+
+
+def test_each_hour_file_holds_its_hour_only(ds: EventDataset):
+    ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=HI)
+    for hour, path in enumerate(ds.file_paths(DAY)):
+        stored = pq.read_table(path).column("timestamp").to_pylist()
+        lo = LO + hour * H
+        assert [int(t.timestamp()) for t in stored] == list(range(lo + 5, lo + H, 600))
+        coverage = Coverage.from_json(pq.read_metadata(path).metadata[COVERAGE_KEY])
+        assert coverage == Coverage(((lo, lo + H, HI),))
+
+
+def test_a_day_in_the_old_layout_is_read_and_written_as_one_file(ds: EventDataset):
+    """An upgrade converts nothing: a legacy day file is read as it is, and a write keeps it one
+    file (a day folder never mixes it with hour files): nothing lost, nothing doubled."""
+    old = make_batch([LO + 5, LO + 3 * H, LO + 13 * H + 1, HI - 1], "old")
+    legacy = write_legacy_day(ds, DAY, [(LO, HI)], [old], fetched_at=HI)
+    assert ds.days() == [DAY] and ds.is_legacy(DAY) and ds.file_paths(DAY) == [legacy]
+    assert ids(ds.read_day(DAY)) == ["old#0", "old#1", "old#2", "old#3"]
+    assert ds.read_coverage(DAY) == Coverage(((LO, HI, HI),))
+    assert ds.read_seconds(DAY)[0].tolist() == [LO + 5, LO + 3 * H, LO + 13 * H + 1, HI - 1]
+    late = make_batch([LO + 13 * H + 2], "late")
+    result = ds.write_day(DAY, [(LO + 13 * H, LO + 14 * H)], [late], fetched_at=HI + 1)
+    assert (result.files_written, result.rows_before, result.rows_after) == (1, 4, 4)
+    assert visible_files(ds.root) == ["event_date=2026-01-01/events.parquet"]
+    assert ids(ds.read_day(DAY)) == ["old#0", "old#1", "late#0", "old#3"]
+    assert sorted(ids(read_dataset(ds.root))) == ["late#0", "old#0", "old#1", "old#3"]
+    # another day is written in hour files beside it
+    next_day = date(2026, 1, 2)
+    ds.write_day(next_day, [(HI, HI + 60)], [make_batch([HI + 1], "new")], fetched_at=HI + 60)
+    assert visible_files(ds.root) == [
+        "event_date=2026-01-01/events.parquet",
+        "event_date=2026-01-02/events-00.parquet",
+    ]
+    assert ds.days() == [DAY, next_day] and not ds.is_legacy(next_day)
+    assert [c.problem for c in ds.verify()] == [None, None]
+
+
+def test_a_day_folder_mixing_both_layouts_is_refused_not_read_twice(ds: EventDataset):
+    ds.write_day(DAY, [(LO, LO + H)], [make_batch([LO + 1], "hour")], fetched_at=HI)
+    write_legacy_day(ds, DAY, [(LO, HI)], [make_batch([LO + 1], "legacy")], fetched_at=HI)
+    with pytest.raises(MixedLayoutError, match=r"holds both events\.parquet and hour files"):
+        ds.read_coverage(DAY)
+
+
+def test_a_damaged_hour_file_is_moved_aside_alone(ds: EventDataset):
+    ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=HI)
+    before = file_states(ds)
+    truncate(ds.hour_path(DAY, 13))
+    hour = (LO + 13 * H, LO + 14 * H)
+    assert ds.read_coverage(DAY).intervals == ((LO, hour[0], HI), (hour[1], HI, HI))
+    (moved,) = [p for p in quarantined_files(ds) if p.is_file()]
+    assert moved.name.startswith("events-13.parquet.")
+    after = file_states(ds)
+    assert sorted(after) == sorted(set(before) - {"events-13.parquet"})
+    assert all(after[name] == before[name] for name in after)  # the others untouched
+    assert ds.read_day(DAY).num_rows == 144 - 6
+    # the hour is due again, and the next write of it brings it back
+    ds.write_day(DAY, [hour], [make_batch(list(range(hour[0] + 5, hour[1], 600)), "again")], HI)
+    assert ds.read_day(DAY).num_rows == 144
+    assert ds.read_coverage(DAY) == Coverage(((LO, HI, HI),))
+
+
+def test_read_seconds_within_ranges_reads_only_their_hour_files(ds: EventDataset):
+    """Planning a sync of an hour costs that hour, however full the day: other files unread."""
+    ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=HI)
+    truncate(ds.hour_path(DAY, 5))  # would be found (and moved aside) by any read of it
+    hour = (LO + 13 * H + 60, LO + 13 * H + 120)
+    seconds, coverage = ds.read_seconds(DAY, within=[hour])
+    assert seconds.tolist() == list(range(LO + 13 * H + 5, LO + 14 * H, 600))
+    assert coverage == Coverage(((LO + 13 * H, LO + 14 * H, HI),))
+    assert ds.quarantined == [] and os.path.exists(ds.hour_path(DAY, 5))
+    assert len(ds.read_seconds(DAY)[0]) == 144 - 6 and len(ds.quarantined) == 1

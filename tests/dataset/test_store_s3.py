@@ -28,9 +28,9 @@ from dropbox_team_log.dataset import object_store
 from dropbox_team_log.dataset.files import write_text
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.root_check import OutputRootError, check_output_root
-from dropbox_team_log.dataset.store import FILE_NAME, EventDataset
+from dropbox_team_log.dataset.store import EventDataset
 from tests.dataset.test_store import DAY, HI, LO, ids, make_batch, spawn, wait_for
-from tests.helpers.dataset import read_dataset
+from tests.helpers.dataset import read_dataset, write_legacy_day
 from tests.helpers.pipeline import dataset_raws, event_calls, fresh_dag, multiset, run_dag
 from tests.test_pipeline import T0, check_exact, connected, dagbag, emu
 
@@ -165,14 +165,14 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
     lo = T0 - timedelta(days=BACKFILL_DAYS)
     check_exact(local, emu, lo, T0, as_of=T0)
 
-    # The store holds day files only: no temp object, no probe, no lock left behind.
+    # The store holds day files and the team's card only: no temp object, probe or lock.
     keys = day_keys(bucket, "team-log")
-    assert sorted(objects(bucket)) == keys
+    assert sorted(objects(bucket)) == sorted([*keys, "team-log/_teams/dropbox_team_default.json"])
     assert keys == sorted(
         str(p.relative_to(tmp_path)).replace("dataset", "team-log", 1)
-        for p in local.rglob(FILE_NAME)
+        for p in local.rglob("event_date=*/events-*.parquet")
     )
-    assert len(keys) == BACKFILL_DAYS + 1
+    assert len({key.rsplit("/", 1)[0] for key in keys}) == BACKFILL_DAYS + 1
 
     # Same rows (duplicates counted) through DuckDB and through Arrow's S3 client.
     want = multiset(dataset_raws(str(local), lo, T0))
@@ -195,7 +195,10 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
         monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", root)
         run_dag(emu, "dropbox_team_log_incremental", T0 + timedelta(hours=4))
     assert objects(bucket) != before, "the incremental run wrote nothing"
-    assert sorted(objects(bucket)) == day_keys(bucket, "team-log")
+    tail_keys = [k for k in objects(bucket) if k.startswith("team-log/_tail/")]
+    assert [k.rsplit("/", 1)[1].endswith(".json") for k in tail_keys] == [True]  # the chain
+    card = "team-log/_teams/dropbox_team_default.json"  # the team's card
+    assert sorted(set(objects(bucket)) - {*tail_keys, card}) == day_keys(bucket, "team-log")
     assert multiset(pyarrow_raws(s3_endpoint, f"{bucket}/team-log")) == multiset(
         dataset_raws(str(local), lo, T0 + timedelta(days=1))
     )
@@ -285,7 +288,7 @@ def test_concurrent_process_writers_on_one_day_end_exact(bucket):
         (LO + 100, LO + 140, HI),
         (LO + 1000, LO + 1040, HI),
     )
-    assert sorted(objects(bucket)) == ["events/event_date=2026-01-01/events.parquet"]
+    assert sorted(objects(bucket)) == ["events/event_date=2026-01-01/events-00.parquet"]
 
 
 def test_writer_killed_mid_write_leaves_nothing_visible(bucket):
@@ -402,3 +405,35 @@ def test_local_root_in_a_read_only_folder_is_refused():
             with contextlib.suppress(FileNotFoundError):
                 os.rmdir(os.path.join(base, sub))
         os.rmdir(base)
+
+
+def test_a_write_on_s3_puts_only_the_hour_objects_its_ranges_touch(bucket):
+    dataset = EventDataset(f"s3://{bucket}/events")
+    rows = make_batch(list(range(LO + 5, HI, 600)), "day")
+    dataset.write_day(DAY, [(LO, HI)], [rows], fetched_at=HI)
+    before = objects(bucket)
+    assert sorted(before) == [f"events/event_date={DAY}/events-{h:02d}.parquet" for h in range(24)]
+    late = make_batch([LO + 13 * 3600 + 7], "late")
+    dataset.write_day(DAY, [(LO + 13 * 3600, LO + 13 * 3600 + 900)], [late], fetched_at=HI + 1)
+    after = objects(bucket)
+    assert sorted(after) == sorted(before)
+    assert [k for k in after if after[k] != before[k]] == [
+        f"events/event_date={DAY}/events-13.parquet"
+    ]
+    assert ids(read_dataset(f"s3://{bucket}/events")).count("late#0") == 1
+    assert dataset.read_day(DAY).num_rows == 144 - 2 + 1
+
+
+def test_a_legacy_day_on_s3_stays_one_object(bucket):
+    dataset = EventDataset(f"s3://{bucket}/events")
+    old = make_batch([LO + 5, LO + 13 * 3600 + 1], "old")
+    write_legacy_day(dataset, DAY, [(LO, HI)], [old], fetched_at=HI)
+    late = make_batch([LO + 13 * 3600 + 2], "late")
+    dataset.write_day(DAY, [(LO + 13 * 3600, LO + 14 * 3600)], [late], fetched_at=HI + 1)
+    assert sorted(objects(bucket)) == [f"events/event_date={DAY}/events.parquet"]
+    assert ids(read_dataset(f"s3://{bucket}/events")) == ["old#0", "late#0"]
+    assert dataset.read_coverage(DAY).intervals == (
+        (LO, LO + 13 * 3600, HI),
+        (LO + 13 * 3600, LO + 14 * 3600, HI + 1),
+        (LO + 14 * 3600, HI, HI),
+    )

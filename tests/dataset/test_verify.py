@@ -39,8 +39,8 @@ def damaged(tmp_path: Path) -> EventDataset:
     file no writer of ours made beside day 3's."""
     ds = EventDataset(str(tmp_path / "events"))
     write_days(ds)
-    truncate(ds.day_path(DAYS[1]))
-    flip_inside_page(ds.day_path(DAYS[2]), "raw_event")
+    truncate(ds.hour_path(DAYS[1], 0))
+    flip_inside_page(ds.hour_path(DAYS[2], 0), "raw_event")
     pq.write_table(pa.table({"x": [1]}), f"{ds.day_dir(DAYS[3])}/extra.parquet")
     return ds
 
@@ -48,10 +48,10 @@ def damaged(tmp_path: Path) -> EventDataset:
 def test_verify_names_each_bad_file_and_why(damaged: EventDataset):
     checks = {Path(c.path).relative_to(damaged.root).as_posix(): c for c in damaged.verify()}
     assert sorted(checks) == [
-        f"event_date={DAYS[0]}/events.parquet",
-        f"event_date={DAYS[1]}/events.parquet",
-        f"event_date={DAYS[2]}/events.parquet",
-        f"event_date={DAYS[3]}/events.parquet",
+        f"event_date={DAYS[0]}/events-00.parquet",
+        f"event_date={DAYS[1]}/events-00.parquet",
+        f"event_date={DAYS[2]}/events-00.parquet",
+        f"event_date={DAYS[3]}/events-00.parquet",
         f"event_date={DAYS[3]}/extra.parquet",
     ]
     whole, cut, flipped, whole_too, foreign = checks.values()
@@ -88,7 +88,7 @@ def test_a_file_replaced_before_it_is_moved_stays(
 ):
     """verify checks a bad file again under its day's lock: a writer may have replaced it
     between the first check and the lock (here: right after the first check)."""
-    path = damaged.day_path(DAYS[1])
+    path = damaged.hour_path(DAYS[1], 0)
     lo = LO + 86_400
     first_check = integrity.check_file
     replaced = threading.Event()
@@ -116,7 +116,7 @@ def test_on_another_fsspec_store_the_check_reads_a_local_copy_and_the_move_is_a_
     ds = EventDataset("memory://verify/events", lock_factory=lambda day: lock)
     try:
         write_days(ds)
-        day_file = ds.day_path(DAYS[1])
+        day_file = ds.hour_path(DAYS[1], 0)
         fs.pipe_file(day_file, fs.cat_file(day_file)[:100])
         (bad,) = [c for c in ds.verify(quarantine=True) if c.problem]
         assert bad.path == day_file and bad.moved_to.startswith(f"/verify/events/{QUARANTINE_DIR}")
@@ -133,7 +133,7 @@ def test_on_s3_a_write_over_a_damaged_day_object_copies_it_aside_and_writes_anew
     s3fs.S3FileSystem.clear_instance_cache()  # one cached for another module's server: not ours
     ds = EventDataset(f"s3://{bucket}/events")
     ds.write_day(DAY, [(LO, LO + 3600)], [make_batch([LO + 1, LO + 2], "old")], fetched_at=HI)
-    key = f"events/event_date={DAY}/events.parquet"
+    key = f"events/event_date={DAY}/events-00.parquet"
     s3 = boto3.client("s3")
     whole = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     s3.put_object(Bucket=bucket, Key=key, Body=whole[: len(whole) // 2])
@@ -141,6 +141,6 @@ def test_on_s3_a_write_over_a_damaged_day_object_copies_it_aside_and_writes_anew
     assert (result.rows_before, result.rows_after) == (0, 1)
     assert ids(ds.read_day(DAY)) == ["new#0"]
     (moved,) = [k for k in objects(bucket) if k.startswith(f"events/{QUARANTINE_DIR}/")]
-    assert moved.startswith(f"events/{QUARANTINE_DIR}/event_date={DAY}/events.parquet.")
+    assert moved.startswith(f"events/{QUARANTINE_DIR}/event_date={DAY}/events-00.parquet.")
     assert s3.get_object(Bucket=bucket, Key=moved)["Body"].read() == whole[: len(whole) // 2]
     assert [c.problem for c in ds.verify()] == [None]

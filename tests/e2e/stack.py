@@ -37,7 +37,7 @@ COMPONENTS: dict[str, list[str]] = {
     "scheduler": ["scheduler"],
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer"],
-    "celery-worker": ["celery", "worker", "--concurrency", "2", "-H", "{worker_name}@%h"],
+    "celery-worker": ["celery", "worker", "--concurrency", "4", "-H", "{worker_name}@%h"],
 }
 
 

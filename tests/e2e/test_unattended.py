@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.helpers.pipeline import dataset_raws, multiset
+from tests.helpers.pipeline import dataset_raws, multiset, settled_until
 
 pytestmark = pytest.mark.e2e
 
@@ -115,15 +115,15 @@ def test_scheduler_runs_both_dags_unattended_on_celery(deployment, emu, connecte
     # Ground truth: settled time exact (duplicates counted), fresher time never over-counted.
     root = str(deployment.dataset)
     start = connected_at - timedelta(days=BACKFILL_DAYS)
-    settled_until = as_of - SETTLE
-    got = multiset(dataset_raws(root, start, settled_until))
-    want = multiset(emu.truth(start, settled_until, as_of=as_of + HORIZON))
+    settled = settled_until(as_of)  # whole settle batches (an hour) before as_of - SETTLE
+    got = multiset(dataset_raws(root, start, settled))
+    want = multiset(emu.truth(start, settled, as_of=as_of + HORIZON))
     assert sum(want.values()) > 100, "the emulator served too little to prove anything"
     assert sum(got.values()) == sum(want.values())
     assert got == want
-    fresh = multiset(dataset_raws(root, settled_until, as_of))
+    fresh = multiset(dataset_raws(root, settled, as_of))
     assert sum(fresh.values()) > 0, "the runs fetched nothing recent"
-    extra = fresh - multiset(emu.truth(settled_until, as_of, as_of=as_of + HORIZON))
+    extra = fresh - multiset(emu.truth(settled, as_of, as_of=as_of + HORIZON))
     assert not extra, f"{sum(extra.values())} recent rows more than the API holds"
 
     # The DAGs on the dataset's Asset ran with nobody unpausing them; findings were sent.

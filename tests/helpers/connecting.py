@@ -114,6 +114,15 @@ def delete_row(conn_id: str) -> None:
         session.execute(delete(model).where(model.conn_id == conn_id))
 
 
+def delete_variable(key: str) -> None:
+    """Remove a Variable's metadata-DB row (the teams registry a test's connect wrote)."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import delete
+
+    with connection_store._db_session() as session:
+        session.execute(delete(Variable).where(Variable.key == key))
+
+
 def row_as_json(row: Any, **changes: Any) -> str:
     """A saved connection as an AIRFLOW_CONN_* JSON value, optionally altered."""
     value = {

@@ -16,10 +16,11 @@ def truncate(path: str | Path, keep: float = 0.5) -> bytes:
 
 
 def flip_inside_page(path: str | Path, column: str, row_group: int = 0) -> int:
-    """Invert one byte in the middle of a column chunk's pages; the footer stays as it was.
+    """Invert one byte near the end of a column chunk's pages; the footer stays as it was.
 
-    The middle of the chunk lies in a page's compressed data (the page header is a few dozen
-    bytes at its start), which the page's CRC covers. Returns the offset changed.
+    A chunk's last bytes are its last page's compressed data (a page's header comes first, a
+    few dozen bytes, which in a small hour file can be half the chunk), and the page's CRC
+    covers them. Returns the offset changed.
     """
     meta = pq.read_metadata(str(path))
     names = [meta.schema.column(i).name for i in range(meta.num_columns)]
@@ -27,7 +28,7 @@ def flip_inside_page(path: str | Path, column: str, row_group: int = 0) -> int:
     start = chunk.data_page_offset
     if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
         start = min(start, chunk.dictionary_page_offset)
-    offset = start + chunk.total_compressed_size // 2
+    offset = start + chunk.total_compressed_size - 2
     data = bytearray(Path(path).read_bytes())
     data[offset] ^= 0xFF
     Path(path).write_bytes(bytes(data))

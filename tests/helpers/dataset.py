@@ -1,13 +1,24 @@
-"""The dataset as a downstream reader sees it: every day file through DuckDB's hive partitioning."""
+"""The dataset as a downstream reader sees it (every file through DuckDB's hive partitioning),
+and a day written in the layout before hour files."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from datetime import date
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from dropbox_team_log.dataset import object_store
+from dropbox_team_log.dataset.ledger import Coverage
+from dropbox_team_log.dataset.merge import merge_into
+from dropbox_team_log.dataset.spool import BatchList
 from dropbox_team_log.schema import DAY_FILES_GLOB, READER_SCHEMA
+from dropbox_team_log.timeutil import Range
 
 
 def read_dataset(root: str) -> pa.Table:
@@ -29,3 +40,20 @@ def read_dataset(root: str) -> pa.Table:
         return con.sql(query, params={"pattern": pattern}).to_arrow_table()
     finally:
         con.close()
+
+
+def write_legacy_day(
+    dataset: Any, day: date, fetched: list[Range], batches: list[pa.RecordBatch], fetched_at: int
+) -> str:
+    """Write a day as the layout before hour files did: one `events.parquet` holding the day
+    (the same merge, format and footer; only the file it lands in differs). Returns its path."""
+    coverage, taken = Coverage().apply(fetched, fetched_at)
+    path = dataset.legacy_path(day)
+    if dataset.is_local:
+        os.makedirs(dataset.day_dir(day), exist_ok=True)
+    with tempfile.TemporaryFile() as sink:
+        merge_into(sink, None, None, BatchList(batches), taken, coverage)
+        sink.seek(0)
+        with dataset.fs.open(path, "wb") as out:
+            shutil.copyfileobj(sink, out)
+    return path

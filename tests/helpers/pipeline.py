@@ -35,8 +35,9 @@ def multiset(raws: Iterable[str | bytes]) -> Counter:
     return Counter(canonical(raw) for raw in raws)
 
 
-def grant_app(emu):
-    """Grant the app through the emulator's Allow page, as an admin would: the OAuth result."""
+def grant_app(emu, team: int | str | None = None):
+    """Grant the app through the emulator's Allow page, as an admin would (of `team`, an index
+    or id; default: the first team): the OAuth result."""
     flow = dropbox.DropboxOAuth2FlowNoRedirect(
         emu.config.app_key,
         consumer_secret=emu.config.app_secret,
@@ -44,7 +45,7 @@ def grant_app(emu):
         scope=list(REQUIRED_SCOPES),
     )
     flow.requests_session = build_session(emu.base_url)
-    return flow.finish(emu.approve(flow.start()))
+    return flow.finish(emu.approve(flow.start(), team=team))
 
 
 def reader_at(
@@ -95,9 +96,12 @@ def read_events(reader: EventReader, start: int, end: int) -> list[dict]:
     return events
 
 
-def connection_json(emu, *, connected_at: datetime, backoff_base: float = 0.01) -> str:
-    """The connection the connect command saves after a grant (here as AIRFLOW_CONN_* JSON)."""
-    grant = grant_app(emu)
+def connection_json(
+    emu, *, connected_at: datetime, backoff_base: float = 0.01, team: int | None = None
+) -> str:
+    """The connection the connect command saves after a grant (here as AIRFLOW_CONN_* JSON),
+    granted by the admin of `team` (an index; default: the first team)."""
+    grant = grant_app(emu, team)
     return json.dumps(
         {
             "conn_type": "dropbox_team",
@@ -115,15 +119,16 @@ def connection_json(emu, *, connected_at: datetime, backoff_base: float = 0.01) 
     )
 
 
-def dataset_raws(root: str, lo: datetime, hi: datetime) -> list[str]:
-    """raw_event of every row with lo <= timestamp < hi, read back with pyarrow (hive layout)."""
+def dataset_raws(root: str, lo: datetime, hi: datetime, team_id: str | None = None) -> list[str]:
+    """raw_event of every row with lo <= timestamp < hi (of one team, given its id), read back
+    with pyarrow (hive layout: every team's files)."""
     if not os.path.isdir(root):
         return []
     dataset = ds.dataset(root, format="parquet", partitioning="hive")
-    table = dataset.to_table(
-        columns=["timestamp", "raw_event"],
-        filter=(pc.field("timestamp") >= lo) & (pc.field("timestamp") < hi),
-    )
+    where = (pc.field("timestamp") >= lo) & (pc.field("timestamp") < hi)
+    if team_id is not None:
+        where = where & (pc.field("team_id") == team_id)
+    table = dataset.to_table(columns=["timestamp", "raw_event"], filter=where)
     return table.column("raw_event").to_pylist()
 
 
@@ -154,3 +159,15 @@ def event_calls(emu) -> int:
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
+
+
+def settled_until(at: datetime) -> datetime:
+    """What a run at `at` has settled (final, exact): time before `at - settle_hours`, up to the
+    last settle batch boundary (an hour: SETTLE_BATCH_HOURS), with the default policy."""
+    from dropbox_team_log.sync.planning import SyncPolicy
+
+    policy = SyncPolicy()
+    cutoff = int(at.timestamp()) - policy.settle_seconds
+    return datetime.fromtimestamp(
+        cutoff // policy.settle_batch_seconds * policy.settle_batch_seconds, UTC
+    )

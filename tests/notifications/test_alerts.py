@@ -48,6 +48,16 @@ def test_message_names_dag_task_day_and_reason():
     )
 
 
+def test_a_mapped_task_is_named_by_its_team_and_day():
+    context = failure_context(RefreshTokenRevokedError("team_c"))
+    context["ti"].rendered_map_index = "team_c 2026-11-27"
+    message = alerts.alert_message(context)
+    assert message["text"].startswith(
+        "Dropbox team log: dropbox_team_log_backfill.sync_day[team_c 2026-11-27] failed"
+    )
+    assert message["label"] == "team_c 2026-11-27" and message["map_index"] == 3
+
+
 def test_reason_is_bounded():
     message = alerts.alert_message(failure_context(RuntimeError("x" * 50_000)))
     assert len(message["reason"]) == alerts.MAX_REASON

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.helpers.pipeline import event_calls, run_dag
+from tests.helpers.pipeline import event_calls, run_dag, settled_until
 from tests.reliability.matrix import (
     EMULATOR,
     HORIZON,
@@ -56,12 +56,13 @@ def test_hostile_data_backfill_then_three_days_of_incremental_runs(hostile, outp
     for step in range(1, 3 * 4 + 1):  # every 6 h for 3 days
         at = T0 + timedelta(hours=6 * step)
         run_dag(emu, "dropbox_team_log_incremental", at)
-        settled = at - SETTLE
+        # settled in whole batches (an hour): exact up to the last batch boundary before at - SETTLE
+        settled = settled_until(at)
         expected, lost, duplicated = compare(output, emu, lo, settled, as_of=at + HORIZON)
         assert (lost, duplicated) == (0, 0), f"settled data wrong after the run at {at}"
         _, _, fresh_dup = compare(output, emu, settled, at, as_of=at + HORIZON)
         assert fresh_dup == 0, "fresh data over-counted"
-    truth = emu.truth(lo, at - SETTLE, as_of=at + HORIZON)
+    truth = emu.truth(lo, settled_until(at), as_of=at + HORIZON)
     dups = len(truth) - len(set(truth))
     # Events of the backfill's last day that only became visible after it ran.
     late = emu.truth_count(T0 - SETTLE, T0, as_of=T0 + HORIZON) - emu.truth_count(

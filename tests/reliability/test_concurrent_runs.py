@@ -12,8 +12,8 @@ from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
 from dropbox_team_log.sync.engine import sync_day
 from dropbox_team_log.sync.planning import SyncPolicy, split_days
-from tests.helpers.pipeline import event_calls
-from tests.reliability.matrix import SETTLE, T0, FaultFigures, compare, injected, record
+from tests.helpers.pipeline import event_calls, settled_until
+from tests.reliability.matrix import T0, FaultFigures, compare, injected, record
 
 
 def _run(root: str, as_of: int, lo: int, barrier: threading.Barrier, errors: list) -> None:
@@ -58,7 +58,7 @@ def test_scheduled_and_manual_runs_write_the_same_partitions_at_once(emu, connec
     finally:
         emu.clear_faults()
     assert errors == []
-    settled = scheduled - SETTLE
+    settled = settled_until(scheduled)
     expected, lost, duplicated = compare(output, emu, lo, settled, as_of=manual)
     _, _, fresh_duplicated = compare(output, emu, settled, manual, as_of=manual)
     record(

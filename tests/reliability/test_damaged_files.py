@@ -19,8 +19,15 @@ from dropbox_team_log.cli.main import main
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.settings import QUARANTINE_DIR
 from tests.helpers.damage import flip_inside_page, truncate
-from tests.helpers.pipeline import dataset_raws, event_calls, multiset, run_dag, utc
-from tests.reliability.matrix import HORIZON, SETTLE, T0, FaultFigures, compare, record
+from tests.helpers.pipeline import (
+    dataset_raws,
+    event_calls,
+    multiset,
+    run_dag,
+    settled_until,
+    utc,
+)
+from tests.reliability.matrix import HORIZON, T0, FaultFigures, compare, record
 
 BACKFILL, INCREMENTAL = "dropbox_team_log_backfill", "dropbox_team_log_incremental"
 DAYS = 4
@@ -32,15 +39,31 @@ def bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def day_is_exact(emu, root: Path, day: date, as_of: datetime, until: datetime | None = None):
-    """The day's rows (up to `until`) are the API's answer as of `as_of`, duplicates counted."""
-    lo, hi = bounds(day)
-    hi = min(hi, until or hi)
+def day_is_exact(emu, root: Path, day: date, as_of: datetime):
+    """The day's rows are the API's answer as of `as_of`, duplicates counted."""
+    range_is_exact(emu, root, *bounds(day), as_of=as_of)
+
+
+def range_is_exact(emu, root: Path, lo: datetime, hi: datetime, as_of: datetime):
+    """The rows of [lo, hi) are the API's answer as of `as_of`, duplicates counted."""
     assert multiset(dataset_raws(str(root), lo, hi)) == multiset(emu.truth(lo, hi, as_of=as_of))
 
 
+def bounds_s(day: date) -> tuple[int, int]:
+    return tuple(int(t.timestamp()) for t in bounds(day))  # type: ignore[return-value]
+
+
 def moved_aside(root: Path, day: date) -> list[Path]:
-    return sorted((root / QUARANTINE_DIR / f"event_date={day}").glob("events.parquet.*"))
+    return sorted((root / QUARANTINE_DIR / f"event_date={day}").glob("events*.parquet.*"))
+
+
+def hour_of(day: date, hour: int) -> tuple[datetime, datetime]:
+    start = bounds(day)[0] + timedelta(hours=hour)
+    return start, start + timedelta(hours=1)
+
+
+#: The hour whose file the tests damage (one with events on every day of the emulator).
+HOUR = 12
 
 
 def shown(capfd, caplog) -> str:
@@ -60,20 +83,27 @@ def test_backfill_carries_on_past_a_cut_day_and_a_damaged_neighbour_and_heals_bo
     run_dag(emu, BACKFILL, T0, {"days": DAYS})
     cut, neighbour = (T0 - timedelta(days=2)).date(), (T0 - timedelta(days=3)).date()
     ds = EventDataset(str(output))
-    left = truncate(ds.day_path(cut))
-    # the timestamps the density hint of the cut day's sync reads (yesterday: no file a week off)
-    flip_inside_page(ds.day_path(neighbour), "timestamp")
+    left = truncate(ds.hour_path(cut, HOUR))
+    # the timestamps the density hint of the cut hour's sync reads (yesterday: no file a week
+    # off); only that hour of the cut day is due, and the neighbour's same hour predicts it
+    flip_inside_page(ds.hour_path(neighbour, HOUR), "timestamp")
     shown(capfd, caplog)
     calls = event_calls(emu)
 
     run_dag(emu, BACKFILL, T0, {"days": DAYS})  # failed in its plan task before
     log = shown(capfd, caplog)
-    assert warned(log, ds.day_path(cut)) and warned(log, ds.day_path(neighbour))
+    assert warned(log, ds.hour_path(cut, HOUR)) and warned(log, ds.hour_path(neighbour, HOUR))
     (kept,) = moved_aside(output, cut)
     assert kept.read_bytes() == left
     assert len(moved_aside(output, neighbour)) == 1
     day_is_exact(emu, output, cut, as_of=T0)
-    assert ds.read_coverage(neighbour).intervals == ()  # the plan had run: the next run's day
+    # the plan had run: the neighbour's hour is the next run's; its other hours stay
+    lo, hi = (int(t.timestamp()) for t in hour_of(neighbour, HOUR))
+    assert ds.read_coverage(neighbour).uncovered(lo - 86_400, hi + 86_400) == [
+        (lo - 86_400, bounds_s(neighbour)[0]),
+        (lo, hi),
+        (bounds_s(neighbour)[1], hi + 86_400),
+    ]
 
     run_dag(emu, BACKFILL, T0, {"days": DAYS})
     expected, lost, duplicated = compare(output, emu, LO, T0, as_of=T0)
@@ -99,24 +129,27 @@ def test_incremental_heals_a_cut_day_and_a_page_damaged_day_that_its_write_finds
     first = T0 + timedelta(hours=1)
     run_dag(emu, INCREMENTAL, first)
     ds = EventDataset(str(output))
-    # Yesterday: the window's first day, partly due (its newly settled hour), footer intact, so
-    # only the merge of that write meets the changed page. Today: cut short, found by the plan.
+    # Yesterday: the window's first day, its hour 10 due at `at` (settled then, in one batch),
+    # footer intact, so only the merge of that write meets the changed page. Today: an hour cut
+    # short, found by the plan.
     damaged, cut = (T0 - timedelta(days=1)).date(), T0.date()
-    flip_inside_page(ds.day_path(damaged), "raw_event")
-    truncate(ds.day_path(cut))
+    flip_inside_page(ds.hour_path(damaged, 10), "raw_event")
+    truncate(ds.hour_path(cut, 9))
     shown(capfd, caplog)
 
     at = first + timedelta(hours=1)
     run_dag(emu, INCREMENTAL, at)
     log = shown(capfd, caplog)
-    assert warned(log, ds.day_path(damaged)) and warned(log, ds.day_path(cut))
+    assert warned(log, ds.hour_path(damaged, 10)) and warned(log, ds.hour_path(cut, 9))
     assert "CRC checksum verification failed" in log
-    # Both days were fetched again whole at `at`, the window's first day from its midnight.
-    day_is_exact(emu, output, damaged, as_of=at)
-    day_is_exact(emu, output, cut, as_of=at, until=at)
-    _, lost, duplicated = compare(output, emu, LO, at - SETTLE, as_of=at + HORIZON)
+    # Both hours were fetched again whole at `at`, the window's first day's before the window.
+    range_is_exact(emu, output, *hour_of(damaged, 10), as_of=at)
+    range_is_exact(emu, output, *hour_of(cut, 9), as_of=at)
+    _, lost, duplicated = compare(output, emu, LO, settled_until(at), as_of=at + HORIZON)
     assert (lost, duplicated) == (0, 0)
-    assert compare(output, emu, at - SETTLE, at, as_of=at + HORIZON)[2] == 0  # fresh: no doubles
+    assert (
+        compare(output, emu, settled_until(at), at, as_of=at + HORIZON)[2] == 0
+    )  # fresh: no doubles
     assert [len(moved_aside(output, day)) for day in (damaged, cut)] == [1, 1]
 
 
@@ -127,8 +160,10 @@ def test_readers_leave_out_a_file_they_cannot_read_and_say_how_to_move_it(
     ds = EventDataset(str(output))
     cut = (T0 - timedelta(days=1)).date()
     whole = [d for d in ds.days() if d != cut]
-    want = sum(len(dataset_raws(str(output), *bounds(d))) for d in whole)
-    truncate(ds.day_path(cut))
+    path = ds.hour_path(cut, HOUR)
+    want = len(dataset_raws(str(output), bounds(min(ds.days()))[0], T0))
+    want -= len(dataset_raws(str(output), *hour_of(cut, HOUR)))
+    truncate(path)
     capsys.readouterr()
 
     code = main(["query", "--root", str(output), "--format", "csv", "SELECT count(*) FROM events"])
@@ -136,7 +171,7 @@ def test_readers_leave_out_a_file_they_cannot_read_and_say_how_to_move_it(
     assert code == 0, seen.err
     assert seen.out.splitlines()[1] == str(want)
     warning = caplog.text
-    assert ds.day_path(cut) in warning
+    assert path in warning
     assert f"dropbox-team-log verify --root {output} --quarantine" in warning
 
     start, end = min(whole), max(whole)
@@ -152,9 +187,10 @@ def test_a_page_changed_behind_an_intact_footer_is_found_by_verify_and_fetched_a
     run_dag(emu, BACKFILL, T0, {"days": DAYS})
     settled = (T0 - timedelta(days=2)).date()
     ds = EventDataset(str(output))
-    path = ds.day_path(settled)
+    path = ds.hour_path(settled, HOUR)
     flip_inside_page(path, "raw_event")
-    assert ds.read_coverage(settled).intervals  # the footer still claims the day
+    lo, hi = (int(t.timestamp()) for t in hour_of(settled, HOUR))
+    assert ds.read_coverage(settled).uncovered(lo, hi) == []  # the footer still claims the hour
     capsys.readouterr()
 
     assert main(["verify", "--root", str(output)]) == 1
@@ -178,7 +214,7 @@ def test_a_damaged_file_that_cannot_be_moved_fails_the_plan_at_once_naming_it(
     run_dag(emu, BACKFILL, T0, {"days": 2})
     ds = EventDataset(str(output))
     cut = (T0 - timedelta(days=1)).date()
-    truncate(ds.day_path(cut))
+    truncate(ds.hour_path(cut, HOUR))
 
     def read_only(*_args: object) -> str:
         raise PermissionError(13, "Permission denied")
@@ -191,7 +227,7 @@ def test_a_damaged_file_that_cannot_be_moved_fails_the_plan_at_once_naming_it(
     # AirflowFailException: the task fails for good, not after its retries
     assert re.search(
         rf"plan_days failed in run \S+: AirflowFailException: day file "
-        rf"{re.escape(ds.day_path(cut))} is damaged \(footer unreadable: ",
+        rf"{re.escape(ds.hour_path(cut, HOUR))} is damaged \(footer unreadable: ",
         log,
     ), log[-3000:]
     assert "dropbox-team-log verify --quarantine" in log

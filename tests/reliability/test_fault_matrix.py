@@ -157,7 +157,8 @@ def test_revoked_refresh_token_mid_run_fails_fast_and_writes_nothing_partial(
     emu, fault_free, output, monkeypatch, capfd
 ):
     """The admin revokes the app while a backfill runs: the run fails with the fix, retries
-    nothing, and the dataset holds only whole, exact days (what was there stays as it was)."""
+    nothing, and the dataset holds only whole, exact hour files (what was there stays as it
+    was)."""
     shutil.copytree(fault_free["root"], output)
     before = {p: p.read_bytes() for p in output.rglob("*.parquet")}
     # Its own grant: revoking it must not break the other tests' connection.
@@ -177,11 +178,12 @@ def test_revoked_refresh_token_mid_run_fails_fast_and_writes_nothing_partial(
     lo = T0 - timedelta(days=12)
     want = multiset(emu.truth(lo, T0, as_of=T0))
     assert over_count(output, want, lo, T0) == 0
-    for day_file in output.glob("event_date=*/events.parquet"):
+    for day_file in output.glob("event_date=*/events-*.parquet"):  # one file per hour
         if before.get(day_file) == day_file.read_bytes():
             continue  # as it was
         day_lo = datetime.fromisoformat(day_file.parent.name.split("=", 1)[1]).replace(tzinfo=UTC)
-        d_lo, d_hi = max(lo, day_lo), min(T0, day_lo + timedelta(days=1))
+        hour_lo = day_lo + timedelta(hours=int(day_file.stem.removeprefix("events-")))
+        d_lo, d_hi = max(lo, hour_lo), min(T0, hour_lo + timedelta(hours=1))
         got = multiset(dataset_raws(str(output), d_lo, d_hi))
         assert got == multiset(emu.truth(d_lo, d_hi, as_of=T0)), f"{day_file} is partial"
     # Fail fast: after the revocation every remaining day task gives up on its first refusal.

@@ -54,6 +54,11 @@ def _temp_file_visible(root: Path) -> bool:
     return root.is_dir() and any(root.glob("event_date=*/.*.tmp"))
 
 
+def _days_written(root: Path) -> int:
+    """Days whose 24 hour files are all there."""
+    return sum(len(list(day.glob("events-*.parquet"))) == 24 for day in root.glob("event_date=*"))
+
+
 def _kill_when(proc: subprocess.Popen, ready, deadline: float = 180) -> None:
     end = time.monotonic() + deadline
     while not ready():
@@ -105,11 +110,10 @@ def test_killed_anywhere_then_retried_converges_and_readers_never_see_doubles(
 
         def ready() -> bool:
             return _temp_file_visible(output) or (
-                output.is_dir()
-                and len(list(output.glob("event_date=*/events.parquet"))) >= kill_after_files
+                output.is_dir() and _days_written(output) >= kill_after_files
             )
 
-        point = f"at the first temp file seen, else after {kill_after_files} day files"
+        point = f"at the first temp file seen, else after {kill_after_files} day folders"
     airflow = Path(sys.executable).parent / "airflow"
     command = [str(airflow), "dags", "test", "dropbox_team_log_backfill", T0.isoformat()]
     proc = subprocess.Popen(
@@ -126,7 +130,7 @@ def test_killed_anywhere_then_retried_converges_and_readers_never_see_doubles(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         emu.clear_faults()
-    days_done = len(list(output.glob("event_date=*/events.parquet"))) if output.is_dir() else 0
+    days_done = _days_written(output) if output.is_dir() else 0
     assert days_done < DAYS + 1, "killed too late to matter"
     run_dag(emu, "dropbox_team_log_backfill", T0, {"days": DAYS})  # the retry
     reader.stop.set()

@@ -33,7 +33,7 @@ def test_modes_under_every_umask(tmp_path, umask):
     finally:
         os.umask(old)
     paths = [p for p in root.rglob("*")] + [root, root.parent, root.parent.parent]
-    assert any(p.name == "events.parquet" for p in paths)
+    assert any(p.name == "events-00.parquet" for p in paths)
     for path in paths:
         mode = stat.S_IMODE(path.stat().st_mode)
         limit = 0o750 if path.is_dir() else 0o640

@@ -138,25 +138,28 @@ def planned(ds: EventDataset, lo: int, hi: int, as_of: int) -> dict[date, list]:
     return {day: ranges for day, ranges in due.items() if ranges}
 
 
-def test_a_truncated_day_is_planned_whole_and_the_other_days_are_not(tmp_path):
-    """The plan reads every day's footer: a cut-short file fails nothing and is due again."""
+def test_a_truncated_hour_file_is_planned_again_and_nothing_else_is(tmp_path):
+    """The plan reads every file's footer: a cut-short file fails nothing and its hour (only
+    its hour) is due again."""
     as_of = LATER
     lo, hi = CONNECTED - 5 * DAY, CONNECTED
     ds = written_window(str(tmp_path / "events"), lo, hi, as_of)
     assert planned(ds, lo, hi, as_of) == {}
     middle = date(2026, 11, 17)
-    truncate(ds.day_path(middle))
-    assert planned(ds, lo, hi, as_of) == {middle: [(day_start(middle), day_start(middle) + DAY)]}
+    truncate(ds.hour_path(middle, 5))
+    hour_five = day_start(middle) + 5 * 3600
+    assert planned(ds, lo, hi, as_of) == {middle: [(hour_five, hour_five + 3600)]}
     assert [q.day for q in ds.quarantined] == [middle]
 
 
-def test_the_first_day_of_a_window_comes_back_whole_once_its_file_was_moved_aside(tmp_path):
-    """The window starts mid-day: a day whose file was moved aside is due from its midnight,
-    not from the window's start, or its first hours would be lost for good."""
+def test_an_hour_before_the_window_comes_back_once_its_file_was_moved_aside(tmp_path):
+    """The window starts mid-day: a day with a file moved aside is planned from its midnight,
+    not from the window's start, or an hour before the window would be lost for good."""
     as_of = LATER
     lo, hi = CONNECTED - 2 * DAY, CONNECTED  # starts at 10:30:15 on its first day
     first = split_days(lo, hi)[0]
     assert first.lo > day_start(first.day)
     ds = written_window(str(tmp_path / "events"), day_start(first.day), hi, as_of)
-    truncate(ds.day_path(first.day))
-    assert planned(ds, lo, hi, as_of) == {first.day: [(day_start(first.day), first.hi)]}
+    truncate(ds.hour_path(first.day, 3))  # 03:00-04:00, before the window's 10:30:15
+    hour_three = day_start(first.day) + 3 * 3600
+    assert planned(ds, lo, hi, as_of) == {first.day: [(hour_three, hour_three + 3600)]}

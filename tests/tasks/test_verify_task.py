@@ -20,11 +20,11 @@ def test_a_whole_dataset_passes_and_bad_files_fail_the_task_once_moved_aside(tmp
     summary = verify_dataset(ds.root)
     assert (summary["files"], summary["rows"], summary["bad"]) == (1, 2, [])
 
-    truncate(ds.day_path(DAY))
+    truncate(ds.hour_path(DAY, 0))
     with pytest.raises(AirflowFailException) as failed:
         verify_dataset(ds.root)
     message = str(failed.value)
-    assert message.startswith(f"1 bad day file(s) under {ds.root}: {ds.day_path(DAY)}: footer")
+    assert message.startswith(f"1 bad day file(s) under {ds.root}: {ds.hour_path(DAY, 0)}: footer")
     assert "(moved to " in message and "fetched again by the next sync" in message
-    assert not Path(ds.day_path(DAY)).exists() and ds.has_quarantined(DAY)
+    assert not Path(ds.hour_path(DAY, 0)).exists() and ds.has_quarantined(DAY)
     assert verify_dataset(ds.root)["files"] == 0

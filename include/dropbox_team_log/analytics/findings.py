@@ -288,9 +288,12 @@ def run_detections(root: str, cfg: DetectionConfig, *, now: datetime) -> RunResu
     )
 
 
-def findings_table(root: str, period: Period, limit: int = 50) -> Table:
-    """The report's "findings" table: those raised in `period` (by first seen), most severe
-    first; where no detections ran yet, the detections evaluated now with the defaults."""
+def findings_table(
+    root: str, period: Period, limit: int = 50, *, team_id: str | None = None
+) -> Table:
+    """The report's "findings" table: those raised in `period` (by first seen), of every team or
+    of `team_id`, most severe first; where no detections ran yet, the detections evaluated now
+    with the defaults."""
     store = FindingsStore(root)
     start, end = _midnight(period.start), _midnight(period.end + timedelta(days=1))
     if store.files() or store.state().get("day_files"):
@@ -299,6 +302,8 @@ def findings_table(root: str, period: Period, limit: int = 50) -> Table:
     else:
         rows = evaluate(root, since=period.start, until=period.end).rows
         title = "Findings (detections evaluated now, default thresholds)"
+    if team_id is not None:
+        rows = [r for r in rows if r["team_id"] == team_id]
     rows.sort(key=lambda r: r["first_seen"], reverse=True)
     rows.sort(key=lambda r: SEVERITY_RANK.get(r["severity"], 9))
     columns = ["severity", "detection", "first_seen", "last_seen", "actor", "asset", "events"]

@@ -11,8 +11,10 @@ sources' Glue crawlers look. A file's name is fixed, so re-exporting a day repla
 (and removes those of classes the day no longer has): re-runnable, never duplicated. Each file
 appears whole: locally a temp file renamed onto it, on S3 one PUT. Local files are not fsynced:
 after a power loss, run the export again. Each file is encoded once, whatever the number of
-layouts. Rows stream from DuckDB a small batch at a time and a file's rows are written once its
-day is done, so a day's size is bounded by its files, not by memory (S3: one file's bytes).
+layouts. Rows stream from DuckDB a small batch at a time; a query covers days of at most
+OCSF_ROW_GROUP_ROWS rows and its files are written when it ends (a bigger day: a row group each
+time that many rows wait), so memory is bounded by that, not by a day's size (S3: one file's
+bytes).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ EPOCH_DAY = date(1970, 1, 1)
 #: Rows DuckDB hands over per Arrow batch: small, so that each batch's buffers (and its sorted
 #: copy) are freed and reused while they are hot, instead of fresh memory faulted in per batch.
 _BATCH_ROWS = 4096
+#: A row group's rows are written in this order (see `_ClassFile.flush`).
+_ROW_ORDER = [("time", "ascending"), ("raw_data", "ascending")]
 #: Bytes the writer's output is buffered in before each write to a local file.
 _WRITE_BUFFER = 1 << 20
 
@@ -182,9 +186,11 @@ class _ClassFile:
         self.records += batch.num_rows
 
     def flush(self) -> None:
-        """Write what is pending as one row group (OCSF_ROW_GROUP_ROWS at most)."""
+        """Write what is pending as one row group (OCSF_ROW_GROUP_ROWS at most), sorted by time
+        (then by raw record): the order DuckDB's threads hand rows over in, from a day's many
+        hour files, varies from run to run; a re-export must write the same bytes."""
         if self._pending:
-            table = pa.Table.from_batches(self._pending)
+            table = pa.Table.from_batches(self._pending).sort_by(_ROW_ORDER)
             self._writer.write_table(table, row_group_size=settings.OCSF_ROW_GROUP_ROWS)
         self._pending, self.pending = [], 0
 
@@ -237,48 +243,35 @@ class _Output:
         return path if isinstance(self.fs, LocalFileSystem) else self.fs.unstrip_protocol(path)
 
 
-def _day_files(dataset: EventDataset, day: date) -> list[str]:
-    """The day's Parquet files as the readers' glob sees them (one file or several per day)."""
-    return sorted(dataset.fs.glob(roots.glob_under(dataset.day_dir(day), "*.parquet")))
-
-
-def _source(dataset: EventDataset, files: list[str]) -> str:
+def _source(dataset: EventDataset, days: list[date]) -> str:
+    paths = [path for day in days for path in dataset.all_file_paths(day)]  # every team's
     if not dataset.is_local:
-        files = [dataset.fs.unstrip_protocol(path) for path in files]
-    quoted = ", ".join("'" + roots.literal(path).replace("'", "''") + "'" for path in files)
+        paths = [dataset.fs.unstrip_protocol(path) for path in paths]
+    quoted = ", ".join("'" + roots.literal(path).replace("'", "''") + "'" for path in paths)
     return (
         f"read_parquet([{quoted}], hive_partitioning = true, hive_types = {{'event_date': DATE}})"
     )
 
 
-@dataclass
-class _Chunk:
-    days: list[date] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    rows: int = 0
-
-
-def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[_Chunk]:
-    """Consecutive days, as many per query as OCSF_CHUNK_ROWS and OCSF_CHUNK_DAYS allow (a
+def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[list[date]]:
+    """Consecutive days, as many per query as OCSF_CHUNK_DAYS and the rows bound allow (a
     query has a fixed cost, ~50 ms: per day, it would weigh as much as the records on small
-    days), with their files in day order (the order one DuckDB thread reads them in)."""
-    chunk = _Chunk()
+    days). The rows bound is OCSF_CHUNK_ROWS, and at most OCSF_ROW_GROUP_ROWS: a query's rows
+    then all wait in memory until it ends, so each file is written whole (see `_export_chunk`)."""
+    chunk: list[date] = []
+    rows = 0
+    limit = min(settings.OCSF_CHUNK_ROWS, settings.OCSF_ROW_GROUP_ROWS)
     for day in days:
-        files = _day_files(dataset, day)
         day_rows = 0
-        for path in files:
+        for path in dataset.all_file_paths(day):  # every team's legacy day file or hour files
             with dataset.fs.open(path, "rb") as handle:
                 day_rows += pq.ParquetFile(handle).metadata.num_rows
-        if chunk.days and (
-            chunk.rows + day_rows > settings.OCSF_CHUNK_ROWS
-            or len(chunk.days) >= settings.OCSF_CHUNK_DAYS
-        ):
+        if chunk and (rows + day_rows > limit or len(chunk) >= settings.OCSF_CHUNK_DAYS):
             yield chunk
-            chunk = _Chunk()
-        chunk.days.append(day)
-        chunk.files.extend(files)
-        chunk.rows += day_rows
-    if chunk.days:
+            chunk, rows = [], 0
+        chunk.append(day)
+        rows += day_rows
+    if chunk:
         yield chunk
 
 
@@ -328,11 +321,10 @@ class _Files:
             self._result.written.extend(self._layouts.output.display(path) for path in paths)
         self.by_key[class_uid, day].add(part)
 
-    def flush_before(self, day: date) -> None:
-        """Write the pending rows of the days before `day` (done, if rows come in day order)."""
-        for (_, file_day), class_file in self.by_key.items():
-            if file_day < day:
-                class_file.flush()
+    def flush(self) -> None:
+        """Write every file's pending rows (as a row group each)."""
+        for class_file in self.by_key.values():
+            class_file.flush()
 
     @property
     def pending(self) -> int:
@@ -342,27 +334,25 @@ class _Files:
 def _export_chunk(
     con: duckdb.DuckDBPyConnection,
     dataset: EventDataset,
-    chunk: _Chunk,
+    days: list[date],
     layouts: _Layouts,
     result: ExportResult,
 ) -> None:
     """One query over `days`; its rows go to one file per (class, day) and layout. A file's rows
-    are written as one row group once the rows have moved on to a later day (one DuckDB thread
-    reads the day files in order; several interleave them), or sooner when OCSF_ROW_GROUP_ROWS
-    rows wait in all: the memory bound. A row that comes late only makes one more row group:
-    the files stay open to the end."""
+    wait until the query ends and are written as one row group, sorted: the query's days hold
+    at most OCSF_ROW_GROUP_ROWS rows (`_chunks`), so that is the memory bound, and the file's
+    bytes do not depend on the order DuckDB hands rows over in (its threads, and even one
+    thread's hash join over a day's many hour files, interleave days). Only a day bigger than
+    the bound (a query of its own) is written as several row groups, whenever that many rows
+    wait."""
     files = _Files(layouts, result)
     try:
-        sql = ocsf.select_sql(_source(dataset, chunk.files)) if chunk.files else None
-        reader = con.sql(sql).to_arrow_reader(_BATCH_ROWS) if sql else iter(())
+        reader = con.sql(ocsf.select_sql(_source(dataset, days))).to_arrow_reader(_BATCH_ROWS)
         for batch in reader:
-            latest = EPOCH_DAY
             for class_uid, day, part in _split(batch):
                 files.add(class_uid, day, part)
-                latest = max(latest, day)
-            files.flush_before(latest)
             if files.pending >= settings.OCSF_ROW_GROUP_ROWS:
-                files.flush_before(latest + timedelta(days=1))
+                files.flush()
         for class_file in files.by_key.values():
             class_file.close()
     except BaseException:
@@ -373,7 +363,7 @@ def _export_chunk(
         result.by_class[class_uid] = result.by_class.get(class_uid, 0) + class_file.records
         result.records += class_file.records
     output = layouts.output
-    for day in chunk.days:
+    for day in days:
         for class_uid in ocsf.CLASS_COLUMNS:
             if (class_uid, day) in files.by_key:
                 continue
@@ -398,7 +388,7 @@ def export(
         raise ValueError("nothing to write: choose the hive layout, Security Lake's, or both")
     dataset = EventDataset(str(root))
     wanted = set(days) if days is not None else None
-    chosen = [day for day in dataset.days() if wanted is None or day in wanted]
+    chosen = [day for day in dataset.all_days() if wanted is None or day in wanted]
     layouts = _Layouts(_Output(out or default_out(root)), hive, security_lake)
     result = ExportResult(days=chosen)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -411,8 +401,8 @@ def export(
         if not dataset.is_local:
             con.register_filesystem(dataset.fs)
         ocsf.register_function(con)
-        for chunk in _chunks(dataset, chosen):
-            _export_chunk(con, dataset, chunk, layouts, result)
+        for days_of_query in _chunks(dataset, chosen):
+            _export_chunk(con, dataset, days_of_query, layouts, result)
     finally:
         con.close()
     result.seconds = time.perf_counter() - started

@@ -63,6 +63,8 @@ class ReportData:
     news: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     charts: list[Chart] = field(default_factory=list)
+    #: The one team reported (None: every team of the dataset).
+    team_id: str | None = None
 
     def table(self, name: str) -> Table:
         return next(t for t in self.tables if t.name == name)

@@ -27,6 +27,12 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _FORMATS = ("table", "csv", "json")
 
 
+TEAM_HELP = (
+    "one team only: its connection id, team id or team name (default: every team; "
+    "`query 'SELECT * FROM teams'` lists them)"
+)
+
+
 def add_analyst_parsers(subparsers: Any) -> None:
     q = subparsers.add_parser(
         "query",
@@ -43,6 +49,7 @@ def add_analyst_parsers(subparsers: Any) -> None:
     q.add_argument("--format", choices=_FORMATS, default="table", help="output format (table)")
     q.add_argument("--max-rows", type=int, default=1000, help="table format: rows shown (1000)")
     q.add_argument("--views", action="store_true", help="list the views and their columns")
+    q.add_argument("--team", help=TEAM_HELP)
     q.set_defaults(handler=query_command)
 
     r = subparsers.add_parser(
@@ -66,6 +73,7 @@ def add_analyst_parsers(subparsers: Any) -> None:
         ),
     )
     r.add_argument("--quiet", action="store_true", help="do not print the tables")
+    r.add_argument("--team", help=TEAM_HELP)
     r.set_defaults(handler=report_command)
 
 
@@ -78,7 +86,11 @@ def query_command(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
     from dropbox_team_log.analytics import views as query
 
     stdin = stdin or sys.stdin
-    con = query.connect(dataset_root(args))
+    try:
+        con = query.connect(dataset_root(args), team=args.team)
+    except ValueError as exc:  # an unknown team: says which there are
+        print(f"error: {visible(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.views:
             for name, columns in query.view_columns(con).items():
@@ -127,7 +139,9 @@ def _prompt(con: Any, args: argparse.Namespace, stdin: TextIO) -> int:
 
     with contextlib.suppress(ImportError):  # line editing and history for input()
         import readline  # ruff: ignore[unused-import]
-    print("Views: events, unauthenticated_access, external_sharing, sign_ins, admin_actions.")
+    print(
+        "Views: events, teams, unauthenticated_access, external_sharing, sign_ins, admin_actions."
+    )
     print("End statements with ';'. Ctrl-D quits.")
     buffer: list[str] = []
     while True:
@@ -163,6 +177,12 @@ def report_command(args: argparse.Namespace) -> int:
         from dropbox_team_log import deployment
 
         out = deployment.report_path(root)
-    path = write_report(root, out=out, period=period, echo=None if args.quiet else sys.stdout)
+    try:
+        path = write_report(
+            root, out=out, period=period, echo=None if args.quiet else sys.stdout, team=args.team
+        )
+    except ValueError as exc:  # an unknown team: says which there are
+        print(f"error: {visible(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"\nReport written: {path}")
     return EXIT_OK

@@ -16,7 +16,6 @@ prints after the flow started is scrubbed (`client.redaction`): a server's answe
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -33,15 +32,18 @@ from dropbox_team_log.cli.connect_options import (
 )
 from dropbox_team_log.cli.connection_store import (
     build_connection,
+    dag_paused,
     ensure_pool,
     extra_of,
     fetch_team_info,
     load_saved,
+    quiet_libraries,
     save_connection,
     verify_connection,
     verify_saved,
 )
 from dropbox_team_log.cli.oauth_flow import finish_flow, mask_secrets, start_flow
+from dropbox_team_log.cli.teams import backfill_note, register
 from dropbox_team_log.client.redaction import scrub
 from dropbox_team_log.errors import DropboxTeamLogError
 from dropbox_team_log.settings import (
@@ -53,6 +55,7 @@ from dropbox_team_log.settings import (
     DEFAULT_CONN_ID,
     INCREMENTAL_DAG_ID,
     REQUIRED_SCOPES,
+    TEAMS_VARIABLE,
 )
 from dropbox_team_log.timeutil import to_wire
 
@@ -73,6 +76,12 @@ class ConnectResult:
     kept_connected_at: bool
     test_message: str
     pool_created: bool = False
+    #: Newly added to the teams registry (False: it was there, or --no-save).
+    registered: bool = False
+    #: The DAGs that are still paused (the dag-processor recorded them so), in order.
+    paused_dags: tuple[str, ...] = ()
+    #: Why the team could not be registered (the registry lives in another secrets backend).
+    registry_problem: str | None = None
 
 
 def add_connect_parser(subparsers: Any) -> None:
@@ -212,10 +221,17 @@ def run_connect(
         connected_at=connected_at,
         extra_keep=keep,
     )
-    created = pool_created = False
+    created = pool_created = registered = False
+    registry_problem: str | None = None
+    paused_dags: tuple[str, ...] = ()
     if opts.save:
         created = save_connection(final)
         pool_created = ensure_pool(API_POOL, API_POOL_SLOTS, "Dropbox team API concurrency")
+        try:
+            registered, _ = register(opts.conn_id)
+        except DropboxTeamLogError as exc:  # the connection is saved: say what is left to do
+            registry_problem = str(exc)
+        paused_dags = tuple(d for d in (INCREMENTAL_DAG_ID, BACKFILL_DAG_ID) if dag_paused(d))
     return ConnectResult(
         conn_id=opts.conn_id,
         team_id=team_id,
@@ -225,6 +241,9 @@ def run_connect(
         saved=opts.save,
         created=created,
         pool_created=pool_created,
+        registered=registered,
+        paused_dags=paused_dags,
+        registry_problem=registry_problem,
         kept_connected_at=kept,
         test_message=message,
     )
@@ -244,7 +263,7 @@ def _normalized_connected_at(value: Any, fallback: str) -> tuple[str, bool]:
 
 
 def connect_command(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     try:
         opts = options_from_args(args)
         result = run_connect(opts, read_code=_prompt_code if is_terminal(sys.stdin) else None)
@@ -262,7 +281,7 @@ def connect_command(args: argparse.Namespace) -> int:
 
 
 def check_connection_command(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     ok, message = verify_saved(args.conn_id)
     message = scrub(message)
     if ok:
@@ -309,26 +328,35 @@ def _success(result: ConnectResult) -> str:
             lines.append(
                 f"WARNING: ${env_name} is set and takes precedence over the saved connection."
             )
-        conf = (
-            ""
-            if result.conn_id == DEFAULT_CONN_ID
-            else f' --conf \'{{"conn_id": "{result.conn_id}"}}\''
-        )
         if result.pool_created:
             lines.append(
                 f"Created the Airflow pool '{API_POOL}' ({API_POOL_SLOTS} slots: sync tasks "
                 "running at once); resize it with `airflow pools set`."
             )
+        if result.registry_problem:
+            lines.append(
+                f"WARNING: team '{result.conn_id}' is not registered: {result.registry_problem}"
+            )
+        elif result.registered:
+            lines.append(
+                f"Registered team '{result.conn_id}' in the Variable {TEAMS_VARIABLE}: the "
+                f"scheduled DAG {INCREMENTAL_DAG_ID} keeps it current."
+            )
+            lines.append(backfill_note(result.conn_id))
+        else:
+            lines.append(
+                f"Team '{result.conn_id}' was registered already (Variable {TEAMS_VARIABLE})."
+            )
         lines += [
             "",
             "Next steps:",
             f"  dropbox-team-log test-connection --conn-id {result.conn_id}",
-            f"  airflow dags unpause {BACKFILL_DAG_ID} && "
-            f"airflow dags trigger {BACKFILL_DAG_ID}{conf}",
-            f"     (loads the days before connected_at; the incremental DAG {INCREMENTAL_DAG_ID}",
-            "      takes over from connected_at once unpaused: "
-            f"airflow dags unpause {INCREMENTAL_DAG_ID})",
         ]
+        if result.paused_dags:
+            lines.append(
+                f"  airflow dags unpause {' && airflow dags unpause '.join(result.paused_dags)}"
+                "     (paused DAGs run nothing, the backfill included)"
+            )
     else:
         lines.append(
             "--no-save: the connection was tested but not saved; the tokens are discarded."
@@ -338,17 +366,3 @@ def _success(result: ConnectResult) -> str:
 
 def _prompt_code(url: str) -> str:
     return input("Authorization code: ")
-
-
-def _quiet_libraries() -> None:
-    """Keep the CLI's own lines the report: no per-request INFO lines from the SDK, and not
-    Airflow's warning that `dropbox_team` is no RFC 3986 URI scheme (the URI round trip is
-    exact). Set before Airflow is imported, through its own `[logging] namespace_levels`."""
-    for name in ("dropbox", "urllib3"):
-        logger = logging.getLogger(name)
-        if logger.level == logging.NOTSET:  # an explicit level (a test, a user) wins
-            logger.setLevel(logging.WARNING)
-    if "airflow" not in sys.modules:
-        os.environ.setdefault(
-            "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "airflow.models.connection=error"
-        )

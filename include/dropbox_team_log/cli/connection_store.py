@@ -1,5 +1,5 @@
 """What `connect` writes in Airflow: the connection (built in memory, tested, then saved in the
-DB) and the `dropbox_api` pool the sync tasks wait for.
+DB), the `dropbox_api` pool the sync tasks wait for, and Variables (the teams registry).
 
 The test is the one the UI's Test button runs (the hook's own), on a connection that is not
 saved yet, so nothing is written unless it passes. Saving updates an existing row in place, so
@@ -11,6 +11,9 @@ becomes a ConnectError that says what to run.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sys
 from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any
@@ -119,6 +122,58 @@ def ensure_pool(name: str, slots: int, description: str) -> bool:
     return True
 
 
+def load_variable(key: str) -> tuple[str | None, str | None]:
+    """The Variable as the DAGs read it (environment, secrets backends, then the DB) and as the
+    metadata DB holds it: they differ when another backend defines it (and wins)."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import select
+
+    with _db_session() as session:
+        row = session.scalar(select(Variable).where(Variable.key == key))
+        stored = row.val if row is not None else None
+    try:
+        seen = Variable.get_variable_from_secrets(key)
+    except Exception as exc:
+        raise _db_error(exc) from None
+    return seen, stored
+
+
+def save_variable(key: str, value: str, description: str) -> None:
+    """Insert or update the Variable in the metadata DB (encrypted as Airflow does)."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import select
+
+    with _db_session() as session:
+        row = session.scalar(select(Variable).where(Variable.key == key))
+        if row is None:
+            session.add(Variable(key=key, val=value, description=description))
+        else:
+            row.set_val(value)
+
+
+def connection_extra(conn_id: str) -> dict[str, Any] | None:
+    """The extra of a connection as the DAGs find it (any secrets backend), or None when no
+    backend has it."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        found = _orm_connection().get_connection_from_secrets(conn_id)
+    except AirflowNotFoundException:
+        return None
+    except Exception as exc:
+        raise _db_error(exc) from None
+    return extra_of(found)
+
+
+def dag_paused(dag_id: str) -> bool | None:
+    """Whether the DAG is paused; None when the dag-processor has not recorded it yet."""
+    from airflow.models.dag import DagModel
+    from sqlalchemy import select
+
+    with _db_session() as session:
+        return session.scalar(select(DagModel.is_paused).where(DagModel.dag_id == dag_id))
+
+
 def _orm_connection() -> Any:
     """The metadata-DB model of a connection.
 
@@ -200,3 +255,17 @@ def verify_saved(conn_id: str) -> tuple[bool, str]:
     if conn.conn_type != CONN_TYPE:
         return False, (f"Connection '{conn_id}' has type '{conn.conn_type}', not '{CONN_TYPE}'")
     return verify_connection(conn)
+
+
+def quiet_libraries() -> None:
+    """Keep the CLI's own lines its output: no per-request INFO lines from the SDK, and not
+    Airflow's warning that `dropbox_team` is no RFC 3986 URI scheme (the URI round trip is
+    exact). Set before Airflow is imported, through its own `[logging] namespace_levels`."""
+    for name in ("dropbox", "urllib3"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:  # an explicit level (a test, a user) wins
+            logger.setLevel(logging.WARNING)
+    if "airflow" not in sys.modules:
+        os.environ.setdefault(
+            "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "airflow.models.connection=error"
+        )

@@ -17,12 +17,14 @@ from dropbox_team_log.cli.analyst import add_analyst_parsers
 from dropbox_team_log.cli.connect import add_connect_parser, add_test_parser
 from dropbox_team_log.cli.detect import add_detect_parser
 from dropbox_team_log.cli.ocsf_export import add_ocsf_export_parser
+from dropbox_team_log.cli.teams import add_teams_parser
 from dropbox_team_log.cli.verify import add_verify_parser
 
 #: Subcommand registrars, in the order `--help` lists them.
 REGISTRARS: list[Callable[[Any], None]] = [
     add_connect_parser,
     add_test_parser,
+    add_teams_parser,
     add_analyst_parsers,
     add_detect_parser,
     add_ocsf_export_parser,

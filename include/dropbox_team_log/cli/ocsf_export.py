@@ -91,7 +91,7 @@ def ocsf_export_command(args: argparse.Namespace) -> int:
 
         days = [
             day
-            for day in EventDataset(root).days()
+            for day in EventDataset(root).all_days()
             if (args.start is None or day >= args.start) and (args.end is None or day <= args.end)
         ]
     result = ocsf_export.export(

@@ -84,8 +84,9 @@ def _refetch_advice(days: list[date]) -> str:
     conf = json.dumps(
         {"start": days[0].isoformat(), "end": (days[-1] + timedelta(days=1)).isoformat()}
     )
+    listed = ", ".join(d.isoformat() for d in days)
     return (
-        f"Days without a file now: {', '.join(d.isoformat() for d in days)}. The incremental "
+        f"Days with a file moved aside (its hours are missing now): {listed}. The incremental "
         "DAG fetches those in its window again by itself; for older days trigger the backfill "
         "(days still whole are left alone):\n"
         f"  airflow dags trigger {BACKFILL_DAG_ID} --conf {shlex.quote(conf)}"

@@ -56,6 +56,8 @@ class EventPage:
     position: PagePosition
     discard_from: int | None = None  # epoch seconds
     has_more: bool = False  # more pages of this range follow (lets a consumer stop and split)
+    #: The cursor answered with this page (a tail keeps the last one); never logged whole.
+    cursor: str = field(default="", repr=False)
 
 
 @dataclass
@@ -112,12 +114,14 @@ class EventReader:
                 yield EventPage([], position, discard_from)
                 return
             try:
-                result = self._call(GET_EVENTS, self._query(query_start, end, category), position)
+                result = self.call_page(
+                    GET_EVENTS, self.query(query_start, end, category), position
+                )
             except RouteResponseError as exc:
                 raise exc.as_route_error() from None
             try:
-                for page, more, at in self._follow(result, position):
-                    yield EventPage(page, at, discard_from, more)
+                for page in self.follow(result, position):
+                    yield replace(page, discard_from=discard_from)
                     discard_from = None
                 return
             except RouteResponseError as exc:
@@ -132,38 +136,39 @@ class EventReader:
                 discard_from = query_start
                 log.warning("Dropbox cursor %s: re-reading from %s", exc.tag, to_wire(query_start))
 
-    def _query(self, start: int, end: int, category: str | None) -> dict:
-        query: dict = {
-            "limit": self.page_limit,
-            "time": {"start_time": to_wire(start), "end_time": to_wire(end)},
-        }
+    def query(self, start: int, end: int | None, category: str | None) -> dict:
+        """A get_events argument; without `end` the cursor can be polled (see `client.tail`)."""
+        time_arg = {"start_time": to_wire(start)}
+        if end is not None:
+            time_arg["end_time"] = to_wire(end)
+        query: dict = {"limit": self.page_limit, "time": time_arg}
         if category:
             query["category"] = {".tag": category}
         return query
 
-    def _follow(
-        self, result: EventsPage, position: PagePosition
-    ) -> Iterator[tuple[list[msgspec.Raw], bool, PagePosition]]:
-        """Pages of one query: the first result, then /continue with the latest cursor."""
+    def follow(self, result: EventsPage, position: PagePosition) -> Iterator[EventPage]:
+        """Pages of one query: the first result, then /continue with the latest cursor, up to
+        has_more=false. `reset` / `bad_cursor` leave as `RouteResponseError` (the caller
+        restarts); any other route error as a `RouteError`."""
         while True:
             events = result.events
             self.stats.count_page(len(events))
             has_more = bool(result.has_more)
-            yield events, has_more, position
+            cursor = result.cursor or ""
+            yield EventPage(events, position, None, has_more, cursor)
             if not has_more:
                 return
-            cursor = result.cursor
             if not cursor:
                 raise RouteError(GET_EVENTS_CONTINUE, "malformed_page", "has_more without a cursor")
             position = replace(position, page=position.page + 1)
             try:
-                result = self._call(GET_EVENTS_CONTINUE, {"cursor": cursor}, position)
+                result = self.call_page(GET_EVENTS_CONTINUE, {"cursor": cursor}, position)
             except RouteResponseError as exc:
                 if exc.tag in ("reset", "bad_cursor"):
                     raise
                 raise exc.as_route_error() from None
 
-    def _call(self, route: str, arg: dict, position: PagePosition) -> EventsPage:
+    def call_page(self, route: str, arg: dict, position: PagePosition) -> EventsPage:
         """One page call; a body that is not UTF-8 is a `WireDataError` naming the event."""
         try:
             return self.api.call(route, arg, decode=_page_decoder(route, position))

@@ -1,10 +1,13 @@
-"""The hive-partitioned Parquet dataset: day files replaced atomically, locally or on S3, each
-with the coverage ledger in its footer that makes "exact" checkable.
+"""The hive-partitioned Parquet dataset: per day folder, hour files replaced atomically one at a
+time, locally or on S3, each with the coverage ledger in its footer that makes "exact" checkable.
 
 Modules, from the entry point down:
 
-- `store`: `EventDataset`, the day files' paths, reads, and `write_day` (local and S3).
-- `merge`: one day file's rewrite, old rows and new rows streamed into sorted row groups.
+- `store`: `EventDataset` and `write_day`: only the hour files a write touches (local and S3).
+- `day_files`: a day's files listed and read (coverage, timestamps, rows), damaged ones healed.
+- `layout`: names and parses the folders and files (`event_date=D/events-HH.parquet`, legacy
+  `events.parquet`).
+- `merge`: one file's rewrite, old rows and new rows streamed into sorted row groups.
 - `spool`: a write's new rows (`NewRows`, `RowSpool`), added page by page, read back sorted.
 - `file_format`: the Parquet options of a day file and its footer keys (coverage, version).
 - `ledger`: `Coverage`, which ranges of a day the rows answer exactly, as of when.

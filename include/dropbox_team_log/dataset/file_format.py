@@ -20,9 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dropbox_team_log.dataset.ledger import Coverage
+from dropbox_team_log.dataset.tail_state import TailTag
 from dropbox_team_log.schema import EVENT_SCHEMA, JSON_COLUMNS, RAW_EVENT_COLUMN
 
 COVERAGE_KEY = b"dropbox_team_log.coverage"
+#: Optional: the tail chain and poll the file's rows are current to (tail_state.TailTag).
+TAIL_KEY = b"dropbox_team_log.tail"
 VERSION_KEY = b"dropbox_team_log.version"
 FORMAT_VERSION = b"1"
 
@@ -34,11 +37,15 @@ _DICTIONARY_COLUMNS = [n for n in EVENT_SCHEMA.names if n not in (RAW_EVENT_COLU
 _STATISTICS_COLUMNS = [n for n in EVENT_SCHEMA.names if n not in (RAW_EVENT_COLUMN, *JSON_COLUMNS)]
 
 
-def open_writer(sink: IO[bytes], coverage: Coverage) -> pq.ParquetWriter:
-    """A Parquet writer of a day file into `sink`, its footer stating `coverage`."""
-    schema = EVENT_SCHEMA.with_metadata(
-        {COVERAGE_KEY: coverage.to_json().encode(), VERSION_KEY: FORMAT_VERSION}
-    )
+def open_writer(
+    sink: IO[bytes], coverage: Coverage, tail: TailTag | None = None
+) -> pq.ParquetWriter:
+    """A Parquet writer of a day file into `sink`, its footer stating `coverage` (and the
+    tail's tag, if the rows are a tail chain's)."""
+    metadata = {COVERAGE_KEY: coverage.to_json().encode(), VERSION_KEY: FORMAT_VERSION}
+    if tail is not None:
+        metadata[TAIL_KEY] = tail.to_json()
+    schema = EVENT_SCHEMA.with_metadata(metadata)
     return pq.ParquetWriter(
         sink,
         schema,
@@ -69,3 +76,14 @@ def coverage_of(metadata: pq.FileMetaData, path: str) -> Coverage:
             f"{FORMAT_VERSION.decode()}: not written by this package"
         )
     return Coverage.from_json(kv[COVERAGE_KEY])
+
+
+def tail_of(metadata: pq.FileMetaData, path: str) -> TailTag | None:
+    """The tail tag of a footer; None when the file has none (a replace write's file)."""
+    text = (metadata.metadata or {}).get(TAIL_KEY)
+    if text is None:
+        return None
+    try:
+        return TailTag.from_json(text)
+    except ValueError as exc:  # orjson's decode error is a ValueError too
+        raise ValueError(f"{path}: its {TAIL_KEY.decode()} metadata is broken: {exc}") from None

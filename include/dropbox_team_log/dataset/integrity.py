@@ -11,12 +11,14 @@ read. So a file is only called damaged when `check_file` cannot read it back fro
 on local disk: a local file is read in place, another store's file is first copied to a private
 temp folder, and a failed copy is an I/O error, raised as such, never a verdict.
 
-A damaged file is moved to `<root>/_quarantine/event_date=D/events.parquet.<UTC stamp>`
-(settings.QUARANTINE_DIR), where no reader's glob finds it and where it is kept for
-inspection. Its day then has no file, hence no coverage: the next sync whose window covers
-the day fetches it again. Locally the move is a rename, made under the day's lock by the caller
-(store.py); on S3 it is a copy then a delete, with no lock: a writer that replaces the day
-between the two loses its file, which costs a re-fetch, never an exact row.
+A damaged file is moved alone to `<root>/_quarantine/event_date=D/<name>.<UTC stamp>`
+(settings.QUARANTINE_DIR; `<name>` is `events-HH.parquet`, or a legacy `events.parquet`, with
+its team's prefix if it has one: layout.py), where
+no reader's glob finds it and where it is kept for inspection. Its hour (or legacy day) then has
+no file, hence no coverage: the next sync whose window covers it fetches it again. Locally the
+move is a rename, made under the day's lock by the caller (day_files.py); on S3 it is a copy
+then a delete, with no lock: a writer that replaces the file between the two loses its file,
+which costs a re-fetch, never an exact row.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ CHECK_BATCH_ROWS = 4 * 1024
 MAX_REASON = 200
 
 _DAY_FOLDER_RE = re.compile(rf"^{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})$")
+_QUARANTINED_RE = re.compile(r"^(.+\.parquet)\.\d{8}T\d{6}Z(?:\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,12 @@ def _check_local(local: str, path: str) -> FileCheck:
 def quarantine_folder(root: str, folder: str) -> str:
     """Where the files of `root/<folder>/` (`event_date=D`) go when they are moved aside."""
     return f"{root}/{QUARANTINE_DIR}/{folder}"
+
+
+def quarantined_name(name: str) -> str | None:
+    """The name a file had before `move_aside` (`<name>.<stamp>[.<n>]`); None for another."""
+    match = _QUARANTINED_RE.match(name)
+    return match.group(1) if match else None
 
 
 def move_aside(fs: fsspec.AbstractFileSystem, root: str, path: str) -> str:

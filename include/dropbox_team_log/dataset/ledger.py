@@ -142,18 +142,22 @@ class Coverage:
         )
 
     def due_for_refetch(
-        self, lo: int, hi: int, *, as_of: int, settle: int, refresh: int | None
+        self, lo: int, hi: int, *, as_of: int, settle: int, refresh: int | None, batch: int = 1
     ) -> list[Range]:
         """Ranges of [lo, hi) worth fetching at `as_of`, merged, all before `as_of`.
 
         Uncovered parts always; of each covered interval only its unsettled tail
         `[max(start, fetched_at - settle), end)`: the part that has settled by now
-        (before `as_of - settle`), or the whole tail once it is `refresh` seconds old. An interval
-        fetched at or after `as_of` is left alone, so replaying an old run never moves data back.
+        (before `as_of - settle`, rounded down to a multiple of `batch` seconds, so that time
+        settles a whole batch per fetch: an hour at once rather than every few minutes), or the
+        whole tail once it is `refresh` seconds old. An interval fetched at or after `as_of` is
+        left alone, so replaying an old run never moves data back.
         """
         lo, hi = _check_range(lo, hi)
+        if _check_int("batch", batch) < 1:
+            raise ValueError(f"settle batch must be at least 1 second, got {batch}")
         due = list(self.uncovered(lo, hi))
-        settled_now = as_of - settle
+        settled_now = (as_of - settle) // batch * batch
         for start, end, fetched_at in self._overlapping(lo, hi):
             if fetched_at >= as_of:
                 continue

@@ -22,6 +22,7 @@ from dropbox_team_log.dataset import file_format
 from dropbox_team_log.dataset.columns import check_schema, conform, epoch_seconds, in_ranges
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.spool import NewRows, SortedRows
+from dropbox_team_log.dataset.tail_state import TailTag
 from dropbox_team_log.timeutil import Range
 
 #: Rows of a Parquet row group, and so about the most rows a write holds at once. Larger groups
@@ -34,7 +35,8 @@ READ_BATCH_ROWS = 4 * 1024
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What one `write_day` changed (counts are rows of the day file)."""
+    """What one `write_day` changed: rows of the files it touched (before and after), how many
+    files it rewrote (0: it took nothing) and the rows those files hold (the write's cost)."""
 
     rows_before: int
     rows_after: int
@@ -42,6 +44,8 @@ class WriteResult:
     rows_added: int
     taken_ranges: tuple[Range, ...]
     coverage: Coverage = field(default_factory=Coverage)
+    files_written: int = 0
+    rows_written: int = 0
 
 
 def merge_into(
@@ -51,11 +55,18 @@ def merge_into(
     new: NewRows,
     taken: list[Range],
     coverage: Coverage,
+    *,
+    add: bool = False,
+    tail: TailTag | None = None,
 ) -> WriteResult:
-    """Write old rows outside `taken` and new rows inside it, sorted, as one Parquet file."""
+    """Write old rows outside `taken` and new rows inside it, sorted, as one Parquet file.
+
+    With `add` (a tail's delta) every old row is kept and the new rows inside `taken` are added
+    to them. `tail` is the footer's tail tag (None: none, as after any replace write).
+    """
     sorted_new = new.sorted_taken(taken)
-    old = _OldRows(source, taken, old_path)
-    writer = _RowGroupWriter(sink, coverage)
+    old = _OldRows(source, [] if add else taken, old_path)
+    writer = _RowGroupWriter(sink, coverage, tail)
     try:
         for piece in _merge(old.kept(), sorted_new):
             wrote = writer.add(piece)
@@ -69,7 +80,9 @@ def merge_into(
     after = old.rows - old.replaced + len(sorted_new)
     if writer.rows != after:  # pragma: no cover - an invariant: never swap it in
         raise AssertionError(f"wrote {writer.rows} rows, expected {after}")
-    return WriteResult(old.rows, after, old.replaced, len(sorted_new), tuple(taken), coverage)
+    return WriteResult(
+        old.rows, after, old.replaced, len(sorted_new), tuple(taken), coverage, 1, after
+    )
 
 
 def _return_freed_memory() -> None:
@@ -126,8 +139,8 @@ class _RowGroupWriter:
     (`_merge` cuts its pieces at row-group boundaries, so that does not happen on its path).
     """
 
-    def __init__(self, sink: IO[bytes], coverage: Coverage) -> None:
-        self._writer = file_format.open_writer(sink, coverage)
+    def __init__(self, sink: IO[bytes], coverage: Coverage, tail: TailTag | None) -> None:
+        self._writer = file_format.open_writer(sink, coverage, tail)
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self.rows = 0
@@ -163,8 +176,8 @@ class _RowGroupWriter:
 def _merge(old: Iterator[pa.RecordBatch], new: SortedRows) -> Iterator[pa.Table]:
     """Sorted pieces of (old rows) + (new rows); none straddles a row group of the output.
 
-    Kept old rows and new rows never share a second (one lies outside the taken ranges, the
-    other inside), so interleaving by timestamp is unambiguous and the result stays stable.
+    Kept old rows and new rows share no second in a replace (one lies outside the taken ranges,
+    the other inside); a tail's delta adds rows to seconds the file has: both stay sorted.
     Cutting at row-group boundaries lets the writer hold exactly one row group.
     """
     pos, n_new, written = 0, len(new), 0

@@ -1,7 +1,7 @@
 """Dataset roots taken literally: the characters of a root are never glob syntax.
 
 The readers and the temp-file cleanup find files by pattern under the root
-(`event_date=*/*.parquet`, `.events.parquet.*.tmp`), and fsspec and DuckDB expand `[`, `*` and
+(`event_date=*/*.parquet`, `.events-13.parquet.*.tmp`), and fsspec and DuckDB expand `[`, `*` and
 `?` wherever they stand in a pattern: a root `/data/team[1]` would match `/data/team1`, and a
 root `/data/*` every folder beside it. `glob_under` escapes the root and appends the pattern;
 `literal` escapes a path that must name one file (DuckDB expands each path of a `read_parquet`

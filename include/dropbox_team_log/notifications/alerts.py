@@ -18,7 +18,11 @@ from typing import Any
 
 from dropbox_team_log.display import escape_markup, visible
 from dropbox_team_log.errors import DropboxTeamLogError
-from dropbox_team_log.settings import ALERT_CONN_ID, ALERT_FINDINGS_LISTED
+from dropbox_team_log.settings import (
+    ALERT_CONN_ID,
+    ALERT_FINDINGS_LISTED,
+    ALERT_STATE_VARIABLE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ MAX_REASON = 1000
 
 
 def alert_message(context: dict[str, Any]) -> dict[str, Any]:
-    """What the alert says: DAG, task (and mapped day), run, try, and the reason."""
+    """What the alert says: DAG, task (and its mapped team and day), run, try, and the reason."""
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
     task_id = getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", "?")
@@ -38,13 +42,18 @@ def alert_message(context: dict[str, Any]) -> dict[str, Any]:
     from dropbox_team_log.client.redaction import scrub  # a server's echo of a secret stays out
 
     reason = scrub(reason)[:MAX_REASON]
-    task = task_id if map_index in (None, -1) else f"{task_id}[{map_index}]"
+    label = getattr(ti, "rendered_map_index", None)  # "<conn_id> <day>": names the team
+    if map_index in (None, -1):
+        task = task_id
+    else:
+        task = f"{task_id}[{visible(label) if label else map_index}]"
     text = f"Dropbox team log: {dag_id}.{task} failed in run {run_id}: {reason}"
     return {
         "text": text,
         "dag_id": dag_id,
         "task_id": task_id,
         "map_index": map_index,
+        "label": label,
         "run_id": run_id,
         "try_number": getattr(ti, "try_number", None),
         "reason": reason,
@@ -83,10 +92,112 @@ def post(url: str, payload: dict[str, Any], timeout: float = 10.0) -> None:
     resp.raise_for_status()
 
 
+def team_of(context: dict[str, Any]) -> str | None:
+    """The connection id of the team a task works for: the one its failure names, else the
+    first word of a mapped task's label ("<conn_id> <day>", "<conn_id>"); None: no team."""
+    conn_id = getattr(context.get("exception"), "conn_id", None)
+    if conn_id:
+        return str(conn_id)
+    ti = context.get("ti") or context.get("task_instance")
+    label = getattr(ti, "rendered_map_index", None)
+    if getattr(ti, "map_index", -1) in (None, -1) or not label:
+        return None
+    return str(label).split(" ")[0] or None
+
+
+def failure_kind(context: dict[str, Any]) -> str | None:
+    """What kind of failure: the error class the task's failure carries (`kind`), else the
+    class of the exception; None when none was recorded."""
+    exc = context.get("exception")
+    if exc is None:
+        return None
+    return str(getattr(exc, "kind", None) or type(exc).__name__)
+
+
+def _token(context: dict[str, Any]) -> str:
+    """This task try, as the claim token of the alert state."""
+    ti = context.get("ti") or context.get("task_instance")
+    parts = ("dag_id", "run_id", "task_id", "map_index", "try_number")
+    return "/".join(str(getattr(ti, p, "?")) for p in parts)
+
+
 def on_failure(context: dict[str, Any]) -> None:
-    """`on_failure_callback` of every task: log line always, webhook when configured."""
+    """`on_failure_callback` of every task: log line always, webhook when configured.
+
+    A team's failure alerts once per kind of error (alert_state.py): its later failures of
+    that kind log a REPEAT warning and send nothing until the team succeeds again."""
     message = alert_message(context)
+    conn_id, kind = team_of(context), failure_kind(context)
+    if conn_id and kind:
+        message.update(team=conn_id, kind=kind, status="failing")
+        if not _first_failure(context, conn_id, kind, message):
+            log.warning(
+                "REPEAT (team '%s' already alerted for %s; quiet until it succeeds) %s",
+                visible(conn_id),
+                kind,
+                visible(message["text"]),
+            )
+            return
+        message["text"] += (
+            f" (alerted once: no more alerts about {kind} for team '{visible(conn_id)}' until "
+            "it succeeds again)"
+        )
     log.error("ALERT %s", visible(message["text"]))  # the reason may quote an event string
+    send(message)
+
+
+def _first_failure(context: dict[str, Any], conn_id: str, kind: str, message: dict) -> bool:
+    """Whether this failure is the one to alert (state unreadable: alert, to be safe)."""
+    from dropbox_team_log.notifications.alert_state import AlertState
+
+    details = {k: message[k] for k in ("dag_id", "task_id", "label", "run_id")}
+    try:
+        return AlertState().failed(conn_id, kind, _token(context), details)
+    except Exception as exc:
+        log.warning(
+            "alert state %s unusable (%s): alerting", ALERT_STATE_VARIABLE, type(exc).__name__
+        )
+        return True
+
+
+def on_success(context: dict[str, Any]) -> None:
+    """`on_success_callback` of the team tasks: a team that was alerted as failing gets one
+    "recovered" message (log line, webhook) and its alert state is cleared."""
+    conn_id = team_of(context)
+    if not conn_id:
+        return
+    from dropbox_team_log.notifications.alert_state import AlertState
+
+    try:
+        recovered = AlertState().succeeded(conn_id, _token(context))
+    except Exception as exc:
+        log.warning("alert state %s unusable (%s)", ALERT_STATE_VARIABLE, type(exc).__name__)
+        return
+    if not recovered:
+        return
+    done = alert_message(context)
+    kinds = sorted(recovered)
+    since = min(str(e.get("since", "?")) for e in recovered.values())
+    task = done["text"].split(" failed in run ")[0].removeprefix("Dropbox team log: ")
+    text = (
+        f"Dropbox team log: team '{visible(conn_id)}' recovered: {task} succeeded in run "
+        f"{done['run_id']} (failing since {since}: {', '.join(kinds)})"
+    )
+    log.warning("RECOVERED %s", visible(text))
+    send(
+        {
+            **{k: done[k] for k in ("dag_id", "task_id", "label", "run_id")},
+            "text": text,
+            "team": conn_id,
+            "kinds": kinds,
+            "since": since,
+            "status": "recovered",
+        }
+    )
+
+
+def send(message: dict[str, Any]) -> None:
+    """POST `message` to the alert connection when there is one; never raises."""
     try:
         url = webhook_url()
         if url:

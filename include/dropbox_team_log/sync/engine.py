@@ -33,6 +33,7 @@ from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.sync.fetch import fetch_ranges
 from dropbox_team_log.sync.planning import DaySpan, SyncPolicy
 from dropbox_team_log.sync.slicing import DensityProfile
+from dropbox_team_log.sync.tail import TailCover, chain_due
 from dropbox_team_log.timeutil import DAY, Range, day_start, to_wire
 from dropbox_team_log.transform.pseudonymise import Pseudonymiser
 
@@ -65,8 +66,12 @@ class DaySyncReport:
     api_calls: int = 0
     retries: dict[str, int] = field(default_factory=dict)
     restarts: int = 0
+    #: Rows of the files this sync rewrote, before and after, and what rewriting them cost:
+    #: the files rewritten and the rows written (a write rewrites only the hours it touches).
     rows_before: int = 0
     rows_after: int = 0
+    files_written: int = 0
+    rows_written: int = 0
     #: Damaged day files moved aside during this sync (this day's or a neighbour's).
     quarantined: list[dict[str, str]] = field(default_factory=list)
 
@@ -75,23 +80,43 @@ class DaySyncReport:
 
 
 def due_ranges(
-    dataset: EventDataset, span: DaySpan, *, as_of: int, policy: SyncPolicy
+    dataset: EventDataset,
+    span: DaySpan,
+    *,
+    as_of: int,
+    policy: SyncPolicy,
+    cover: TailCover | None = None,
 ) -> list[Range]:
     """The ranges of this day span that must be (re)read at `as_of`.
 
     A day whose file was moved aside as damaged is due whole, not only from where the span
     starts: the first day of a window would otherwise lose its hours before the window for good.
+    With the tail's committed `cover`, the hours its chain holds are not due until they settle
+    (`tail.chain_due`).
     """
     coverage = dataset.read_coverage(span.day)
     lo = span.lo
     if lo > day_start(span.day) and dataset.has_quarantined(span.day):
         lo = day_start(span.day)
-    return coverage.due_for_refetch(
+    due = coverage.due_for_refetch(
         lo,
         min(span.hi, as_of),
         as_of=as_of,
         settle=policy.settle_seconds,
         refresh=policy.refresh_seconds,
+        batch=policy.settle_batch_seconds,
+    )
+    if cover is None:
+        return due
+    return chain_due(
+        due,
+        dataset.read_tags(span.day),
+        cover,
+        span=(lo, span.hi),
+        as_of=as_of,
+        settle=policy.settle_seconds,
+        refresh=policy.refresh_seconds,
+        coverage=coverage,
     )
 
 
@@ -108,18 +133,20 @@ def expected_density(
 ) -> DensityProfile | None:
     """Where the due ranges' events are expected, from rows already on disk; None if unknown.
 
-    Time the day file covers is predicted by its own rows (a refetch finds about what it held);
-    time it does not cover, by the same hours of the first `NEIGHBOUR_DAYS` day whose file
-    covers them. Only the slicing depends on it: a poor guess costs speed, never rows.
+    Time the day's files cover is predicted by their own rows (a refetch finds about what they
+    held); time they do not cover, by the same hours of the first `NEIGHBOUR_DAYS` day whose
+    files cover them. Only the hour files of the due ranges are read, so this costs what is due,
+    not what the day holds. Only the slicing depends on it: a poor guess costs speed, never rows.
     """
-    own = dataset.read_seconds(day)
-    parts = [own[0]] if own else []
+    own = dataset.read_seconds(day, within=ranges)  # the hours due: the day's size aside
+    parts = [own[0][in_ranges(own[0], ranges)]] if own else []
     need = [r for lo, hi in ranges for r in own[1].uncovered(lo, hi)] if own else list(ranges)
     for step in NEIGHBOUR_DAYS:
         if not need:
             break
         shift = -step * DAY
-        other = dataset.read_seconds(day + timedelta(days=step))
+        shifted = [(lo - shift, hi - shift) for lo, hi in need]
+        other = dataset.read_seconds(day + timedelta(days=step), within=shifted)
         if other is None or any(other[1].uncovered(lo - shift, hi - shift) for lo, hi in need):
             continue
         moved = other[0] + shift
@@ -140,10 +167,12 @@ def sync_day(
     team_id: str,
     pseudonymiser: Pseudonymiser | None = None,
     concurrency: int | None = None,
+    cover: TailCover | None = None,
 ) -> DaySyncReport:
     """Fetch what is due for one day and replace it in the dataset, atomically.
 
-    `concurrency` (default `api_concurrency()`) caps this day's API calls in flight.
+    `concurrency` (default `api_concurrency()`) caps this day's API calls in flight; `cover`
+    is the tail's committed chain as the plan saw it (its hours are not due until they settle).
     """
     report = DaySyncReport(day=span.day.isoformat())
     moved_before = len(dataset.quarantined)
@@ -153,12 +182,21 @@ def sync_day(
     # One pass, and a second only if the write found the day file damaged and set it aside:
     # what it held is then due again (a whole day has nothing due once written at `as_of`).
     for _pass in range(2):
-        ranges = due_ranges(dataset, span, as_of=as_of, policy=policy)
+        ranges = due_ranges(dataset, span, as_of=as_of, policy=policy, cover=cover)
         if not ranges:
             break
         moved_before_write = len(dataset.quarantined)
+        keep_tail_before = cover.start if cover is not None else None
         events, result = _fetch_and_write(
-            reader, dataset, span, ranges, as_of, team_id, pseudonymiser, concurrency
+            reader,
+            dataset,
+            span,
+            ranges,
+            as_of,
+            team_id,
+            pseudonymiser,
+            concurrency,
+            keep_tail_before,
         )
         report.ranges += [[to_wire(start), to_wire(end)] for start, end in ranges]
         report.events += events
@@ -175,9 +213,11 @@ def sync_day(
     report.restarts = reader.stats.restarts
     report.rows_before = results[0].rows_before
     report.rows_after = results[-1].rows_after
+    report.files_written = sum(r.files_written for r in results)
+    report.rows_written = sum(r.rows_written for r in results)
     log.info(
         "%s: ranges %s -> %d events in %d pages (%d API calls, retries %s, cursor restarts %d); "
-        "partition rows %d -> %d",
+        "rows of the %d files rewritten %d -> %d",
         span.day,
         report.ranges,
         report.events,
@@ -185,6 +225,7 @@ def sync_day(
         report.api_calls,
         report.retries or "none",
         report.restarts,
+        report.files_written,
         report.rows_before,
         report.rows_after,
     )
@@ -200,8 +241,10 @@ def _fetch_and_write(
     team_id: str,
     pseudonymiser: Pseudonymiser | None,
     concurrency: int,
+    keep_tail_before: int | None,
 ) -> tuple[int, WriteResult]:
-    """Fetch `ranges` of the span's day and replace them in its file: (events, the write)."""
+    """Fetch `ranges` of the span's day and replace them in its files: (events, the write).
+    A file keeps the tail's tag if all this replaces lies before `keep_tail_before`."""
     # One call at a time never slices: no need to read the neighbours' timestamps.
     profile = expected_density(dataset, span.day, ranges) if concurrency > 1 else None
     with RowSpool() as spool:  # closed (its temp file deleted) on every path
@@ -215,5 +258,11 @@ def _fetch_and_write(
             pseudonymiser=pseudonymiser,
             profile=profile,
         )
-        result = dataset.write_day(span.day, ranges, spool, fetched_at=as_of)
+        result = dataset.write_day(
+            span.day,
+            ranges,
+            spool,
+            fetched_at=as_of,
+            keep_tail_before=keep_tail_before,
+        )
         return spool.live_rows(), result

@@ -51,13 +51,24 @@ class _PageStore:
         rows and their batch id; returns the batch (None for an empty page)."""
         if page.discard_from is not None:
             self.spool.discard_from(batch_ids, page.discard_from)
-        if not page.events:
-            return None
-        batch = _page_batch(page, self.team_id, self.ingested_at)
-        if self.pseudonymiser is not None:
-            batch = self.pseudonymiser(batch)
-        batch_ids.append(self.spool.add(batch))
+        batch = page_rows(page, self.team_id, self.ingested_at, self.pseudonymiser)
+        if batch is not None:
+            batch_ids.append(self.spool.add(batch))
         return batch
+
+
+def page_rows(
+    page: EventPage,
+    team_id: str,
+    ingested_at: datetime,
+    pseudonymiser: Pseudonymiser | None = None,
+) -> pa.RecordBatch | None:
+    """A page's rows as stored (pseudonymised if configured); None for an empty page. An event
+    that cannot be stored, or lies outside its page's range, is a `WireDataError` naming it."""
+    if not page.events:
+        return None
+    batch = _page_batch(page, team_id, ingested_at)
+    return batch if pseudonymiser is None else pseudonymiser(batch)
 
 
 def _page_batch(page: EventPage, team_id: str, ingested_at: datetime) -> pa.RecordBatch:

@@ -40,8 +40,12 @@ class SyncPolicy:
     """When fetched data counts as final, and how often fresh data is re-read."""
 
     settle_seconds: int = settings.SETTLE_HOURS * HOUR
-    refresh_seconds: int | None = settings.REFRESH_HOURS * HOUR  # None: never before settling
+    #: None: fresh data is never re-read before it settles (REFRESH_HOURS 0, the default).
+    refresh_seconds: int | None = settings.REFRESH_HOURS * HOUR or None
     catchup_seconds: int = settings.CATCHUP_DAYS * DAY
+    #: Settled time is fetched in whole batches this long (an hour by default): one fetch
+    #: settles an hour once all of it is `settle_seconds` old, not a sliver per run.
+    settle_batch_seconds: int = settings.SETTLE_BATCH_HOURS * HOUR
 
     def to_xcom(self) -> dict[str, Any]:
         """The policy as plan hands it to each sync task (`SyncPolicy(**value)` reads it back)."""

@@ -10,10 +10,11 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param, XComArg, task
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Asset, Param, TriggerRule, XComArg, task
 
 from dropbox_team_log import settings
-from dropbox_team_log.notifications.alerts import on_failure
+from dropbox_team_log.notifications.alerts import on_failure, on_success
 
 #: Emitted by every successful day write, so downstream DAGs can run on new data.
 EVENTS_ASSET = Asset(name=settings.EVENTS_ASSET_NAME, uri=settings.EVENTS_ASSET_URI)
@@ -84,21 +85,73 @@ def conn_id_param() -> Param:
     )
 
 
-def plan_and_sync(kind: str) -> XComArg:
-    """The task graph both DAGs share: plan the due days, then one mapped task per day."""
+def team_param() -> Param:
+    """The report's optional `team`: one team's report instead of every team's."""
+    return Param(
+        None,
+        type=["null", "string"],
+        title="Team",
+        description="Report one team only: its connection id, team id or team name; leave "
+        "empty for every team.",
+    )
 
-    @task(task_id="plan_days")
+
+def plan_and_sync(kind: str) -> XComArg:
+    """The task graph both DAGs share: plan the due days, then one mapped task per team and day.
+
+    The incremental DAG first polls each team's tail (one mapped task per team, named by its
+    connection id: a team's slow or failing poll holds no other team's); the plan runs once
+    they are all done, failed or not (a failed poll leaves its time to the day tasks).
+
+    Both share the `dropbox_api` pool; the backfill's day tasks take at most
+    `BACKFILL_MAX_ACTIVE_DAYS` slots at once, and the incremental's go first when a slot frees
+    (priority weight), so a big backfill never starves any team's freshness.
+    """
+    if kind == "backfill":
+        fairness: dict[str, Any] = {"max_active_tis_per_dagrun": settings.BACKFILL_MAX_ACTIVE_DAYS}
+    else:
+        fairness = {"priority_weight": settings.INCREMENTAL_PRIORITY_WEIGHT}
+
+    @task(task_id="plan_days", trigger_rule="all_done")
     def plan_days(**context: Any) -> list[dict]:
         from dropbox_team_log.tasks import sync_tasks  # heavy imports at run time, not parse time
 
         return sync_tasks.plan_days(kind, context["params"], context)
+
+    @task(task_id="tail_teams")
+    def tail_teams(**context: Any) -> list[str]:
+        from dropbox_team_log.tasks import sync_tasks
+
+        return sync_tasks.tail_teams(context["params"])
+
+    # one quick retry: the plan waits for it (a poll that fails for good leaves its time to
+    # the day tasks, by the normal due logic)
+    @task(
+        task_id="tail",
+        pool=settings.API_POOL,
+        retries=1,
+        retry_delay=timedelta(seconds=20),
+        multiple_outputs=False,
+        map_index_template="{{ tail_label }}",  # the grid shows the team, not 0..n
+        on_success_callback=on_success,  # a team alerted as failing: "recovered"
+        **fairness,
+    )
+    def tail(conn_id: str, **context: Any) -> dict:
+        from airflow.sdk import get_current_context
+
+        from dropbox_team_log.tasks import sync_tasks
+
+        get_current_context()["tail_label"] = conn_id  # type: ignore[typeddict-unknown-key]
+        return sync_tasks.tail_poll(conn_id, context["params"], context)
 
     @task(
         task_id="sync_day",
         pool=settings.API_POOL,
         outlets=[EVENTS_ASSET],
         multiple_outputs=False,
-        map_index_template="{{ sync_label }}",  # the grid shows the day, not 0..60
+        map_index_template="{{ sync_label }}",  # the grid shows team and day, not 0..60
+        on_success_callback=on_success,
+        **fairness,
     )
     def sync_day(job: dict) -> dict:
         from airflow.sdk import get_current_context
@@ -108,7 +161,40 @@ def plan_and_sync(kind: str) -> XComArg:
         get_current_context()["sync_label"] = job_label(job)  # type: ignore[typeddict-unknown-key]
         return sync_tasks.sync_day(job)
 
-    return sync_day.expand(job=plan_days())
+    plan = plan_days()
+    if kind == "incremental":
+        tail.expand(conn_id=tail_teams()) >> plan
+    return sync_day.expand(job=plan)
+
+
+def start_backfills() -> None:
+    """The incremental DAG's branch that starts the first backfill of each newly registered
+    team (tasks/team_tasks.py): plan, trigger one backfill run per team, record it."""
+
+    @task(task_id="plan_backfills")
+    def plan_backfills(**context: Any) -> list[dict]:
+        from dropbox_team_log.tasks import team_tasks
+
+        return team_tasks.plan_backfills(context["params"])
+
+    @task(task_id="record_backfills", trigger_rule=TriggerRule.NONE_FAILED)
+    def record_backfills(starts: list[dict], **context: Any) -> list[str]:
+        from dropbox_team_log.sync.planning import as_of_from_context
+        from dropbox_team_log.tasks import team_tasks
+
+        return team_tasks.record_backfills(starts, as_of_from_context(context))
+
+    starts = plan_backfills()
+    started = TriggerDagRunOperator.partial(
+        task_id="start_backfill",
+        trigger_dag_id=settings.BACKFILL_DAG_ID,
+        logical_date=None,  # runs without one may share a moment; run_after is the trigger's
+        skip_when_already_exists=True,  # the run id is the registration's: one backfill each
+        wait_for_completion=False,
+        openlineage_inject_parent_info=False,  # the conf stays the backfill's params
+        map_index_template="{{ task.conf['conn_id'] }}",
+    ).expand_kwargs(starts)
+    started >> record_backfills(starts)
 
 
 def job_label(job: dict) -> str:

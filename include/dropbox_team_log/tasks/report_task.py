@@ -8,8 +8,11 @@ Dataset root: the one the sync DAGs write to; report file: Variable
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
 
 from dropbox_team_log import deployment, settings
 from dropbox_team_log.analytics.html_page import render_html
@@ -20,6 +23,13 @@ from dropbox_team_log.dataset.files import write_text
 from dropbox_team_log.tasks.dataset_root import open_dataset_root
 
 log = logging.getLogger(__name__)
+
+
+def team_report_path(path: str, team_id: str) -> str:
+    """`<name>.<team id>.html` beside `path` (the team id made safe for a file name)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", team_id).lstrip(".") or "team"
+    stem, dot, ext = path.rpartition(".")
+    return f"{stem}.{safe}.{ext}" if dot and "/" not in ext else f"{path}.{safe}"
 
 
 def render(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +46,13 @@ def render(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     )
     root, _ = open_dataset_root()
     out = deployment.report_path(root)
-    data = build(root, period)
+    team = params.get("team") or None
+    try:
+        data = build(root, period, team)
+    except ValueError as exc:  # an unknown team: retrying cannot help
+        raise AirflowFailException(f"Bad parameter team: {exc}") from None
+    if team is not None:  # beside every team's report, never over it
+        out = team_report_path(out, data.team_id or team)
     log.info("Report of %s:\n%s", period.label(), report_text(data))
     path = write_text(out, render_html(data))
     log.info("Report written to %s", path)

@@ -1,0 +1,129 @@
+"""A tail poll's rows added to an hour file: added only while the file's tag allows it, each
+outcome one atomic replace, rows read back as a reader would (pyarrow's discovery).
+"""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from dropbox_team_log.dataset import file_format
+from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.dataset.tail_rows import add_tail_rows
+from dropbox_team_log.dataset.tail_state import TailTag
+from tests.dataset.test_store import DAY, LO, H, ds, ids, make_batch
+from tests.helpers.dataset import read_dataset
+
+__all__ = ["ds"]  # fixture
+
+HOUR9 = LO + 9 * H
+CHAIN = "c1"
+
+
+def start_chain(ds: EventDataset, x: int) -> None:
+    """A chain start: [LO + 9 h, x) replaced, its hour files tagged (c1, 0)."""
+    ds.write_day(DAY, [(HOUR9, x)], [make_batch([HOUR9 + 5], "start")], x, tail=TailTag(CHAIN, 0))
+
+
+def add(ds: EventDataset, seconds: list[int], name: str, *, seq: int, x: int, create=False):
+    hour = seconds[0] // H * H if seconds else (x - 1) // H * H
+    return add_tail_rows(
+        ds,
+        [make_batch(seconds, name)] if seconds else [],
+        tag=TailTag(CHAIN, seq + 1),
+        committed_seq=seq,
+        covered=(max(hour, HOUR9), min(hour + H, x)),
+        fetched_at=x,
+        may_create=create,
+    )
+
+
+def tag_of(ds: EventDataset, hour: int) -> TailTag | None:
+    return file_format.tail_of(pq.read_metadata(ds.hour_path(DAY, hour)), "f")
+
+
+def test_a_poll_adds_its_rows_to_a_file_current_to_the_chain(ds):
+    start_chain(ds, HOUR9 + 600)
+    out = add(ds, [HOUR9 + 5, HOUR9 + 700], "poll1", seq=0, x=HOUR9 + 900)
+    assert out.written and out.rows_added == 2 and not out.skipped
+    assert sorted(ids(read_dataset(ds.root))) == ["poll1#0", "poll1#1", "start#0"]
+    assert tag_of(ds, 9) == TailTag(CHAIN, 1)
+    coverage = ds.read_coverage(DAY)
+    assert coverage.uncovered(HOUR9, HOUR9 + 900) == []
+
+
+def test_a_crashed_attempts_file_is_not_added_to_again_and_loses_its_tag(ds):
+    start_chain(ds, HOUR9 + 600)
+    add(ds, [HOUR9 + 700], "attempt1", seq=0, x=HOUR9 + 900)  # state not committed after it
+    out = add(ds, [HOUR9 + 700, HOUR9 + 800], "attempt2", seq=0, x=HOUR9 + 1000)
+    assert not out.written and out.detagged and "crashed" in out.reason
+    assert sorted(ids(read_dataset(ds.root))) == ["attempt1#0", "start#0"]
+    assert tag_of(ds, 9) is None
+    again = add(ds, [HOUR9 + 1100], "later", seq=1, x=HOUR9 + 1200)  # never added to again
+    assert again.skipped and "replaced" in again.reason
+
+
+def test_a_replaced_or_foreign_or_lost_file_gets_nothing(ds):
+    start_chain(ds, HOUR9 + 2 * H)
+    ds.write_day(DAY, [(HOUR9, HOUR9 + H)], [make_batch([HOUR9 + 1], "settle")], HOUR9 + 30 * H)
+    assert add(ds, [HOUR9 + 10], "late", seq=0, x=HOUR9 + 30 * H).reason.startswith("replaced")
+    other = add_tail_rows(
+        ds,
+        [make_batch([HOUR9 + H + 10], "other")],
+        tag=TailTag("c2", 1),
+        committed_seq=0,
+        covered=(HOUR9 + H, HOUR9 + 2 * H),
+        fetched_at=HOUR9 + 2 * H,
+        may_create=False,
+    )
+    assert other.reason == "another chain's file"
+    lost = add(ds, [LO + 14 * H + 5], "lost", seq=0, x=LO + 15 * H)  # no file, not creatable
+    assert lost.reason == "its file is gone"
+    assert ids(read_dataset(ds.root)) == ["settle#0"]  # the settle replaced hour 9 whole
+
+
+def test_a_new_hour_gets_a_tagged_file_even_without_rows(ds):
+    start_chain(ds, HOUR9 + 600)
+    out = add(ds, [], "none", seq=0, x=LO + 11 * H + 60, create=True)  # X moved into hour 11
+    assert out.written and out.rows_added == 0
+    assert tag_of(ds, 11) == TailTag(CHAIN, 1)
+    idle = add(ds, [], "idle", seq=1, x=LO + 11 * H + 120)  # nothing new: left as it is
+    assert not idle.written and not idle.skipped
+
+
+def test_a_legacy_day_file_takes_the_rows_whole(ds, tmp_path):
+    legacy = ds.legacy_path(DAY)
+    start_chain(ds, HOUR9 + 600)
+    # make the day legacy: one events.parquet holding what the hour file held
+    import os
+
+    hour_file = ds.hour_path(DAY, 9)
+    os.replace(hour_file, legacy)
+    out = add(ds, [HOUR9 + 700], "poll1", seq=0, x=HOUR9 + 900)
+    assert out.written
+    assert sorted(ids(read_dataset(ds.root))) == ["poll1#0", "start#0"]
+    assert file_format.tail_of(pq.read_metadata(legacy), legacy) == TailTag(CHAIN, 1)
+
+
+def test_rows_outside_the_covered_hour_are_refused(ds):
+    start_chain(ds, HOUR9 + 600)
+    with pytest.raises(ValueError):
+        add_tail_rows(
+            ds,
+            [make_batch([HOUR9 + H + 5], "next hour")],
+            tag=TailTag(CHAIN, 1),
+            committed_seq=0,
+            covered=(HOUR9, HOUR9 + H),
+            fetched_at=HOUR9 + 2 * H,
+            may_create=False,
+        )
+    with pytest.raises(ValueError, match="one hour"):
+        add_tail_rows(
+            ds,
+            [],
+            tag=TailTag(CHAIN, 1),
+            committed_seq=0,
+            covered=(HOUR9, HOUR9 + 2 * H),
+            fetched_at=HOUR9 + 2 * H,
+            may_create=False,
+        )
