@@ -1,7 +1,8 @@
 """Airflow plugin: the "Dropbox teams" page (dropbox_team_log.web) in the api-server and the UI.
 
 The api-server mounts the FastAPI app at /dropbox-teams; the UI lists it in its navigation and
-shows it in a frame at /plugin/dropbox-teams. The page itself checks who may use it.
+shows it in a frame at /plugin/dropbox-teams (a `url_route`: Airflow 3.3.2 renders an external
+nav link without one as a button that opens nothing). The page itself checks who may use it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,5 @@ class DropboxTeamsPlugin(AirflowPlugin):
             "href": f"{PREFIX}/",
             "url_route": UI_ROUTE,
             "destination": "nav",
-            "nav_top_level": True,
         }
     ]

@@ -11,6 +11,11 @@ is where Dropbox sends the admin back; `POST /oauth/code` takes a pasted code;
 user in this browser, and the callback the `state` of a flow this user started in this browser
 (web/guard.py). Blocking work (the DB, Dropbox) runs in the thread pool. Results are shown
 after a redirect, carried in a short-lived sealed cookie.
+
+The Airflow UI shows the page in a frame (`/plugin/dropbox-teams`) whose sandbox allows neither
+top-level navigation nor new tabs, and Dropbox's consent page refuses to be framed: framed, the
+page shows the authorization link to copy into a new tab; the callback then lands on the page
+on its own (`/dropbox-teams/`), where everything works the same.
 """
 
 from __future__ import annotations
@@ -78,9 +83,8 @@ def create_app(guard: Guard | None = None) -> FastAPI:
             text = "Sign in to Airflow first (as a user who may edit connections)."
         else:
             text = f"Refused: {exc.detail}."
-        return HTMLResponse(
-            pages.message_page("Dropbox teams", text, _ui_url(request)), status_code=exc.status_code
-        )
+        body = pages.message_page("Dropbox teams", text, _page_url(request))
+        return HTMLResponse(body, status_code=exc.status_code)
 
     @app.get("/", name="page", response_class=HTMLResponse)
     async def show(request: Request, user: Editor) -> Response:
@@ -111,7 +115,9 @@ def create_app(guard: Guard | None = None) -> FastAPI:
             redirect_uri=redirect_uri,
             code_verifier=verifier,
         )
-        pending = pages.Pending(opts.conn_id, url, state, paste=redirect_uri is None)
+        pending = pages.Pending(
+            opts.conn_id, url, state, paste=redirect_uri is None, framed=_framed(request)
+        )
         response = await _render(request, user, g, pending=pending)
         _set_cookie(request, response, FLOW_COOKIE, g.seal_flow(flow), max_age=g.flow_ttl)
         return response
@@ -122,7 +128,7 @@ def create_app(guard: Guard | None = None) -> FastAPI:
         params = request.query_params
         if params.get("error"):
             text = f"Dropbox did not authorize the app: {params.get('error_description') or ''}"
-            response = _back(request, g, False, f"{text} ({params['error']})", ui=True)
+            response = _back(request, g, False, f"{text} ({params['error']})")
         else:
             response = await _finish(request, user, g, params.get("state"), params.get("code"))
         response.delete_cookie(FLOW_COOKIE, path=PREFIX)
@@ -169,6 +175,7 @@ async def _render(
         statuses,
         csrf=g.csrf_token(str(user.get_id()), browser),
         callback_url=_callback_url(request),
+        airflow_url=_page_url(request)[: -len(PREFIX) - 1] + "/",
         flash=flash,
         pending=pending,
         registry_note=note,
@@ -213,18 +220,17 @@ async def _finish(
             request.cookies.get(BROWSER_COOKIE),
         )
     except FlowRejected as exc:
-        body = pages.message_page("Connect refused", f"Nothing was saved: {exc}.", _ui_url(request))
+        text = f"Nothing was saved: {exc}."
+        body = pages.message_page("Connect refused", text, _page_url(request))
         return HTMLResponse(body, status_code=400)
     if not code or not code.strip():
-        return _back(request, g, False, "No authorization code: start again.", ui=True)
+        return _back(request, g, False, "No authorization code: start again.")
     try:
         done = await run_in_threadpool(
             actions.finish_connect, flow, code.strip(), str(user.get_name())
         )
     except DropboxTeamLogError as exc:
-        return _back(
-            request, g, False, f"Connecting '{flow.conn_id}' failed: {scrub(exc)}", ui=True
-        )
+        return _back(request, g, False, f"Connecting '{flow.conn_id}' failed: {scrub(exc)}")
     r = done.result
     lines = [
         f"Connected Dropbox team '{r.team_name}' ({r.team_id}) as connection '{r.conn_id}'.",
@@ -236,25 +242,27 @@ async def _finish(
         lines[2] = f"Not registered: {r.registry_problem}"
     if r.paused_dags:
         lines.append(f"Paused DAGs (they run nothing until unpaused): {', '.join(r.paused_dags)}.")
-    return _back(request, g, True, scrub("\n".join(lines)), ui=True)
+    return _back(request, g, True, scrub("\n".join(lines)))
 
 
-def _back(request: Request, g: Guard, ok: bool, text: str, *, ui: bool = False) -> Response:
-    """303 to the page (or the Airflow UI route that frames it) with the result to show."""
-    target = _ui_url(request) if ui else str(request.url_for("page"))
-    response = RedirectResponse(target, status_code=303)
+def _back(request: Request, g: Guard, ok: bool, text: str) -> Response:
+    """303 to the page, with the result to show there."""
+    response = RedirectResponse(_page_url(request), status_code=303)
     _set_cookie(request, response, FLASH_COOKIE, g.seal_flash(ok, text), max_age=120)
     return response
 
 
+def _framed(request: Request) -> bool:
+    """Whether the browser loads this into a frame (the Airflow UI's plugin view)."""
+    return request.headers.get("sec-fetch-dest") == "iframe"
+
+
+def _page_url(request: Request) -> str:
+    return str(request.url_for("page"))
+
+
 def _callback_url(request: Request) -> str:
     return str(request.url_for("callback"))
-
-
-def _ui_url(request: Request) -> str:
-    """The Airflow UI's page for the plugin: the api-server root + `/plugin/<route>`."""
-    page = str(request.url_for("page"))
-    return page[: -len(PREFIX) - 1] + f"/plugin/{UI_ROUTE}"
 
 
 def _set_cookie(

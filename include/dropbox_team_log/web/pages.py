@@ -3,8 +3,7 @@
 Team names, connection ids, messages and run ids come from connections, the registry and
 Dropbox (a team name is chosen by whoever runs that team): each goes through `_e` (made
 visible, then HTML-escaped, quotes included) and nothing else reaches the markup. Forms carry
-the CSRF token; the authorization link opens in the whole window (`target=_top`): the page
-lives in an iframe of the Airflow UI and Dropbox's consent page refuses to be framed.
+the CSRF token.
 """
 
 from __future__ import annotations
@@ -46,6 +45,8 @@ class Pending:
     url: str
     state: str
     paste: bool
+    #: Shown inside the Airflow UI's frame, whose sandbox lets no link leave it.
+    framed: bool = False
 
 
 def page(
@@ -53,6 +54,7 @@ def page(
     *,
     csrf: str,
     callback_url: str,
+    airflow_url: str,
     flash: tuple[bool, str] | None = None,
     pending: Pending | None = None,
     registry_note: str | None = None,
@@ -60,6 +62,7 @@ def page(
 ) -> str:
     now = now or datetime.now(UTC)
     parts = [
+        f'<p class="nav"><a href="{_e(airflow_url)}">&larr; Airflow</a></p>',
         "<h1>Dropbox teams</h1>",
         f'<p class="muted">The teams the scheduled DAG <code>{_e(INCREMENTAL_DAG_ID)}</code> '
         f"collects (Variable <code>{_e(TEAMS_VARIABLE)}</code>).</p>",
@@ -79,7 +82,7 @@ def message_page(title: str, text: str, back: str) -> str:
     return _document(
         title,
         f'<h1>{_e(title)}</h1><p class="flash error" id="flash">{_e(text)}</p>'
-        f'<p><a href="{_e(back)}" target="_top">Back to the Dropbox teams page</a></p>',
+        f'<p><a href="{_e(back)}">Back to the Dropbox teams page</a></p>',
     )
 
 
@@ -217,10 +220,21 @@ def _pending(p: Pending, csrf: str) -> str:
     parts = [
         f"<h2>Connect <code>{_e(p.conn_id)}</code></h2>",
         f"<p>{_e(text)} The link is valid for 10 minutes, in this browser.</p>",
-        f'<p><a id="authorize-link" href="{_e(p.url)}" target="_top" rel="noopener noreferrer">'
-        "Open the Dropbox authorization page</a></p>",
-        f'<p><small class="muted">{_e(p.url)}</small></p>',
     ]
+    if p.framed:  # Dropbox's page refuses frames, and this frame may open no tab
+        parts.append(
+            "<p>Copy the link into a new tab of this browser (Dropbox's page cannot be shown "
+            "inside the Airflow UI):</p>"
+            f'<p><input type="text" id="authorize-url" readonly value="{_e(p.url)}" '
+            'style="width: 100%"></p>'
+        )
+    else:
+        parts.append(
+            f'<p><a id="authorize-link" href="{_e(p.url)}" rel="noopener noreferrer"'
+            + (' target="_blank">' if p.paste else ">")
+            + "Open the Dropbox authorization page</a></p>"
+            f'<p><small class="muted">{_e(p.url)}</small></p>'
+        )
     if p.paste:
         parts.append(
             '<form method="post" action="oauth/code" id="code-form">'
