@@ -76,7 +76,10 @@ class ApiServer:
         )
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            [
+                *(str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1"),
+                *("--port", str(self.port), "--workers", "1"),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
