@@ -50,7 +50,13 @@ def test_the_page_refuses_users_who_may_not_edit_connections(api_server, clean):
     assert anonymous.get("/").status_code == 401
     assert anonymous.post("/connect", {}).status_code == 401
     admin = PageClient(api_server, "admin")
-    assert admin.get("/").status_code == 200
+    page = admin.get("/")
+    assert page.status_code == 200
+    for resp in (page, viewer.get("/"), anonymous.get("/")):
+        policy = resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'self'" in policy
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["Cache-Control"] == "no-store"
 
 
 def test_every_post_needs_this_sessions_csrf_token(api_server, emu, clean):

@@ -42,6 +42,18 @@ BROWSER_COOKIE = "dtl_teams_browser"
 FLOW_COOKIE = "dtl_teams_flow"
 FLASH_COOKIE = "dtl_teams_flash"
 ACTIONS = ("test", "pause", "resume", "remove")
+#: On every answer: no script at all (the page has none: an escaping slip cannot run one), forms
+#: post only here, framed only by the api-server's own UI, no URL (a callback's code) leaks as
+#: a referrer, nothing cached.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'self'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
 
 
 def _secret_key() -> str:
@@ -76,6 +88,12 @@ def create_app(guard: Guard | None = None) -> FastAPI:
         if "guard" not in keys:
             keys["guard"] = guard or Guard(_secret_key())
         return keys["guard"]
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
     @app.exception_handler(HTTPException)
     def refusal(request: Request, exc: HTTPException) -> Response:
@@ -180,7 +198,7 @@ async def _render(
         pending=pending,
         registry_note=note,
     )
-    response = HTMLResponse(body, headers={"Cache-Control": "no-store"})
+    response = HTMLResponse(body)
     _set_cookie(request, response, BROWSER_COOKIE, browser, max_age=None)
     if flash is not None:
         response.delete_cookie(FLASH_COOKIE, path=PREFIX)
