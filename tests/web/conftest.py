@@ -16,7 +16,7 @@ from tests.helpers.connecting import delete_row, delete_variable, emulator_confi
 
 #: A team name an attacker could choose: markup, quotes, an entity and a control character.
 HOSTILE_TEAM_NAME = 'Acme <b id="injected">Ops</b> & "Co" &amp;\x1b[31m'
-CONN_IDS = ("acme_team", "paste_team", "dropbox_team_default")
+CONN_IDS = ("acme_team", "paste_team", "status_team", "dropbox_team_default")
 
 
 @pytest.fixture(scope="package")

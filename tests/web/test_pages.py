@@ -51,7 +51,7 @@ def render(*statuses: TeamStatus, **kw) -> str:
 def test_no_value_becomes_markup_wherever_it_is_shown():
     text = render(
         status(Team("acme", paused=True)),
-        flash=(False, EVIL),
+        flash=(False, EVIL + "\nsecond line"),
         registry_note=EVIL,
         pending=pages.Pending(
             "acme", "https://www.dropbox.com/oauth2/authorize?x=" + EVIL, EVIL, paste=True
@@ -62,6 +62,7 @@ def test_no_value_becomes_markup_wherever_it_is_shown():
     assert all("onclick" not in attrs for _, attrs in tags)
     assert "\x1b" not in text
     assert text.count("&quot;&gt;&lt;i id=&quot;pwn&quot;") >= 10
+    assert "&amp;amp;\\u001b[2J<br>second line</div>" in text  # lines kept, each escaped
     assert "3/61 days, 1 failed" in text
     assert "3 h ago" in text  # the last success's age
     assert "Connect a team</em> below with connection id" in text  # the revoked grant's fix

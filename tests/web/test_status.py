@@ -48,11 +48,11 @@ def expand_sync_tasks(run_id: str, days: list[tuple[str, str, datetime]]) -> Non
 
 def test_the_first_backfill_starts_once_and_its_progress_is_read_back(api_server, clean):
     # api_server: its start serialized the DAGs into the session's DB, which the page needs.
-    register("acme_team")
-    assert actions.start_backfill("acme_team", "tester").startswith("Started its backfill")
-    team = team_registry.find(read_registry().teams, "acme_team")
+    register("status_team")
+    assert actions.start_backfill("status_team", "tester").startswith("Started its backfill")
+    team = team_registry.find(read_registry().teams, "status_team")
     assert team.backfill_triggered_at and not team.needs_backfill
-    again = actions.start_backfill("acme_team", "tester")
+    again = actions.start_backfill("status_team", "tester")
     assert again.startswith("No backfill started")
 
     run_id = team_registry.backfill_run_id(team)
@@ -61,18 +61,18 @@ def test_the_first_backfill_starts_once_and_its_progress_is_read_back(api_server
     expand_sync_tasks(
         run_id,
         [
-            ("acme_team 2026-11-01", "success", early),
-            ("acme_team 2026-11-02", "success", late),
-            ("acme_team 2026-11-03", "failed", early),
-            ("acme_team 2026-11-04", "scheduled", None),
+            ("status_team 2026-11-01", "success", early),
+            ("status_team 2026-11-02", "success", late),
+            ("status_team 2026-11-03", "failed", early),
+            ("status_team 2026-11-04", "scheduled", None),
         ],
     )
     _, statuses = status.team_statuses()
-    [acme] = [s for s in statuses if s.conn_id == "acme_team"]
-    assert acme.backfill == status.Backfill(run_id, "queued", 2, 4, 1)
-    assert acme.last_success.label == "acme_team 2026-11-02"
-    assert acme.last_success.ended == late
-    assert acme.last_failure.label == "acme_team 2026-11-03"
-    assert not acme.exists  # registered, but no connection saved: the page says so
+    [team_status] = [s for s in statuses if s.conn_id == "status_team"]
+    assert team_status.backfill == status.Backfill(run_id, "queued", 2, 4, 1)
+    assert team_status.last_success.label == "status_team 2026-11-02"
+    assert team_status.last_success.ended == late
+    assert team_status.last_failure.label == "status_team 2026-11-03"
+    assert not team_status.exists  # registered, but no connection saved: the page says so
     # Another team whose id starts alike is not this one's.
-    assert status._last_task("acme", "success") is None
+    assert status._last_task("status", "success") is None

@@ -172,6 +172,7 @@ def test_connect_test_revoke_pause_remove_from_the_airflow_ui(admin, api_server,
     assert conf == {"conn_id": "acme_team"} and "UI" in triggered_by
     cells = row(tab, "acme_team")
     assert run_id in cells.locator(".backfill").inner_text()
+    assert cells.locator("td").nth(4).inner_text() == "never"  # no sync task ran yet
     # The team's name is shown as text: its markup is not markup, its control character escaped.
     name_cell = cells.locator(".team-name")
     assert name_cell.inner_text() == 'Acme <b id="injected">Ops</b> & "Co" &amp;\\u001b[31m'

@@ -37,6 +37,15 @@ def _e(value: Any) -> str:
     return html.escape(visible(value), quote=True)
 
 
+def _lines(text: str) -> str:
+    """A message of several lines: each escaped, the line breaks kept."""
+    return "<br>".join(_e(line) for line in text.split("\n"))
+
+
+def _utc(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+
 @dataclass(frozen=True)
 class Pending:
     """An authorization link waiting for the admin (and, without redirect, the pasted code)."""
@@ -69,7 +78,9 @@ def page(
     ]
     if flash is not None:
         ok, text = flash
-        parts.append(f'<div class="flash {"ok" if ok else "error"}" id="flash">{_e(text)}</div>')
+        parts.append(
+            f'<div class="flash {"ok" if ok else "error"}" id="flash">{_lines(text)}</div>'
+        )
     if registry_note:
         parts.append(f'<p class="muted">{_e(registry_note)}</p>')
     parts.append(_teams_table(statuses, csrf, now))
@@ -81,7 +92,7 @@ def message_page(title: str, text: str, back: str) -> str:
     """A refusal or a failure outside the page (a callback that cannot be accepted)."""
     return _document(
         title,
-        f'<h1>{_e(title)}</h1><p class="flash error" id="flash">{_e(text)}</p>'
+        f'<h1>{_e(title)}</h1><p class="flash error" id="flash">{_lines(text)}</p>'
         f'<p><a href="{_e(back)}">Back to the Dropbox teams page</a></p>',
     )
 
@@ -137,7 +148,7 @@ def _backfill(s: TeamStatus) -> str:
 def _success(mark: TaskMark | None, now: datetime) -> str:
     if mark is None or mark.ended is None:
         return '<span class="muted">never</span>'
-    return f"{_e(mark.ended.replace(microsecond=0))} ({_e(_age(now - mark.ended))} ago)<br>" + (
+    return f"{_e(_utc(mark.ended))} ({_e(_age(now - mark.ended))} ago)<br>" + (
         f"<small>{_e(mark.label)}</small>"
     )
 
@@ -170,7 +181,7 @@ def _last_error(s: TeamStatus) -> str:
     ):
         parts.append(
             f"Sync task {_e(s.last_failure.label)} of {_e(s.last_failure.dag_id)} failed at "
-            f"{_e(s.last_failure.ended)}: press Test for the reason and its fix."
+            f"{_e(_utc(s.last_failure.ended))}: press Test for the reason and its fix."
         )
     return "<br>".join(parts) or '<span class="muted">none</span>'
 
