@@ -259,7 +259,10 @@ async def _finish(
     if r.registry_problem:
         lines[2] = f"Not registered: {r.registry_problem}"
     if r.paused_dags:
-        lines.append(f"Paused DAGs (they run nothing until unpaused): {', '.join(r.paused_dags)}.")
+        lines.append(
+            f"Paused DAGs (they run nothing, the backfill included, until unpaused in the Dags "
+            f"list): {', '.join(r.paused_dags)}."
+        )
     return _back(request, g, True, scrub("\n".join(lines)))
 
 
