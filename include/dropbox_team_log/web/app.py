@@ -260,8 +260,8 @@ async def _finish(
         lines[2] = f"Not registered: {r.registry_problem}"
     if r.paused_dags:
         lines.append(
-            f"Paused DAGs (they run nothing, the backfill included, until unpaused in the Dags "
-            f"list): {', '.join(r.paused_dags)}."
+            f"Paused DAGs (a paused DAG runs nothing: unpause it in the Dags list): "
+            f"{', '.join(r.paused_dags)}."
         )
     return _back(request, g, True, scrub("\n".join(lines)))
 
