@@ -23,6 +23,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Generator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -100,7 +102,37 @@ def main() -> int:
     summarize_teams(OUTPUT)
     summarize_findings(OUTPUT)
     print(f"\nHTML report (charts, last 30 days): {report.write_report(str(OUTPUT))}")
+    print(teams_page_note(env))
     return 0
+
+
+def teams_page_note(env: dict[str, str]) -> str:
+    """Where the Dropbox teams page is, if an api-server of this Airflow answers with it (one
+    quick request each: the health check, then the page, which answers 401 when signed out);
+    else how to start one."""
+    base = env.get("AIRFLOW__API__BASE_URL", "http://localhost:8080").rstrip("/")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    statuses = []
+    for path in ("/api/v2/monitor/health", "/dropbox-teams/"):
+        try:
+            with opener.open(base + path, timeout=1) as resp:
+                statuses.append(resp.status)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+        except (OSError, ValueError):
+            break
+    if statuses in ([200, 200], [200, 401]):
+        return f"Dropbox teams page (connect, test, pause teams): {base}/plugin/dropbox-teams"
+    if statuses[:1] == [200]:
+        return (
+            f"The api-server at {base} has no Dropbox teams page: start it with "
+            f"AIRFLOW__CORE__PLUGINS_FOLDER={PROJECT / 'plugins'}"
+        )
+    return (
+        f"Dropbox teams page: start the api-server (AIRFLOW_HOME={env['AIRFLOW_HOME']} "
+        f"AIRFLOW__CORE__PLUGINS_FOLDER={PROJECT / 'plugins'} airflow api-server), then open "
+        f"{base}/plugin/dropbox-teams (docs/connect.md)"
+    )
 
 
 def demo_environment() -> dict[str, str]:
@@ -111,6 +143,7 @@ def demo_environment() -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
             "AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT": str(OUTPUT),
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         }

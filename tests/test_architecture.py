@@ -38,6 +38,7 @@ RANKS = {
     "get_provider_info": 7,
     "tasks": 8,
     "cli": 8,
+    "web": 9,
 }
 
 
@@ -170,7 +171,7 @@ def test_settings_is_constants_only():
 
 
 #: Where Airflow may be imported: the rest of the package runs and is tested without it.
-AIRFLOW_ROOMS = {"hooks", "notifications", "tasks", "cli", "deployment"}
+AIRFLOW_ROOMS = {"hooks", "notifications", "tasks", "cli", "deployment", "web"}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

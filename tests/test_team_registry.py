@@ -110,6 +110,18 @@ def test_marking_backfills_and_their_run_ids():
     assert team_registry.backfill_run_id(again[-1]) != team_registry.backfill_run_id(teams[0])
 
 
+def test_a_tools_note_is_kept_with_its_team_and_survives_a_round_trip():
+    teams = team_registry.add(team_registry.add([], "acme", now=NOW), "globex", now=NOW)
+    note = {"at": LATER, "ok": False, "message": "revoked"}
+    noted = team_registry.set_note(teams, "globex", "last_test", note)
+    assert [t.other for t in noted] == [{}, {"last_test": note}]
+    assert team_registry.parse(team_registry.dump(noted), "x") == noted
+    with pytest.raises(RegistryError, match="'initech' is not registered"):
+        team_registry.set_note(teams, "initech", "last_test", note)
+    with pytest.raises(ValueError, match="paused is a registry field"):
+        team_registry.set_note(teams, "acme", "paused", True)
+
+
 def test_the_deployment_reads_the_variable_from_any_secrets_backend(monkeypatch, airflow_db):
     monkeypatch.delenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_TEAMS", raising=False)
     monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_CONN_ID", "legacy_team")

@@ -224,6 +224,18 @@ def mark_backfill_triggered(teams: list[Team], conn_ids: set[str], now: str) -> 
     ]
 
 
+def set_note(teams: list[Team], conn_id: str, key: str, value: Any) -> list[Team]:
+    """`teams` with `key` of the team's other keys set to `value` (a note a tool keeps with the
+    team, e.g. the teams page's last test); RegistryError if it is not registered."""
+    _require(teams, conn_id)
+    if key in _KNOWN_KEYS:
+        raise ValueError(f"{key} is a registry field, not a note")
+    return [
+        replace(t, other={**t.other, key: value}) if t.conn_id == conn_id else t
+        for t in explicit(teams)
+    ]
+
+
 def _require(teams: list[Team], conn_id: str) -> None:
     if find(explicit(teams), conn_id) is None:
         registered = ", ".join(t.conn_id for t in explicit(teams)) or "none"

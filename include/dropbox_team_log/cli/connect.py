@@ -177,12 +177,7 @@ def run_connect(
             )
         )
     mask_secrets(opts.app_secret)  # imports Airflow: after the early exit above, which needs none
-    existing = load_saved(opts.conn_id) if opts.save else None  # fail fast if the DB is not ready
-    if existing is not None and existing.conn_type != CONN_TYPE:
-        raise ConnectError(
-            f"Airflow connection '{opts.conn_id}' exists with type '{existing.conn_type}', not "
-            f"'{CONN_TYPE}': pick another --conn-id or delete it first"
-        )
+    existing = existing_connection(opts)  # fail fast if the DB is not ready
 
     flow, url = start_flow(opts)
     code = opts.code
@@ -196,8 +191,25 @@ def run_connect(
 
     tokens = finish_flow(flow, code, opts)
     print("Authorization code accepted; testing the connection ...", file=out, flush=True)
+    return save_grant(opts, tokens.refresh_token, existing)
 
-    candidate = build_connection(opts, tokens.refresh_token)
+
+def existing_connection(opts: ConnectOptions) -> Any:
+    """The saved connection `opts` would update (None: a new one, or --no-save); ConnectError
+    when that id holds a connection of another type."""
+    existing = load_saved(opts.conn_id) if opts.save else None
+    if existing is not None and existing.conn_type != CONN_TYPE:
+        raise ConnectError(
+            f"Airflow connection '{opts.conn_id}' exists with type '{existing.conn_type}', not "
+            f"'{CONN_TYPE}': pick another connection id or delete it first"
+        )
+    return existing
+
+
+def save_grant(opts: ConnectOptions, refresh_token: str, existing: Any) -> ConnectResult:
+    """The flow's end, for the command and the teams page alike: test the grant on the
+    connection still in memory, then save it, create the pool and register the team."""
+    candidate = build_connection(opts, refresh_token)
     ok, message = verify_connection(candidate)
     if not ok:
         raise ConnectError(f"Connection test failed, nothing saved: {message}")
@@ -215,7 +227,7 @@ def run_connect(
     keep = {k: v for k, v in old_extra.items() if k == "timeout"}
     final = build_connection(
         opts,
-        tokens.refresh_token,
+        refresh_token,
         team_id=team_id,
         team_name=team_name,
         connected_at=connected_at,

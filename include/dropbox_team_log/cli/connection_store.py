@@ -198,6 +198,10 @@ def _db_session() -> Generator[Any, None, None]:
         raise _db_error(exc) from None
 
 
+#: For the readers beside the CLI (the teams page): the same session, the same clear failure.
+db_session = _db_session
+
+
 def _is_db_error(exc: BaseException) -> bool:
     """Whether `exc` comes from the metadata DB (SQLAlchemy is imported only when asked)."""
     from sqlalchemy.exc import SQLAlchemyError

@@ -29,32 +29,62 @@ ACCESS_TYPE = "offline"  # a refresh token: the only grant that runs unattended
 
 def start_flow(opts: ConnectOptions) -> tuple[DropboxOAuth2FlowNoRedirect, str]:
     """The SDK's no-redirect flow on our session; the link points at the override if any."""
+    flow = _new_flow(opts, use_pkce=opts.pkce)
+    return flow, _link(flow.start(), opts)
+
+
+def start_web_flow(
+    opts: ConnectOptions, *, state: str, redirect_uri: str | None
+) -> tuple[DropboxOAuth2FlowNoRedirect, str]:
+    """The teams page's flow: PKCE always (the verifier stays on the server side), the caller's
+    `state`, and Dropbox redirecting to `redirect_uri` (None: the admin pastes the code)."""
+    flow = _new_flow(opts, use_pkce=True)
+    url = flow._get_authorize_url(
+        redirect_uri, state, ACCESS_TYPE, scope=flow.scope, code_challenge=flow.code_challenge
+    )
+    return flow, _link(url, opts)
+
+
+def resume_web_flow(opts: ConnectOptions, code_verifier: str) -> DropboxOAuth2FlowNoRedirect:
+    """The flow `start_web_flow` began, in another request: same options, same PKCE verifier."""
+    flow = _new_flow(opts, use_pkce=True)
+    flow.code_verifier = code_verifier
+    return flow
+
+
+def _new_flow(opts: ConnectOptions, *, use_pkce: bool) -> DropboxOAuth2FlowNoRedirect:
     from dropbox.oauth import DropboxOAuth2FlowNoRedirect
 
     flow = DropboxOAuth2FlowNoRedirect(
         opts.app_key,
         consumer_secret=opts.app_secret,
-        use_pkce=opts.pkce,
+        use_pkce=use_pkce,
         token_access_type=ACCESS_TYPE,
         scope=list(REQUIRED_SCOPES),
         timeout=TOKEN_TIMEOUT,
     )
     flow.requests_session = build_session(opts.base_url)
-    url = flow.start()
-    if opts.base_url is not None:
-        url = rewrite_url(url, opts.base_url)
-    return flow, url
+    return flow
+
+
+def _link(url: str, opts: ConnectOptions) -> str:
+    return rewrite_url(url, opts.base_url) if opts.base_url is not None else url
 
 
 def finish_flow(
-    flow: DropboxOAuth2FlowNoRedirect, code: str, opts: ConnectOptions
+    flow: DropboxOAuth2FlowNoRedirect,
+    code: str,
+    opts: ConnectOptions,
+    *,
+    redirect_uri: str | None = None,
 ) -> OAuth2FlowNoRedirectResult:
-    """Code -> tokens, with a reason a person can act on for each way it fails."""
+    """Code -> tokens, with a reason a person can act on for each way it fails. `redirect_uri`:
+    the one the link carried (Dropbox checks they match)."""
     where = opts.base_url or "https://api.dropboxapi.com"
     redaction.register(opts.app_secret, code, getattr(flow, "code_verifier", None))
     redaction.register_basic(opts.app_key, opts.app_secret)
     try:
-        result = flow.finish(code)
+        result = flow._finish(code, redirect_uri, getattr(flow, "code_verifier", None))
     except requests.HTTPError as exc:
         raise _token_error(exc.response, opts) from None
     except (requests.ConnectionError, requests.Timeout) as exc:

@@ -157,14 +157,15 @@ def teams_command(args: argparse.Namespace) -> int:
             )
             print(_added_text(args.conn_id, added, backfill=not args.no_backfill))
         else:
-            print(_edit(args.action, args.conn_id))
+            print(edit_team(args.action, args.conn_id))
     except DropboxTeamLogError as exc:
         print(f"dropbox-team-log teams: failed: {visible(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
 
-def _edit(action: str, conn_id: str) -> str:
+def edit_team(action: str, conn_id: str) -> str:
+    """Pause, resume or remove a registered team; what changed, as one message."""
     registry = read_registry()
     if action == "remove":
         teams = team_registry.remove(registry.teams, conn_id)
