@@ -160,6 +160,10 @@ class _RowGroupWriter:
 
     def _flush(self) -> None:
         table, self._pending = pa.concat_tables(self._pending), []  # chunks side by side, no copy
+        if table.column(0).num_chunks > 1:
+            # one copy of one row group: the Parquet writer pays per chunk and column, and a
+            # tail's delta cuts the old rows into a piece per late row
+            table = table.combine_chunks()
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self.rows += table.num_rows
         self._pending_rows = 0
