@@ -689,7 +689,23 @@ TARGETS = {
 
 
 def run_freshness(events_per_day: float, args: argparse.Namespace, work: str) -> dict:
-    """bench/freshness.py on an emulator of its own: a 2M-a-day team (times the scale)."""
+    """bench/freshness.py on an emulator of its own: a 2M-a-day team (times the scale), then a
+    smaller team (`--fresh-fit-scale`) for the fit of CPU per run to events per run."""
+    from bench.freshness import cpu_per_day_at_2m, schedule_seconds
+
+    figures = _freshness_at(events_per_day, args, f"{work}/fresh-main")
+    runs = figures.pop("_runs")
+    small = 2_000_000 * args.fresh_fit_scale
+    if args.fresh_fit_scale and small != events_per_day:
+        step("freshness fit", f"the same runs for a {small:,.0f}-events-a-day team")
+        other = _freshness_at(small, args, f"{work}/fresh-fit")
+        runs += other["_runs"]
+        figures["fresh_fit_events_per_day"] = other["fresh_events_per_day"]
+        figures["fresh_fit_cpu_h_per_day"] = other["fresh_tail_cpu_h_per_day"]
+    return figures | cpu_per_day_at_2m(runs, schedule_seconds())
+
+
+def _freshness_at(events_per_day: float, args: argparse.Namespace, work: str) -> dict:
     from bench.freshness import bench_freshness
     from dropbox_emulator.__main__ import build_parser, config_from_args
     from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
@@ -747,6 +763,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--fresh-warmup", type=float, default=24.0, help="hours the tail's chain starts earlier"
+    )
+    parser.add_argument(
+        "--fresh-fit-scale",
+        type=float,
+        default=0.05,
+        help="the freshness step's second, smaller team (for the CPU fit; 0: none; ~2 minutes)",
     )
     parser.add_argument(
         "--incr-scale",

@@ -99,6 +99,9 @@ TAIL_CLAIM_SECONDS = 15 * 60
 #: hour files this often, all at once (each such file rewritten once per flush, not per poll);
 #: meanwhile they wait in `_tail/` (not yet readable).
 TAIL_LATE_FLUSH_SECONDS = 60 * 60
+#: A poll adds the previous hour's rows at once only this far into an hour; later they wait
+#: for the flush too (each poll would rewrite that whole hour file for a few stragglers).
+TAIL_PREVIOUS_HOUR_SECONDS = 15 * 60
 #: Report: the days it covers (compared with as many days before).
 REPORT_DAYS = 30
 MAX_REPORT_DAYS = 366

@@ -4,14 +4,16 @@ outcome one atomic replace, rows read back as a reader would (pyarrow's discover
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from dropbox_team_log.dataset import file_format
+from dropbox_team_log.dataset.merge import READ_BATCH_ROWS, ROW_GROUP_ROWS
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.dataset.tail_rows import add_tail_rows
 from dropbox_team_log.dataset.tail_state import TailTag
-from tests.dataset.test_store import DAY, LO, H, ds, ids, make_batch
+from tests.dataset.test_store import DAY, LO, H, ds, ids, make_batch, seconds_of
 from tests.helpers.dataset import read_dataset
 
 __all__ = ["ds"]  # fixture
@@ -127,3 +129,24 @@ def test_rows_outside_the_covered_hour_are_refused(ds):
             fetched_at=HOUR9 + 2 * H,
             may_create=False,
         )
+
+
+def test_a_delta_interleaved_with_a_big_file_keeps_every_row_once_and_sorted(ds):
+    """New rows among the stored seconds (merged by one sort and take per old batch) and a run
+    of new rows longer than a read batch (merged piece by piece), in one write: every row once,
+    the file sorted, no row group over its size."""
+    stored = [HOUR9 + i * 3599 // 12_000 for i in range(12_000)]  # several read batches
+    end = HOUR9 + H
+    ds.write_day(DAY, [(HOUR9, end)], [make_batch(stored, "old")], end, tail=TailTag(CHAIN, 0))
+    scattered = list(range(HOUR9, HOUR9 + 3000, 7))  # shares seconds with the stored rows
+    burst = [HOUR9 + 3300] * (READ_BATCH_ROWS + 500)  # more than a batch in one second
+    out = add(ds, sorted(scattered + burst), "new", seq=0, x=end)
+    assert out.written and out.rows_added == len(scattered) + len(burst)
+    table = pq.read_table(ds.hour_path(DAY, 9))
+    new = len(scattered) + len(burst)
+    expected = [f"old#{i}" for i in range(len(stored))] + [f"new#{i}" for i in range(new)]
+    assert sorted(ids(table)) == sorted(expected)
+    as_seconds = table.column("timestamp").cast(pa.timestamp("s", "UTC"))
+    assert seconds_of(pa.table({"timestamp": as_seconds})) == sorted(stored + scattered + burst)
+    meta = pq.read_metadata(ds.hour_path(DAY, 9))
+    assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= ROW_GROUP_ROWS

@@ -363,13 +363,15 @@ def test_late_rows_wait_for_the_hourly_flush_and_then_are_exact(pipe, monkeypatc
     pipe.run(C + 240)
     pipe.run(at)  # an hour past the chain's start: flushes (nothing waits yet)
     waited = 0
-    for _ in range(2):
-        at += 20 * 60
+    for step in (5, 15, 20):
+        at += step * 60
+        previous = pipe.states.read(KEY).state.as_of
         report, _ = pipe.run(at)
         waited = max(waited, report.late_pending)
         assert_within(pipe.stored(), pipe.truth())
-        hot = (pipe.states.read(KEY).state.as_of // HOUR - 1) * HOUR
-        assert pipe.stored(hot) == pipe.truth(hot)  # the current and previous hour: fresh
+        hot = tail.hot_from(previous, pipe.states.read(KEY).state.as_of)
+        assert hot == (at // HOUR - (at % HOUR < settings.TAIL_PREVIOUS_HOUR_SECONDS)) * HOUR
+        assert pipe.stored(hot) == pipe.truth(hot)  # the hot hours: fresh
     assert waited > 0, "no late row waited"
     pending = pipe.states.read(KEY).state.pending
     assert pending and os.path.exists(f"{pipe.root}/_tail/{pending}")

@@ -160,6 +160,10 @@ class _RowGroupWriter:
 
     def _flush(self) -> None:
         table, self._pending = pa.concat_tables(self._pending), []  # chunks side by side, no copy
+        if table.column(0).num_chunks > 1:
+            # one copy of one row group: the Parquet writer pays per chunk and column, and a
+            # tail's delta cuts the old rows into a piece per late row
+            table = table.combine_chunks()
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self.rows += table.num_rows
         self._pending_rows = 0
@@ -195,6 +199,20 @@ def _merge(old: Iterator[pa.RecordBatch], new: SortedRows) -> Iterator[pa.Table]
 
     for batch in old:
         ts = epoch_seconds(batch.column(0))
+        stop = new.position(int(ts[-1]) + 1)
+        if 0 < stop - pos <= len(ts):
+            # a few new rows among the batch's seconds (a tail's delta): one sort and take,
+            # not a slice of old rows per new row
+            both = pa.concat_tables([pa.Table.from_batches([batch]), new.take(pos, stop)])
+            order = np.argsort(np.concatenate([ts, new.seconds(pos, stop)]), kind="stable")
+            merged = both.take(pa.array(order))
+            pos, at = stop, 0
+            while at < merged.num_rows:
+                size = min(room(), merged.num_rows - at)
+                yield merged.slice(at, size)
+                written += size
+                at += size
+            continue
         i = 0
         while i < len(ts):
             yield from new_until(new.position(int(ts[i])))

@@ -367,6 +367,10 @@ class SortedRows:
     def second_at(self, index: int) -> int:
         return int(self._keys[index] // self._stride + self._base)
 
+    def seconds(self, start: int, stop: int) -> np.ndarray:
+        """The seconds of rows [start, stop) of the sorted order."""
+        return self._keys[start:stop] // self._stride + self._base
+
     def take(self, start: int, stop: int) -> pa.Table:
         """Rows [start, stop) of the sorted order, read from wherever the rows live."""
         return self._rows._take(self._keys[start:stop] % self._stride)

@@ -314,10 +314,10 @@ class _Step:
         for batch in batches:
             for hour, part in _split(batch, _seconds(batch), HOUR).items():
                 by_hour.setdefault(hour, []).append(part)
-        # Late rows (hours before the previous one) wait in a small pending file and go into
+        # Late rows (hours before the hot ones) wait in a small pending file and go into
         # their hour files together every TAIL_LATE_FLUSH_SECONDS: one rewrite of each old
         # hour per flush, not one per poll.
-        hot_from = (state.as_of // HOUR) * HOUR - HOUR
+        hot = hot_from(state.as_of, x)
         flushed_at = state.start if state.flushed_at is None else state.flushed_at
         flush = x - flushed_at >= settings.TAIL_LATE_FLUSH_SECONDS
         waiting = (
@@ -330,8 +330,8 @@ class _Step:
                     by_hour.setdefault(hour, []).append(part)
             flushed_at = x
         else:
-            late = [part for hour, parts in by_hour.items() if hour < hot_from for part in parts]
-            by_hour = {hour: parts for hour, parts in by_hour.items() if hour >= hot_from}
+            late = [part for hour, parts in by_hour.items() if hour < hot for part in parts]
+            by_hour = {hour: parts for hour, parts in by_hour.items() if hour >= hot}
             if waiting or late:
                 pending = self.states.write_pending(
                     self.key, pa.Table.from_batches([*waiting, *late])
@@ -392,6 +392,16 @@ class _Step:
         r = self.report
         r.mode, r.chain, r.seq, r.events = mode, state.chain, state.seq, events
         r.start, r.as_of = to_wire(state.start), to_wire(state.as_of)
+
+
+def hot_from(previous: int, x: int) -> int:
+    """The first hour a poll from X `previous` to X `x` adds its rows to at once (older rows
+    wait for the flush): the hour the chain had reached, and the one before it only in the
+    first settings.TAIL_PREVIOUS_HOUR_SECONDS of an hour (its stragglers; later, a few rows a
+    poll would each cost a rewrite of the whole previous hour)."""
+    hour = (x // HOUR) * HOUR
+    grace = x - hour < settings.TAIL_PREVIOUS_HOUR_SECONDS
+    return min((previous // HOUR) * HOUR, hour - HOUR if grace else hour)
 
 
 def _seconds(batch: pa.RecordBatch) -> np.ndarray:
