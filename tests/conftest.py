@@ -6,7 +6,9 @@ import time; the metadata DB is migrated lazily by the `airflow_db` fixture.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,19 @@ import pytest
 from tests.helpers import airflow_env
 
 airflow_env.configure()
+
+
+#: Loggers the CLI quiets for the whole process (cli/connection_store.quiet_libraries): a test
+#: that runs the CLI in-process must not silence them for the tests after it.
+CLI_QUIETED_LOGGERS = ("dropbox", "urllib3")
+
+
+@pytest.fixture(autouse=True)
+def _restore_quieted_loggers() -> Iterator[None]:
+    levels = {name: logging.getLogger(name).level for name in CLI_QUIETED_LOGGERS}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(scope="session")
