@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import boto3
 import duckdb
-import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -150,18 +150,19 @@ def test_re_export_replaces_and_a_class_that_left_a_day_is_removed(tmp_path):
 
 
 def test_a_day_of_several_files_is_read_whole(root, tmp_path):
-    """Every Parquet file of a day folder (the readers' glob), not one file name per day."""
+    """Every Parquet file of a day folder (its hour files, every team's), not one per day."""
     copy = tmp_path / "dataset"
-    for day_dir in Path(root).glob("event_date=*"):
-        for index, batch in enumerate(pq.read_table(next(day_dir.glob("*.parquet"))).to_batches(3)):
-            name = "events.parquet" if index == 0 else f"events-{index:02d}.parquet"
-            (copy / day_dir.name).mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.Table.from_batches([batch]), copy / day_dir.name / name)
-    assert any(len(list(d.glob("*.parquet"))) > 2 for d in copy.iterdir())
+    shutil.copytree(root, copy)
+    day_dir = max(copy.glob("event_date=*"), key=lambda d: len(list(d.glob("*.parquet"))))
+    hour_files = sorted(day_dir.glob("events-*.parquet"))
+    assert len(hour_files) > 1, "the fixture's days should be written as hour files"
+    # a second team's file of the same hour, beside the default team's (its own name)
+    shutil.copy(hour_files[0], day_dir / f"second_team.{hour_files[0].name}")
     result = ocsf_export.export(str(copy), str(tmp_path / "out"))
-    assert result.records == len(raw_rows(root))
+    expected = dataset_raw_events(copy)
+    assert result.records == sum(expected.values()) > len(raw_rows(root))
     rows = read_hive(tmp_path / "out")
-    assert Counter(r["raw_data"] for r in rows) == dataset_raw_events(root)
+    assert Counter(r["raw_data"] for r in rows) == expected
 
 
 def test_a_failed_export_leaves_whole_files_only(tmp_path, root):
