@@ -81,11 +81,6 @@ def _written_before(coverage: Coverage, lo: int, hi: int, when: int) -> bool:
     return bool(inside) and max(inside) <= when
 
 
-def tail_key(conn_id: str, team_id: str | None) -> str:
-    """Whose chain: the team's id (one chain per team), else the connection's."""
-    return team_id or conn_id
-
-
 def read_cover(states: TailStateStore, key: str) -> TailCover | None:
     """The committed chain of `key`, if any (a claim in progress does not change it)."""
     stored = states.read(key)
