@@ -3,8 +3,9 @@
 # tasks and the provider's connection type are the same everywhere.
 #
 # Two stages (docker-compose.yaml names the target):
-#   airflow   the production image: the base, requirements.txt, the dropbox_team_log package and
-#             the DAG files. Nothing else: no emulator, no demo, no tests.
+#   airflow   the production image: the base, requirements.txt (the runtime lock; test tools are
+#             in requirements-test.txt), the dropbox_team_log package and the DAG files.
+#             Nothing else: no emulator, no demo, no tests.
 #   emulator  the airflow stage plus the Dropbox API emulator (emulator/, a dev tool), for the
 #             compose `demo` profile only.
 # A plain `docker build .` (no --target) gives the production image: the last stage is it.

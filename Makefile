@@ -15,18 +15,22 @@ help:
 	@echo "make test   - create the venv, install the pinned set, run the whole pytest suite"
 	@echo "make lint   - ruff (incl. Airflow AIR rules)"
 	@echo "make emulator - start the local Dropbox API emulator on 127.0.0.1:8765"
-	@echo "make lock   - re-resolve requirements.in into requirements.txt (exact pins)"
+	@echo "make lock   - re-resolve requirements.in -> requirements.txt (runtime) and"
+	@echo "              requirements-test.in -> requirements-test.txt (tests, lint, bench)"
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# The venv is rebuilt from the lock whenever the lock or the package metadata changes.
+# The venv is rebuilt from the locks whenever a lock or the package metadata changes: the runtime
+# lock (what the production image installs) plus the test lock (tests, lint, bench; its shared
+# pins equal the runtime ones, so the second install changes nothing the first one pinned).
 # Bytecode is compiled at install: under PYTHONDONTWRITEBYTECODE (or a read-only venv) every
 # process would otherwise compile Airflow and the dropbox SDK from source on each import, which
 # costs ~2 s and ~140 MB of peak RSS per process (the SDK's team_log.py alone is 4 MB of source).
-$(VENV)/.installed: requirements.txt pyproject.toml emulator/pyproject.toml | $(BIN)/activate
+$(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml emulator/pyproject.toml | $(BIN)/activate
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
+		-r requirements.txt -r requirements-test.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e . -e ./emulator
 	touch $@
 
@@ -53,8 +57,12 @@ demo: venv
 emulator: venv
 	$(BIN)/dropbox-emulator --port 8765
 
+# The runtime lock first: the test lock is constrained by it (`-c requirements.txt`). uv keeps
+# the versions already in an output file unless an input asks for another one.
 lock: venv
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 --no-header -o requirements.txt
+	$(BIN)/uv pip compile requirements-test.in --python-version 3.11 --no-header \
+		-o requirements-test.txt
 
 clean:
 	rm -rf $(VENV) .airflow data/demo .pytest_cache .ruff_cache

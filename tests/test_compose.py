@@ -4,6 +4,9 @@ The compose file must keep the official Airflow 3 shape (CeleryExecutor on Postg
 every component with a healthcheck), run the image this repo builds with exactly the pinned
 lock, mount the project folders, and keep the emulator demo loopback-only.
 
+The image installs the runtime lock (requirements.txt) only: no test tool, every module the
+production code imports is in it, and the test lock agrees with it on every shared pin.
+
 The Dockerfile has two stages: `airflow` (the production image: the lock, the dropbox_team_log
 package and the DAG files, nothing else) and `emulator` (that plus the emulator, a dev tool).
 Airflow's services build `airflow`; only the demo profile's services build `emulator`.
@@ -11,12 +14,15 @@ Airflow's services build `airflow`; only the demo profile's services build `emul
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
+from importlib.metadata import packages_distributions
 
 import pytest
 import yaml
@@ -48,6 +54,30 @@ PRODUCTION_SOURCES = {
     "include/dropbox_team_log",
     "dags",
 }
+#: Tools only tests, lint and benchmarks use: in the test lock, never in the image's.
+TEST_ONLY = {
+    "pytest",
+    "pytest-timeout",
+    "playwright",
+    "moto",
+    "ruff",
+    "hypothesis",
+    "ocsf-json-schema",
+}
+#: The code the images run: the package and the DAG files (production), the emulator (demo).
+RUNTIME_CODE = ("include/dropbox_team_log", "dags", "plugins", "emulator/dropbox_emulator")
+FIRST_PARTY = {"dropbox_team_log", "dropbox_emulator"}
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(lock: str) -> dict[str, str]:
+    """A lock's `name==version` lines, names normalised."""
+    text = (REPO / lock).read_text()
+    found = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)", text, re.M)
+    return {normalized(name): version for name, version in found}
 
 
 @dataclass
@@ -248,6 +278,57 @@ def test_dockerfile_production_stage_installs_exactly_the_lock_and_the_package()
     # The base image's Airflow is the one the lock pins.
     lock = (REPO / "requirements.txt").read_text()
     assert re.search(r"^apache-airflow==3\.3\.2$", lock, re.M)
+
+
+def test_the_image_installs_the_runtime_lock_which_holds_no_test_tool():
+    runtime, test = pins("requirements.txt"), pins("requirements-test.txt")
+    assert "apache-airflow" in runtime and "dropbox" in runtime
+    assert not TEST_ONLY & set(runtime), TEST_ONLY & set(runtime)
+    assert set(test) >= TEST_ONLY
+    # The test lock is the runtime lock plus the tools: same versions for everything shared.
+    assert set(runtime) <= set(test)
+    differ = {n: (v, test[n]) for n, v in runtime.items() if test[n] != v}
+    assert not differ, f"the test lock disagrees with the runtime lock: {differ}"
+    # ... because its input is constrained by the runtime lock, and every pin is exact.
+    test_in = (REPO / "requirements-test.in").read_text().splitlines()
+    assert "-c requirements.txt" in test_in and "-r requirements.in" in test_in
+    for lock in ("requirements.txt", "requirements-test.txt"):
+        requirement_lines = [
+            line
+            for line in (REPO / lock).read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        assert all("==" in line for line in requirement_lines), lock
+    # Only the runtime lock reaches the image (the build context lets nothing else in).
+    assert all("requirements-test" not in args for s in STAGES for _, args in s.instructions)
+
+
+def imported_top_level_modules(folder: str) -> set[str]:
+    """Every module name (its top level) imported anywhere in `folder`, lazily or not."""
+    names: set[str] = set()
+    for path in (REPO / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.partition(".")[0])
+    return names
+
+
+def test_every_module_the_images_run_imports_is_in_the_runtime_lock():
+    runtime = set(pins("requirements.txt"))
+    owners = packages_distributions()  # the venv: module name -> the distributions providing it
+    missing = {}
+    for folder in RUNTIME_CODE:
+        for module in imported_top_level_modules(folder):
+            if module in sys.stdlib_module_names or module in FIRST_PARTY or module == "__future__":
+                continue
+            dists = {normalized(d) for d in owners.get(module, [])}
+            if not dists & runtime:
+                missing[module] = sorted(dists) or "installed by no distribution"
+    assert not missing, f"imported at runtime but not in requirements.txt: {missing}"
+    # The check sees lazy imports too (this one is inside a function).
+    assert "fsspec" in imported_top_level_modules("include/dropbox_team_log")
 
 
 def test_production_stage_ships_no_emulator_code():
