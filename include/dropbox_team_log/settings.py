@@ -121,6 +121,8 @@ QUARANTINE_DIR = "_quarantine"
 
 #: Evaluates the detections over the days that changed and raises new findings (on the Asset).
 DETECTIONS_DAG_ID = "dropbox_team_log_detections"
+#: The pipeline's DAGs: the teams page shows whether each is paused and can unpause it.
+PIPELINE_DAG_IDS = (INCREMENTAL_DAG_ID, BACKFILL_DAG_ID, REPORT_DAG_ID, DETECTIONS_DAG_ID)
 #: A JSON object overriding DETECTION_DEFAULTS key by key, e.g.
 #: `{"mass_delete_files": 100, "allowed_share_domains": ["partner.example"]}`.
 DETECTIONS_VARIABLE = "dropbox_team_log_detections"

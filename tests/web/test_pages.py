@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 from dropbox_team_log.team_registry import Team
 from dropbox_team_log.web import pages
-from dropbox_team_log.web.status import Backfill, TaskMark, TeamStatus
+from dropbox_team_log.web.status import Backfill, DagState, TaskMark, TeamStatus
 
 EVIL = '"><i id="pwn" onclick="x()">&amp;\x1b[2J'
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -94,6 +94,28 @@ def test_buttons_by_team_kind_and_csrf_in_every_form():
     tokens = [a["value"] for t, a in tags if t == "input" and a.get("name") == "csrf"]
     assert tokens == ["csrf-123"] * len(actions)
     assert all(a.get("method") == "post" for t, a in tags if t == "form")
+
+
+def test_unpause_only_for_a_paused_dag_the_user_may_edit():
+    dags = [
+        DagState("incremental", paused=True),
+        DagState("backfill", paused=False),
+        DagState("report", paused=None),
+        DagState("detections", paused=True),
+        DagState(EVIL, paused=True),
+    ]
+    text = render(dags=dags, may_unpause={"incremental", EVIL}, csrf="csrf-123")
+    tags = Tags(text).tags
+    unpause = [a["action"] for t, a in tags if t == "form" and a["action"].endswith("/unpause")]
+    shown = EVIL.replace("\x1b", "\\u001b")
+    assert unpause == ["dags/incremental/unpause", f"dags/{shown}/unpause"]
+    assert all(tag != "i" for tag, _ in tags)
+    rows = {a["data-dag-id"] for t, a in tags if t == "tr" and "data-dag-id" in a}
+    assert rows == {"incremental", "backfill", "report", "detections", shown}
+    assert "not parsed yet" in text and "you may not edit this DAG" in text  # detections
+    tokens = [a["value"] for t, a in tags if t == "input" and a.get("name") == "csrf"]
+    assert tokens == ["csrf-123"] * len([t for t, _ in tags if t == "form"])
+    assert 'id="dags"' not in render()  # no DAG rows read: no table
 
 
 def test_framed_the_link_is_to_copy_and_on_its_own_page_a_link():

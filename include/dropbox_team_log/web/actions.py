@@ -5,12 +5,15 @@ register); the page then starts the team's first backfill at once, under the run
 scheduled DAG would use for it (team_registry.backfill_run_id), and notes that in the registry,
 so the scheduled DAG does not start a second one. Test is the hook's own test on the saved
 connection (`verify_saved`, so a failure names the real connection); pause / resume / remove
-are `teams`'. Every message returned is scrubbed of the secrets this process has seen.
+are `teams`'. Unpause sets a pipeline DAG's `is_paused` in the metadata DB as the REST API's
+PATCH does, with an audit-log entry like the API's. Every message returned is scrubbed of the
+secrets this process has seen.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from dropbox_team_log import team_registry
 from dropbox_team_log.cli.connect import ConnectResult, existing_connection, save_grant
 from dropbox_team_log.cli.connect_options import ConnectOptions
-from dropbox_team_log.cli.connection_store import verify_saved
+from dropbox_team_log.cli.connection_store import db_session, verify_saved
 from dropbox_team_log.cli.oauth_flow import (
     finish_flow,
     mask_secrets,
@@ -28,7 +31,7 @@ from dropbox_team_log.cli.oauth_flow import (
 from dropbox_team_log.cli.teams import edit_team, read_registry, write_registry
 from dropbox_team_log.client.redaction import scrub
 from dropbox_team_log.errors import DropboxTeamLogError
-from dropbox_team_log.settings import BACKFILL_DAG_ID, INCREMENTAL_DAG_ID
+from dropbox_team_log.settings import BACKFILL_DAG_ID, INCREMENTAL_DAG_ID, PIPELINE_DAG_IDS
 from dropbox_team_log.timeutil import to_wire
 from dropbox_team_log.web.guard import PendingFlow
 from dropbox_team_log.web.status import LAST_TEST
@@ -130,3 +133,24 @@ def test_team(conn_id: str) -> tuple[bool, str]:
 def edit(action: str, conn_id: str) -> str:
     """Pause, resume or remove (the registry entry; the connection and data stay)."""
     return scrub(edit_team(action, conn_id))
+
+
+def unpause(dag_id: str, user_name: str) -> str:
+    """Unpause one of the pipeline's DAGs (the caller checked the user may edit it); what
+    happened, as a sentence. ValueError for a DAG outside the pipeline."""
+    from airflow.models.dag import DagModel
+    from airflow.models.log import Log
+
+    if dag_id not in PIPELINE_DAG_IDS:
+        raise ValueError(f"{dag_id!r} is not one of this pipeline's DAGs")
+    with db_session() as session:
+        dag = session.get(DagModel, dag_id)
+        if dag is None:
+            return f"{dag_id} is not parsed yet: nothing to unpause (is a dag-processor running?)"
+        if not dag.is_paused:
+            return f"{dag_id} was not paused."
+        dag.is_paused = False
+        extra = {"is_paused": False, "via": "dropbox-teams page"}
+        session.add(Log(event="unpause", owner=user_name, dag_id=dag_id, extra=json.dumps(extra)))
+    log.info("teams page: %s unpaused %s", user_name, dag_id)
+    return f"Unpaused {dag_id}: the scheduler runs it from now on."

@@ -7,10 +7,12 @@ it (`security.get_user`: a bearer token, else the UI's `_token` cookie). Anyone 
 
 Routes: `GET /` the page; `POST /connect` makes the authorization link; `GET /oauth/callback`
 is where Dropbox sends the admin back; `POST /oauth/code` takes a pasted code;
-`POST /teams/{conn_id}/{test|pause|resume|remove}`. Every POST needs the CSRF token of this
-user in this browser, and the callback the `state` of a flow this user started in this browser
-(web/guard.py). Blocking work (the DB, Dropbox) runs in the thread pool. Results are shown
-after a redirect, carried in a short-lived sealed cookie.
+`POST /teams/{conn_id}/{test|pause|resume|remove}`; `POST /dags/{dag_id}/unpause` for the
+pipeline's DAGs (settings.PIPELINE_DAG_IDS), which also needs the auth manager's leave to edit
+that DAG (`is_authorized_dag(method="PUT")`, what the REST API's PATCH asks). Every POST needs
+the CSRF token of this user in this browser, and the callback the `state` of a flow this user
+started in this browser (web/guard.py). Blocking work (the DB, Dropbox) runs in the thread
+pool. Results are shown after a redirect, carried in a short-lived sealed cookie.
 
 The Airflow UI shows the page in a frame (`/plugin/dropbox-teams`) whose sandbox allows neither
 top-level navigation nor new tabs, and Dropbox's consent page refuses to be framed: framed, the
@@ -32,6 +34,7 @@ from dropbox_team_log.cli.connect_options import ConnectOptions
 from dropbox_team_log.client.redaction import scrub
 from dropbox_team_log.client.transport import normalize_base_url
 from dropbox_team_log.errors import DropboxTeamLogError
+from dropbox_team_log.settings import PIPELINE_DAG_IDS
 from dropbox_team_log.web import actions, pages, status
 from dropbox_team_log.web.guard import FlowRejected, Guard, PendingFlow
 
@@ -77,6 +80,16 @@ async def editor(request: Request) -> Any:
 
 
 Editor = Annotated[Any, Depends(editor)]
+
+
+def may_edit_dag(user: Any, dag_id: str) -> bool:
+    """Whether the auth manager lets `user` edit (pause, unpause) the DAG `dag_id`."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    return get_auth_manager().is_authorized_dag(
+        method="PUT", details=DagDetails(id=dag_id), user=user
+    )
 
 
 def create_app(guard: Guard | None = None) -> FastAPI:
@@ -176,6 +189,20 @@ def create_app(guard: Guard | None = None) -> FastAPI:
         except DropboxTeamLogError as exc:
             return _back(request, g, False, scrub(exc))
 
+    @app.post("/dags/{dag_id}/unpause")
+    async def unpause(request: Request, dag_id: str, user: Editor) -> Response:
+        g = get_guard()
+        await _form(request, user, g)
+        if dag_id not in PIPELINE_DAG_IDS:
+            raise HTTPException(404, "no such DAG in this pipeline")
+        if not may_edit_dag(user, dag_id):
+            raise HTTPException(403, f"editing the DAG {dag_id} is not allowed for this user")
+        try:
+            text = await run_in_threadpool(actions.unpause, dag_id, str(user.get_name()))
+        except DropboxTeamLogError as exc:
+            return _back(request, g, False, f"Cannot unpause {dag_id}: {scrub(exc)}")
+        return _back(request, g, True, text)
+
     return app
 
 
@@ -189,6 +216,11 @@ async def _render(
         note = None if registry.editable else "The registry is set outside the metadata DB."
     except DropboxTeamLogError as exc:
         statuses, note = [], f"The teams registry cannot be read: {scrub(exc)}"
+    try:
+        dags = await run_in_threadpool(status.pipeline_dags)
+    except DropboxTeamLogError:
+        dags = []
+    editable = {d.dag_id for d in dags if d.paused and may_edit_dag(user, d.dag_id)}
     body = pages.page(
         statuses,
         csrf=g.csrf_token(str(user.get_id()), browser),
@@ -197,6 +229,8 @@ async def _render(
         flash=flash,
         pending=pending,
         registry_note=note,
+        dags=dags,
+        may_unpause=editable,
     )
     response = HTMLResponse(body)
     _set_cookie(request, response, BROWSER_COOKIE, browser, max_age=None)
@@ -260,7 +294,7 @@ async def _finish(
         lines[2] = f"Not registered: {r.registry_problem}"
     if r.paused_dags:
         lines.append(
-            f"Paused DAGs (a paused DAG runs nothing: unpause it in the Dags list): "
+            f"Paused DAGs (a paused DAG runs nothing: Unpause under Pipeline DAGs below): "
             f"{', '.join(r.paused_dags)}."
         )
     return _back(request, g, True, scrub("\n".join(lines)))

@@ -9,14 +9,14 @@ the CSRF token.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from dropbox_team_log.display import visible
 from dropbox_team_log.settings import BACKFILL_DAG_ID, INCREMENTAL_DAG_ID, TEAMS_VARIABLE
-from dropbox_team_log.web.status import TaskMark, TeamStatus
+from dropbox_team_log.web.status import DagState, TaskMark, TeamStatus
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 16px 24px; color: #1e1919; }
@@ -68,6 +68,8 @@ def page(
     pending: Pending | None = None,
     registry_note: str | None = None,
     now: datetime | None = None,
+    dags: Sequence[DagState] = (),
+    may_unpause: Collection[str] = (),
 ) -> str:
     now = now or datetime.now(UTC)
     parts = [
@@ -84,6 +86,8 @@ def page(
     if registry_note:
         parts.append(f'<p class="muted">{_e(registry_note)}</p>')
     parts.append(_teams_table(statuses, csrf, now))
+    if dags:
+        parts.append(_dags_table(dags, csrf, may_unpause))
     parts.append(_pending(pending, csrf) if pending else _connect_form(csrf, callback_url))
     return _document("Dropbox teams", "\n".join(parts))
 
@@ -199,6 +203,31 @@ def _buttons(s: TeamStatus, csrf: str) -> str:
         f'<button type="submit" name="action" value="{action}">{label}</button></form>'
         for action, label in actions
     )
+
+
+def _dags_table(dags: Sequence[DagState], csrf: str, may_unpause: Collection[str]) -> str:
+    """Each pipeline DAG paused or not; Unpause for a paused one the user may edit."""
+    rows = []
+    for d in dags:
+        if d.paused is None:
+            state, button = '<span class="muted">not parsed yet</span>', ""
+        elif not d.paused:
+            state, button = "active", ""
+        else:
+            state = '<span class="err">paused: runs nothing</span>'
+            button = (
+                f'<form class="inline" method="post" action="dags/{_e(d.dag_id)}/unpause">'
+                f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+                '<button type="submit">Unpause</button></form>'
+                if d.dag_id in may_unpause
+                else '<span class="muted">you may not edit this DAG</span>'
+            )
+        rows.append(
+            f'<tr data-dag-id="{_e(d.dag_id)}"><td><code>{_e(d.dag_id)}</code></td>'
+            f'<td class="dag-state">{state}</td><td>{button}</td></tr>'
+        )
+    head = "<tr><th>DAG</th><th>State</th><th></th></tr>"
+    return f'<h2>Pipeline DAGs</h2>\n<table id="dags">\n{head}\n' + "\n".join(rows) + "\n</table>"
 
 
 def _connect_form(csrf: str, callback_url: str) -> str:

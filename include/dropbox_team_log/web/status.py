@@ -5,7 +5,8 @@ which Dropbox team it is and since when it is connected; the DAG runs and task i
 how far its first backfill got, when it last synced and what last failed. Sync tasks are
 labelled `<conn_id> <day>` (dag_spec.job_label), which is how a task is matched to its team.
 The page's Test button leaves its answer in the registry entry (`last_test`), so it is shown to
-every admin and survives a restart. Strings are returned raw: the page escapes them.
+every admin and survives a restart. The pipeline's DAGs are listed with whether each is paused (a
+paused DAG runs nothing). Strings are returned raw: the page escapes them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from dropbox_team_log import team_registry
 from dropbox_team_log.cli.connection_store import connection_extra, db_session
 from dropbox_team_log.cli.teams import Registry, read_registry
-from dropbox_team_log.settings import BACKFILL_DAG_ID, INCREMENTAL_DAG_ID
+from dropbox_team_log.settings import BACKFILL_DAG_ID, INCREMENTAL_DAG_ID, PIPELINE_DAG_IDS
 from dropbox_team_log.team_registry import Team
 
 SYNC_TASK = "sync_day"
@@ -60,6 +61,27 @@ class TeamStatus:
     @property
     def conn_id(self) -> str:
         return self.team.conn_id
+
+
+@dataclass(frozen=True)
+class DagState:
+    """One of the pipeline's DAGs: paused or not; None when no dag-processor has parsed it."""
+
+    dag_id: str
+    paused: bool | None
+
+
+def pipeline_dags() -> list[DagState]:
+    """The pipeline's DAGs, in PIPELINE_DAG_IDS order."""
+    from airflow.models.dag import DagModel
+    from sqlalchemy import select
+
+    with db_session() as session:
+        rows = session.execute(
+            select(DagModel.dag_id, DagModel.is_paused).where(DagModel.dag_id.in_(PIPELINE_DAG_IDS))
+        )
+        paused = {dag_id: bool(is_paused) for dag_id, is_paused in rows}
+    return [DagState(dag_id, paused.get(dag_id)) for dag_id in PIPELINE_DAG_IDS]
 
 
 def team_statuses() -> tuple[Registry, list[TeamStatus]]:
