@@ -37,6 +37,12 @@ ALERT_CLAIM_SETTLE_SECONDS = 1.0
 #: Opt-in pseudonymisation key, or `conn:<conn_id>` naming a connection whose password is it.
 PSEUDONYMISE_KEY_VARIABLE = "dropbox_team_log_pseudonymise_key"
 
+# --- metadata DB table (web/used_states.py) --------------------------------------------------
+
+#: The teams page's single-use record of OAuth `state`s, a table of this package in Airflow's
+#: metadata DB (web/used_states.py): shared by every api-server worker and host.
+OAUTH_STATE_TABLE = "dropbox_team_log_oauth_state"
+
 # --- environment variables -------------------------------------------------------------------
 
 #: Cron or preset of the incremental DAG (an env var: no DB access at parse time).

@@ -5,6 +5,8 @@ broker): the page's work happens in the api-server itself.
 The server shares the session's AIRFLOW_HOME and DB, so a test reads what the page wrote with
 the same helpers as the CLI tests. SimpleAuthManager users: `admin` (admin) and `viewer`
 (viewer), passwords random. `close()` stops its process group; its log stays for a failure.
+`sibling()` is a second api-server of the same deployment (same DB, same keys and users), as
+another worker or host would be.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ class ApiServer:
     passwords: dict[str, str] = field(
         default_factory=lambda: {u: secrets.token_urlsafe(12) for u in USERS}
     )
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    #: `airflow dags reserialize` first (a sibling finds the DAGs serialized already).
+    reserialize: bool = True
     process: subprocess.Popen | None = None
 
     @property
@@ -60,20 +66,21 @@ class ApiServer:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__API__BASE_URL": self.url,
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": self.secret_key,
+            "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
             "NO_PROXY": "127.0.0.1,localhost",
         }
 
     def start(self, timeout: float = 120) -> ApiServer:
         env = self.env()
-        subprocess.run(
-            [str(VENV_BIN / "airflow"), "dags", "reserialize"],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        if self.reserialize:
+            subprocess.run(
+                [str(VENV_BIN / "airflow"), "dags", "reserialize"],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
@@ -97,6 +104,16 @@ class ApiServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"api-server not up after {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(0.5)
+
+    def sibling(self) -> ApiServer:
+        """Another api-server (not started) sharing this one's DB, keys and users."""
+        return ApiServer(
+            self.home,
+            passwords=self.passwords,
+            secret_key=self.secret_key,
+            jwt_secret=self.jwt_secret,
+            reserialize=False,
+        )
 
     def _get(self, path: str) -> requests.Response:
         with requests.Session() as session:

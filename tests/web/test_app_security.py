@@ -1,6 +1,7 @@
 """The teams page's refusals, over real HTTP against a real api-server and the emulator: who may
-use it, CSRF on every POST, and a callback that is not this browser's flow, a replayed one or
-one with another app's code saves nothing."""
+use it, CSRF on every POST, and a callback that is not this browser's flow, a replayed one (to
+the same api-server or to another one of the deployment) or one with another app's code saves
+nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from dropbox_team_log.settings import TEAMS_VARIABLE
-from tests.helpers.connecting import db_row
+from tests.helpers.connecting import db_row, delete_row
 from tests.web.conftest import PageClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -99,6 +100,30 @@ def test_a_callback_is_accepted_once(api_server, emu, clean):
     admin.session.cookies.set("dtl_teams_flow", sealed, domain="127.0.0.1", path="/dropbox-teams")
     replay = callback(admin, state, emu.approve(link))
     assert replay.status_code == 400 and "used already" in replay.text
+
+
+def test_a_callback_replayed_to_another_api_server_is_refused(api_server, emu, clean):
+    """Two api-server processes of one deployment (same DB and keys, as `--workers 2` or two
+    hosts): the state used on one is refused by the other, with a fresh, valid code."""
+    other_server = api_server.sibling().start()
+    try:
+        admin = PageClient(api_server, "admin")
+        link = start_flow(admin, emu)
+        state = parse_qs(urlsplit(link).query)["state"][0]
+        sealed = admin.session.cookies.get("dtl_teams_flow")
+        browser = admin.session.cookies.get("dtl_teams_browser")
+        assert callback(admin, state, emu.approve(link)).status_code == 303
+        assert db_row("acme_team") is not None
+        delete_row("acme_team")
+        # The same browser (its cookies, the flow's sealed cookie put back) at the other server.
+        replayer = PageClient(other_server, "admin")
+        for name, value in (("dtl_teams_flow", sealed), ("dtl_teams_browser", browser)):
+            replayer.session.cookies.set(name, value, domain="127.0.0.1", path="/dropbox-teams")
+        replay = callback(replayer, state, emu.approve(link))
+        assert replay.status_code == 400 and "used already" in replay.text
+        assert db_row("acme_team") is None
+    finally:
+        other_server.close()
 
 
 def test_the_callback_refuses_a_code_issued_for_another_app(api_server, emu, clean):

@@ -37,6 +37,7 @@ from dropbox_team_log.errors import DropboxTeamLogError
 from dropbox_team_log.settings import PIPELINE_DAG_IDS
 from dropbox_team_log.web import actions, pages, status
 from dropbox_team_log.web.guard import FlowRejected, Guard, PendingFlow
+from dropbox_team_log.web.used_states import DbUsedStates
 
 #: Where the api-server mounts the app, and the Airflow UI route that frames it.
 PREFIX = "/dropbox-teams"
@@ -93,13 +94,14 @@ def may_edit_dag(user: Any, dag_id: str) -> bool:
 
 
 def create_app(guard: Guard | None = None) -> FastAPI:
-    """The app; `guard` defaults to one keyed by the api-server's secret key."""
+    """The app; `guard` defaults to one keyed by the api-server's secret key, whose record of
+    used OAuth states is in the metadata DB (every api-server worker and host sees it)."""
     app = FastAPI(title="Dropbox teams", docs_url=None, redoc_url=None, openapi_url=None)
     keys: dict[str, Guard] = {}
 
     def get_guard() -> Guard:
         if "guard" not in keys:
-            keys["guard"] = guard or Guard(_secret_key())
+            keys["guard"] = guard or Guard(_secret_key(), used=DbUsedStates())
         return keys["guard"]
 
     @app.middleware("http")

@@ -9,7 +9,9 @@
   api-server worker can finish it and no server-side store is needed. The `state` sent to
   Dropbox is a random nonce that must equal the sealed one; the flow must have been started by
   the same user in the same browser, at most `flow_ttl` seconds ago, and a state is accepted
-  once per process (the callback also clears the cookie).
+  once: `used` records it (the callback also clears the cookie). The page uses a record in the
+  metadata DB (web/used_states.py), shared by every api-server worker and host, since any of
+  them can open the sealed flow; `LocalUsedStates` (one process) is for a guard used alone.
 
 Keys are derived from the api-server's secret key, one per purpose.
 """
@@ -25,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -56,6 +59,36 @@ class PendingFlow:
         return f"PendingFlow(conn_id={self.conn_id!r}, app_key={self.app_key!r})"
 
 
+class UsedStates(Protocol):
+    """The single-use record of OAuth states."""
+
+    def claim(self, state: str, now: float, keep: float) -> bool:
+        """Record `state` as used at `now`; False if it was recorded already. Records older
+        than `keep` seconds may be forgotten (their flows have expired by then)."""
+        ...
+
+
+class LocalUsedStates:
+    """The record in this process's memory: enough for one process, not for several workers."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, state: str, now: float, keep: float) -> bool:
+        with self._lock:
+            self._used = {s: t for s, t in self._used.items() if t > now - keep}
+            if state in self._used:
+                return False
+            self._used[state] = now
+            return True
+
+
+def state_key(state: str) -> str:
+    """What a record keeps of a state: its SHA-256, hex (a record never holds a live state)."""
+    return hashlib.sha256(state.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _derive(secret: str, purpose: str) -> bytes:
     return hashlib.sha256(f"dropbox-team-log/teams-page/{purpose}\0{secret}".encode()).digest()
 
@@ -69,6 +102,7 @@ class Guard:
         *,
         flow_ttl: int = FLOW_TTL_SECONDS,
         clock: Callable[[], float] = time.time,
+        used: UsedStates | None = None,
     ) -> None:
         if not secret:
             raise ValueError("the teams page needs the api-server's secret key ([api] secret_key)")
@@ -76,8 +110,7 @@ class Guard:
         self._fernet = Fernet(base64.urlsafe_b64encode(_derive(secret, "seal")))
         self.flow_ttl = flow_ttl
         self._clock = clock
-        self._used: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._used = used if used is not None else LocalUsedStates()
 
     @staticmethod
     def new_browser_id() -> str:
@@ -134,12 +167,9 @@ class Guard:
             raise FlowRejected("the state does not match the flow started in this browser")
         if flow.user_id != user_id or flow.browser_id != (browser_id or ""):
             raise FlowRejected("the connect flow was started by another user or browser")
-        now = self._clock()
-        with self._lock:
-            self._used = {s: t for s, t in self._used.items() if t > now - self.flow_ttl}
-            if state in self._used:
-                raise FlowRejected("this authorization was used already: start again")
-            self._used[state] = now
+        # Last: only a flow that is otherwise acceptable uses up its state.
+        if not self._used.claim(state_key(state), self._clock(), self.flow_ttl):
+            raise FlowRejected("this authorization was used already: start again")
         return flow
 
     def seal_flash(self, ok: bool, text: str) -> str:
