@@ -9,6 +9,7 @@ running the page's own Guard on the same database.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -45,8 +46,10 @@ def open_in_a_worker(db_url: str, sealed: str, state: str) -> str:
 
 
 def claim_all(db_url: str, states: list[str], start: multiprocessing.Barrier) -> list[str]:
-    """In a worker process: claim every state, after the other worker is ready too."""
+    """In a worker process: claim every state (in the order given), once connected and once
+    the other worker is ready too; the states it won."""
     used = DbUsedStates(create_engine(db_url))
+    assert used.claim(f"warm-up-{os.getpid()}", 1_800_000_000.0, 600)  # table made, connected
     start.wait(timeout=120)
     return [s for s in states if used.claim(s, 1_800_000_000.0, 600)]
 
@@ -93,7 +96,11 @@ def test_two_workers_racing_on_the_same_states_each_win_a_state_once(db_url):
     ctx = spawn()
     start = ctx.Manager().Barrier(2)
     with ctx.Pool(2) as workers:
-        pending = [workers.apply_async(claim_all, (db_url, states, start)) for _ in range(2)]
+        # Opposite orders: the two meet somewhere in the middle, whatever their speeds.
+        pending = [
+            workers.apply_async(claim_all, (db_url, order, start))
+            for order in (states, states[::-1])
+        ]
         won = [p.get(timeout=300) for p in pending]
     assert sorted(won[0] + won[1]) == sorted(states), "a state was accepted twice or never"
 

@@ -9,7 +9,8 @@ the workers of one host: compose's api-server containers, or several hosts, each
 How: one INSERT of the state's SHA-256 into a primary key. The DB makes it atomic (SQLite,
 PostgreSQL, MySQL alike, no lock of ours): of two processes inserting the same state, one
 commits and the other gets an IntegrityError, i.e. "used already". If the DB cannot be
-reached the callback is refused (fail closed) and the state stays unused: start again or retry.
+reached (after a few tries: SQLite answers "database is locked" while another process writes)
+the callback is refused (fail closed) and the state stays unused: start again or retry.
 
 The table (OAUTH_STATE_TABLE: `state_hash`, `used_at` in epoch seconds) is this package's,
 unknown to Airflow's migrations (`airflow db migrate` and `db reset` leave it alone): it is
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from dropbox_team_log.settings import OAUTH_STATE_TABLE
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 
 #: Kept this much longer than the flow's lifetime, for hosts whose clocks disagree.
 CLOCK_SLACK_SECONDS = 300
+#: Tries of a claim that the DB answered with an OperationalError (SQLite's "database is
+#: locked" when another process writes, a connection dropped), waiting RETRY_SECONDS doubling.
+ATTEMPTS = 5
+RETRY_SECONDS = 0.1
 
 
 def _table() -> Any:
@@ -80,21 +86,30 @@ class DbUsedStates:
 
     def claim(self, state: str, now: float, keep: float) -> bool:
         from sqlalchemy import delete, insert
-        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+        from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
         table = self._table
         expired = table.c.used_at < now - keep - CLOCK_SLACK_SECONDS
-        try:
-            engine = self._db()
-            with engine.begin() as conn:
-                conn.execute(delete(table).where(expired))
-            with engine.begin() as conn:
-                conn.execute(insert(table).values(state_hash=state, used_at=now))
-        except IntegrityError:
-            return False
-        except SQLAlchemyError as exc:
-            raise FlowRejected(
-                "the single-use check could not reach the metadata DB "
-                f"({type(exc).__name__}): try the link again in a moment"
-            ) from None
-        return True
+        for attempt in range(ATTEMPTS):
+            try:
+                with self._db().begin() as conn:  # one transaction: all of it or nothing
+                    conn.execute(delete(table).where(expired))
+                    conn.execute(insert(table).values(state_hash=state, used_at=now))
+                return True
+            except IntegrityError:
+                return False
+            except OperationalError as exc:  # SQLite's "database is locked", a dropped link
+                problem = exc
+                log.warning(
+                    "teams page: recording a used state failed (attempt %d): %s",
+                    attempt + 1,
+                    type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+                )
+                time.sleep(RETRY_SECONDS * 2**attempt)
+            except SQLAlchemyError as exc:
+                problem = exc
+                break
+        raise FlowRejected(
+            "the single-use check could not reach the metadata DB "
+            f"({type(problem).__name__}): try the link again in a moment"
+        ) from None
