@@ -267,7 +267,8 @@ async def _finish(
     request: Request, user: Any, g: Guard, state: str | None, code: str | None
 ) -> Response:
     try:
-        flow = g.open_flow(
+        flow = await run_in_threadpool(  # it records the state in the metadata DB
+            g.open_flow,
             request.cookies.get(FLOW_COOKIE),
             state,
             str(user.get_id()),
