@@ -143,7 +143,7 @@ def _empty_legacy_day(root: str, day) -> None:
 
     dataset = EventDataset(root)
     Path(dataset.day_dir(day)).mkdir(parents=True, exist_ok=True)
-    with open(dataset.legacy_path(day), "wb") as sink:
+    with open(dataset.day_file_path(day), "wb") as sink:
         merge_into(sink, None, None, BatchList(), [], Coverage())
 
 

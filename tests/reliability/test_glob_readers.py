@@ -27,7 +27,7 @@ from dropbox_team_log.schema import DAY_FILES_GLOB
 from dropbox_team_log.timeutil import day_bounds
 from tests.dataset.test_store import ids, make_batch
 from tests.dataset.test_store_s3 import bucket, s3_endpoint
-from tests.helpers.dataset import read_dataset, write_legacy_day
+from tests.helpers.dataset import read_dataset, write_day_file
 
 __all__ = ["bucket", "s3_endpoint"]  # fixtures
 
@@ -118,7 +118,7 @@ def simulate(
     truth = Truth()
     for _ in range(40):
         truth.add(rng.randrange(legacy_lo, legacy_hi), "old")
-    write_legacy_day(
+    write_day_file(
         dataset,
         LEGACY_DAY,
         [(legacy_lo, legacy_hi)],

@@ -20,7 +20,7 @@ from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.sync import engine
 from dropbox_team_log.sync.planning import DaySpan, SyncPolicy
 from dropbox_team_log.timeutil import day_start
-from tests.helpers.dataset import read_dataset, write_legacy_day
+from tests.helpers.dataset import read_dataset, write_day_file
 from tests.helpers.pipeline import grant_app, multiset, reader_at, utc
 
 T = utc(2026, 11, 20, 12, 0, 0)
@@ -87,8 +87,8 @@ def test_a_single_team_dataset_takes_a_second_team_with_nothing_moved_lost_or_do
         rows = scratch.read_day(day)
         seconds = epoch_seconds(rows.column("timestamp"))
         kept = rows.filter(pa.array((seconds >= lo) & (seconds < hi)))
-        write_legacy_day(before, day, [(lo, hi)], kept.to_batches(), fetched_at=AS_OF)
-    legacy = {day: os.stat(before.legacy_path(day)) for day in DAYS}
+        write_day_file(before, day, [(lo, hi)], kept.to_batches(), fetched_at=AS_OF)
+    legacy = {day: os.stat(before.day_file_path(day)) for day in DAYS}
 
     # The upgrade: the default connection keeps key None (unprefixed), the second is keyed.
     keys = [deployment.team_key(c, DEFAULT) for c in (DEFAULT, SECOND)]
@@ -123,12 +123,12 @@ def test_a_single_team_dataset_takes_a_second_team_with_nothing_moved_lost_or_do
         assert [n for n in names if n != "events.parquet"] == [
             f"{SECOND}.events-{h:02d}.parquet" for h in range(24)
         ]
-        assert mine.is_legacy(day) and not theirs.is_legacy(day)
-        assert mine.file_paths(day) == [mine.legacy_path(day)]
+        assert mine.is_day_file(day) and not theirs.is_day_file(day)
+        assert mine.file_paths(day) == [mine.day_file_path(day)]
         assert all(p.rsplit("/", 1)[1].startswith(f"{SECOND}.") for p in theirs.file_paths(day))
     for day in DAYS[:-1]:  # settled and whole: nothing was due, not one byte rewritten
-        assert os.stat(mine.legacy_path(day)).st_mtime_ns == legacy[day].st_mtime_ns
-    assert os.stat(mine.legacy_path(DAYS[-1])).st_mtime_ns != legacy[DAYS[-1]].st_mtime_ns
+        assert os.stat(mine.day_file_path(day)).st_mtime_ns == legacy[day].st_mtime_ns
+    assert os.stat(mine.day_file_path(DAYS[-1])).st_mtime_ns != legacy[DAYS[-1]].st_mtime_ns
     # one lock per team and day written (the default team's: only the day it had to write)
     assert sorted(os.listdir(os.path.join(root, "_locks"))) == sorted(
         [f"event_date={DAYS[-1]}.lock"] + [f"event_date={d}.{SECOND}.lock" for d in DAYS]
