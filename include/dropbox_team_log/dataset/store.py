@@ -123,8 +123,9 @@ class EventDataset(DayFiles):
 
     def writes_day_file(self, day: date, as_of: int) -> bool:
         """Whether a write of this team's `day` at `as_of` goes to its one day file: the day
-        has it already, or has no hour files and ended `day_file_after` before `as_of`. (The
-        caller holds the day's lock; on S3, see docs/design.md, "Object storage".)"""
+        has it already, or has no hour files and ended `day_file_after` before `as_of`. The
+        caller holds the day's lock (S3 has none: two writers could only choose differently
+        across the horizon; docs/design.md, "A day never changes kind")."""
         files = self.day_files(day)  # MixedLayoutError if both: never written so
         if files:
             return files[0].hour is None
