@@ -11,7 +11,7 @@ settled once.
 
 The baseline is the layout before hour files with the old defaults (a whole-day file per day,
 every 15 minutes, a 6-hourly refresh, settled a few minutes at a time), made by giving both days
-an empty legacy day file first: the write path then merges into that one file, as it used to.
+an empty day file first: the write path then merges into that one file, as it used to.
 
 Figures (per simulated day B):
 - rows written ÷ new rows: the rows of every file a run rewrote, summed, over the events new that
@@ -55,13 +55,13 @@ class Layout:
 
     name: str
     interval: int  # seconds between runs
-    legacy: bool  # whole-day files (the layout before hour files)
+    day_files: bool  # whole-day files (the layout before hour files)
     refresh_hours: float | None
     settle_batch_hours: float
 
 
-NEW = Layout("hours", 240, legacy=False, refresh_hours=None, settle_batch_hours=1)
-OLD = Layout("day_files", 900, legacy=True, refresh_hours=6, settle_batch_hours=1 / HOUR)
+NEW = Layout("hours", 240, day_files=False, refresh_hours=None, settle_batch_hours=1)
+OLD = Layout("day_files", 900, day_files=True, refresh_hours=6, settle_batch_hours=1 / HOUR)
 
 
 @dataclass
@@ -134,7 +134,7 @@ def _run(root: str, as_of: int, layout: Layout) -> Run:
     return run
 
 
-def _empty_legacy_day(root: str, day) -> None:
+def _empty_day_file(root: str, day) -> None:
     """An empty day file of the layout before hour files (no rows, no coverage)."""
     from dropbox_team_log.dataset.ledger import Coverage
     from dropbox_team_log.dataset.merge import merge_into
@@ -143,7 +143,7 @@ def _empty_legacy_day(root: str, day) -> None:
 
     dataset = EventDataset(root)
     Path(dataset.day_dir(day)).mkdir(parents=True, exist_ok=True)
-    with open(dataset.legacy_path(day), "wb") as sink:
+    with open(dataset.day_file_path(day), "wb") as sink:
         merge_into(sink, None, None, BatchList(), [], Coverage())
 
 
@@ -152,9 +152,9 @@ def simulate(client: EmulatorClient, root: str, layout: Layout) -> Day:
     a = int(START.timestamp())
     b = a + DAY
     client.set_clock(START)
-    if layout.legacy:
+    if layout.day_files:
         for day in (START.date(), (START + timedelta(days=1)).date()):
-            _empty_legacy_day(root, day)
+            _empty_day_file(root, day)
     for hour in range(1, 25):  # day A: the coverage a day of runs leaves, an hour at a time
         client.set_clock(a + hour * HOUR)
         _run(root, a + hour * HOUR, replace(layout, refresh_hours=None))

@@ -29,11 +29,11 @@ from dropbox_team_log.dataset.spool import SPOOL_CACHE_BATCHES, NewRows, RowSpoo
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.errors import DamagedDayFileError, PermanentError
 from dropbox_team_log.schema import DAY_FILES_GLOB, EVENT_SCHEMA
-from dropbox_team_log.settings import QUARANTINE_DIR
+from dropbox_team_log.settings import DAY_FILE_AFTER_HOURS, QUARANTINE_DIR
 from dropbox_team_log.timeutil import day_bounds, to_wire
 from dropbox_team_log.transform.events import events_to_batch
 from tests.helpers.damage import flip_inside_page, truncate
-from tests.helpers.dataset import read_dataset, write_legacy_day
+from tests.helpers.dataset import read_dataset, write_day_file
 from tests.helpers.paths import REPO, SPEC_EVENTS
 
 FIXTURE = SPEC_EVENTS
@@ -976,11 +976,12 @@ def test_each_hour_file_holds_its_hour_only(ds: EventDataset):
 
 
 def test_a_day_in_the_old_layout_is_read_and_written_as_one_file(ds: EventDataset):
-    """An upgrade converts nothing: a legacy day file is read as it is, and a write keeps it one
-    file (a day folder never mixes it with hour files): nothing lost, nothing doubled."""
+    """An upgrade converts nothing: a day file of the old layout is read as it is, and a write
+    keeps it one file (a day folder never mixes it with hour files), however recent the day:
+    nothing lost, nothing doubled."""
     old = make_batch([LO + 5, LO + 3 * H, LO + 13 * H + 1, HI - 1], "old")
-    legacy = write_legacy_day(ds, DAY, [(LO, HI)], [old], fetched_at=HI)
-    assert ds.days() == [DAY] and ds.is_legacy(DAY) and ds.file_paths(DAY) == [legacy]
+    day_file = write_day_file(ds, DAY, [(LO, HI)], [old], fetched_at=HI)
+    assert ds.days() == [DAY] and ds.is_day_file(DAY) and ds.file_paths(DAY) == [day_file]
     assert ids(ds.read_day(DAY)) == ["old#0", "old#1", "old#2", "old#3"]
     assert ds.read_coverage(DAY) == Coverage(((LO, HI, HI),))
     assert ds.read_seconds(DAY)[0].tolist() == [LO + 5, LO + 3 * H, LO + 13 * H + 1, HI - 1]
@@ -997,15 +998,95 @@ def test_a_day_in_the_old_layout_is_read_and_written_as_one_file(ds: EventDatase
         "event_date=2026-01-01/events.parquet",
         "event_date=2026-01-02/events-00.parquet",
     ]
-    assert ds.days() == [DAY, next_day] and not ds.is_legacy(next_day)
+    assert ds.days() == [DAY, next_day] and not ds.is_day_file(next_day)
     assert [c.problem for c in ds.verify()] == [None, None]
 
 
 def test_a_day_folder_mixing_both_layouts_is_refused_not_read_twice(ds: EventDataset):
     ds.write_day(DAY, [(LO, LO + H)], [make_batch([LO + 1], "hour")], fetched_at=HI)
-    write_legacy_day(ds, DAY, [(LO, HI)], [make_batch([LO + 1], "legacy")], fetched_at=HI)
+    write_day_file(ds, DAY, [(LO, HI)], [make_batch([LO + 1], "whole")], fetched_at=HI)
     with pytest.raises(MixedLayoutError, match=r"holds both events\.parquet and hour files"):
         ds.read_coverage(DAY)
+
+
+SETTLED = HI + DAY_FILE_AFTER_HOURS * H  # the first instant DAY is written as one day file
+
+
+def test_a_settled_day_is_written_as_one_day_file_read_as_hour_files_would_be(tmp_path: Path):
+    """A day first written DAY_FILE_AFTER_HOURS after its end (a backfill) is one file; every
+    read (rows, coverage, timestamps, the readers' glob) answers as the 24 hour files of the
+    same write would."""
+    whole = EventDataset(str(tmp_path / "whole"))
+    hours = EventDataset(str(tmp_path / "hours"), day_file_after=10**9)  # never a day file
+    rows = every_ten_minutes("day")
+    for dataset in (whole, hours):
+        result = dataset.write_day(DAY, [(LO, HI)], [rows], SETTLED)
+        assert result.rows_after == 144
+    assert visible_files(whole.root) == ["event_date=2026-01-01/events.parquet"]
+    assert len(visible_files(hours.root)) == 24
+    assert whole.is_day_file(DAY) and not hours.is_day_file(DAY)
+    assert whole.read_coverage(DAY) == hours.read_coverage(DAY) == Coverage(((LO, HI, SETTLED),))
+    assert whole.read_day(DAY).equals(hours.read_day(DAY))
+    assert whole.read_seconds(DAY)[0].tolist() == hours.read_seconds(DAY)[0].tolist()
+    within = [(LO + 13 * H, LO + 13 * H + 60)]  # a day file answers for the whole day
+    assert len(whole.read_seconds(DAY, within=within)[0]) == 144
+    assert sorted(ids(read_dataset(whole.root))) == sorted(ids(read_dataset(hours.root)))
+    assert [c.problem for c in whole.verify()] == [None]
+
+
+def test_the_day_file_horizon_is_the_days_end_plus_the_setting(tmp_path: Path):
+    """One second before the horizon a day gets hour files (a write of part of a day too);
+    from the horizon on, one day file, whole day or not."""
+    recent = EventDataset(str(tmp_path / "recent"))
+    recent.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=SETTLED - 1)
+    assert not recent.is_day_file(DAY) and len(recent.file_paths(DAY)) == 24
+    part = EventDataset(str(tmp_path / "part"))
+    part.write_day(DAY, [(LO + 10 * H, LO + 12 * H)], [make_batch([LO + 10 * H], "p")], SETTLED)
+    assert part.file_paths(DAY) == [part.day_file_path(DAY)]
+    assert part.read_coverage(DAY) == Coverage(((LO + 10 * H, LO + 12 * H, SETTLED),))
+
+
+def test_an_hour_file_day_is_never_converted_to_a_day_file(ds: EventDataset):
+    """A day with hour files keeps them, however old it is at a later write, even a refetch of
+    the whole day: changing kind would take several replaces (a reader between them would see
+    rows twice or none)."""
+    ds.write_day(DAY, [(LO, LO + 2 * H)], [make_batch([LO + 5, LO + H + 5], "first")], HI)
+    result = ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("again")], SETTLED + 30 * H)
+    assert result.files_written == 24 and not ds.is_day_file(DAY)
+    assert visible_files(ds.root) == [
+        f"event_date=2026-01-01/events-{hour:02d}.parquet" for hour in range(24)
+    ]
+    assert sorted(ids(read_dataset(ds.root))) == sorted(ids(every_ten_minutes("again")))
+
+
+def test_a_late_event_into_a_day_file_day_lands_exactly_once(ds: EventDataset):
+    ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=SETTLED)
+    before = file_states(ds)
+    late = make_batch([LO + 13 * H + 100, LO + 13 * H + 200], "late")
+    result = ds.write_day(DAY, [(LO + 13 * H, LO + 13 * H + 900)], [late], fetched_at=SETTLED + 1)
+    assert (result.files_written, result.rows_before, result.rows_replaced) == (1, 144, 2)
+    after = file_states(ds)
+    assert list(after) == ["events.parquet"] and after != before  # the one file, rewritten
+    table = read_dataset(ds.root)
+    assert table.num_rows == 144 and sorted(ids(table)).count("late#0") == 1
+    assert ids(table).count("late#1") == 1
+    assert seconds_of(ds.read_day(DAY)) == sorted(seconds_of(ds.read_day(DAY)))
+    # the same refetch again (a retried task) changes no row
+    ds.write_day(DAY, [(LO + 13 * H, LO + 13 * H + 900)], [late], fetched_at=SETTLED + 2)
+    assert sorted(ids(read_dataset(ds.root))) == sorted(ids(table))
+
+
+def test_a_damaged_day_file_is_moved_aside_and_the_day_written_anew_as_one_file(
+    ds: EventDataset,
+):
+    ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("day")], fetched_at=SETTLED)
+    truncate(ds.day_file_path(DAY))
+    assert ds.read_coverage(DAY) == Coverage()  # moved aside: the whole day is due again
+    (moved,) = [p for p in quarantined_files(ds) if p.is_file()]
+    assert moved.name.startswith("events.parquet.") and ds.has_quarantined(DAY)
+    ds.write_day(DAY, [(LO, HI)], [every_ten_minutes("again")], fetched_at=SETTLED + H)
+    assert visible_files(ds.root) == ["event_date=2026-01-01/events.parquet"]
+    assert ds.read_day(DAY).num_rows == 144
 
 
 def test_a_damaged_hour_file_is_moved_aside_alone(ds: EventDataset):

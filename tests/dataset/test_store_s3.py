@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Generator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pyarrow.dataset as pads
@@ -29,8 +29,9 @@ from dropbox_team_log.dataset.files import write_text
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.root_check import OutputRootError, check_output_root
 from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.settings import DAY_FILE_AFTER_HOURS
 from tests.dataset.test_store import DAY, HI, LO, ids, make_batch, spawn, wait_for
-from tests.helpers.dataset import read_dataset, write_legacy_day
+from tests.helpers.dataset import read_dataset, write_day_file
 from tests.helpers.pipeline import dataset_raws, event_calls, fresh_dag, multiset, run_dag
 from tests.test_pipeline import T0, check_exact, connected, dagbag, emu
 
@@ -170,9 +171,16 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
     assert sorted(objects(bucket)) == sorted([*keys, "team-log/_teams/dropbox_team_default.json"])
     assert keys == sorted(
         str(p.relative_to(tmp_path)).replace("dataset", "team-log", 1)
-        for p in local.rglob("event_date=*/events-*.parquet")
+        for p in local.rglob("event_date=*/events*.parquet")
     )
     assert len({key.rsplit("/", 1)[0] for key in keys}) == BACKFILL_DAYS + 1
+    # Days settled at the backfill's as_of are one day file each; the last ones hour files.
+    settled = T0 - timedelta(hours=DAY_FILE_AFTER_HOURS)
+    for key in keys:
+        folder, name = key.rsplit("/", 1)
+        end = datetime.fromisoformat(folder.rpartition("=")[2]).replace(tzinfo=UTC)
+        whole = end + timedelta(days=1) <= settled
+        assert (name == "events.parquet") == whole, key
 
     # Same rows (duplicates counted) through DuckDB and through Arrow's S3 client.
     want = multiset(dataset_raws(str(local), lo, T0))
@@ -424,10 +432,29 @@ def test_a_write_on_s3_puts_only_the_hour_objects_its_ranges_touch(bucket):
     assert dataset.read_day(DAY).num_rows == 144 - 2 + 1
 
 
-def test_a_legacy_day_on_s3_stays_one_object(bucket):
+def test_a_settled_day_on_s3_is_one_object_and_a_late_event_lands_in_it_once(bucket):
+    dataset = EventDataset(f"s3://{bucket}/events")
+    settled = HI + DAY_FILE_AFTER_HOURS * 3600
+    rows = make_batch(list(range(LO + 5, HI, 600)), "day")
+    result = dataset.write_day(DAY, [(LO, HI)], [rows], fetched_at=settled)
+    assert result.files_written == 1
+    assert sorted(objects(bucket)) == [f"events/event_date={DAY}/events.parquet"]
+    late = make_batch([LO + 13 * 3600 + 7], "late")
+    dataset.write_day(DAY, [(LO + 13 * 3600, LO + 13 * 3600 + 900)], [late], fetched_at=settled + 1)
+    assert sorted(objects(bucket)) == [f"events/event_date={DAY}/events.parquet"]
+    assert ids(read_dataset(f"s3://{bucket}/events")).count("late#0") == 1
+    assert dataset.read_day(DAY).num_rows == 144 - 2 + 1
+    assert dataset.read_coverage(DAY).intervals == (
+        (LO, LO + 13 * 3600, settled),
+        (LO + 13 * 3600, LO + 13 * 3600 + 900, settled + 1),
+        (LO + 13 * 3600 + 900, HI, settled),
+    )
+
+
+def test_a_day_file_on_s3_stays_one_object(bucket):
     dataset = EventDataset(f"s3://{bucket}/events")
     old = make_batch([LO + 5, LO + 13 * 3600 + 1], "old")
-    write_legacy_day(dataset, DAY, [(LO, HI)], [old], fetched_at=HI)
+    write_day_file(dataset, DAY, [(LO, HI)], [old], fetched_at=HI)
     late = make_batch([LO + 13 * 3600 + 2], "late")
     dataset.write_day(DAY, [(LO + 13 * 3600, LO + 14 * 3600)], [late], fetched_at=HI + 1)
     assert sorted(objects(bucket)) == [f"events/event_date={DAY}/events.parquet"]

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from dropbox_team_log.dataset.layout import TeamKeyError
 from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.settings import DAY_FILE_AFTER_HOURS
 from tests.dataset.test_store import DAY, HI, LO, ids, make_batch
 from tests.dataset.test_store_s3 import bucket, objects, s3_endpoint
 from tests.helpers.damage import truncate
@@ -19,6 +21,7 @@ from tests.helpers.dataset import read_dataset
 
 __all__ = ["bucket", "s3_endpoint"]  # fixtures shared with test_store_s3
 H = 3600
+ONE_DAY = timedelta(days=1)
 
 
 @pytest.fixture
@@ -46,6 +49,47 @@ def test_each_team_sees_only_its_own_files(root):
     assert len(a.all_file_paths(DAY)) == 4 and len(b.file_paths(DAY)) == 2
     assert sorted(ids(read_dataset(root))) == ["a#0", "a#1", "b#0"]  # the glob: both, once
     assert repr(b).endswith("team='team_b')")
+
+
+def check_day_file_beside_hour_files(root: str) -> list[str]:
+    """The mixing rule is per team: the default team's day file beside another team's hour
+    files (and the other way round on the next day) in one folder, each read whole, once.
+    Returns the names of the first day's files."""
+    settled = HI + DAY_FILE_AFTER_HOURS * H
+    a, b = EventDataset(root), EventDataset(root, team="team_b")
+    a.write_day(DAY, [(LO, HI)], [make_batch([LO + 5, LO + 13 * H], "a")], fetched_at=settled)
+    b.write_day(DAY, [(LO, LO + 2 * H)], [make_batch([LO + 9, LO + H + 9], "b")], fetched_at=HI)
+    assert a.is_day_file(DAY) and not b.is_day_file(DAY)
+    # a later write of each keeps its kind: team_b's old day stays in hour files
+    b.write_day(DAY, [(LO, HI)], [make_batch([LO + 9, LO + 20 * H], "b2")], fetched_at=settled)
+    a.write_day(DAY, [(LO + 13 * H, LO + 14 * H)], [make_batch([LO + 13 * H], "a2")], settled)
+    assert a.is_day_file(DAY) and not b.is_day_file(DAY)
+    assert ids(a.read_day(DAY)) == ["a#0", "a2#0"] and ids(b.read_day(DAY)) == ["b2#0", "b2#1"]
+    assert [iv[:2] for iv in a.read_coverage(DAY).intervals] == [(LO, HI)]
+    assert [iv[:2] for iv in b.read_coverage(DAY).intervals] == [(LO, HI)]
+    # the next day: team_b first writes it settled (a day file), the default team recent
+    lo2, hi2 = LO + 24 * H, HI + 24 * H
+    next_settled = hi2 + DAY_FILE_AFTER_HOURS * H
+    b.write_day(DAY + ONE_DAY, [(lo2, hi2)], [make_batch([lo2 + 1], "b3")], next_settled)
+    a.write_day(DAY + ONE_DAY, [(lo2, lo2 + H)], [make_batch([lo2 + 2], "a3")], fetched_at=hi2)
+    assert b.is_day_file(DAY + ONE_DAY) and not a.is_day_file(DAY + ONE_DAY)
+    assert Counter(ids(read_dataset(root))) == Counter(
+        ["a#0", "a2#0", "b2#0", "b2#1", "b3#0", "a3#0"]
+    )
+    assert sum(c.rows for c in a.verify()) == 6 and all(c.problem is None for c in a.verify())
+    return sorted(path.rpartition("/")[2] for path in a.all_file_paths(DAY))
+
+
+def test_one_teams_day_file_beside_another_teams_hour_files(root):
+    assert check_day_file_beside_hour_files(root) == [
+        "events.parquet",
+        *(f"team_b.events-{hour:02d}.parquet" for hour in range(24)),
+    ]
+
+
+def test_one_teams_day_file_beside_another_teams_hour_files_on_s3(bucket):
+    names = check_day_file_beside_hour_files(f"s3://{bucket}/events")
+    assert names == ["events.parquet", *(f"team_b.events-{h:02d}.parquet" for h in range(24))]
 
 
 def test_a_bad_team_key_is_refused_before_anything_is_touched(root):

@@ -13,7 +13,8 @@ from dropbox_team_log.dataset.merge import READ_BATCH_ROWS, ROW_GROUP_ROWS
 from dropbox_team_log.dataset.store import EventDataset
 from dropbox_team_log.dataset.tail_rows import add_tail_rows
 from dropbox_team_log.dataset.tail_state import TailTag
-from tests.dataset.test_store import DAY, LO, H, ds, ids, make_batch, seconds_of
+from dropbox_team_log.settings import DAY_FILE_AFTER_HOURS
+from tests.dataset.test_store import DAY, HI, LO, H, ds, ids, make_batch, seconds_of
 from tests.helpers.dataset import read_dataset
 
 __all__ = ["ds"]  # fixture
@@ -93,18 +94,23 @@ def test_a_new_hour_gets_a_tagged_file_even_without_rows(ds):
     assert not idle.written and not idle.skipped
 
 
-def test_a_legacy_day_file_takes_the_rows_whole(ds, tmp_path):
-    legacy = ds.legacy_path(DAY)
-    start_chain(ds, HOUR9 + 600)
-    # make the day legacy: one events.parquet holding what the hour file held
-    import os
-
-    hour_file = ds.hour_path(DAY, 9)
-    os.replace(hour_file, legacy)
-    out = add(ds, [HOUR9 + 700], "poll1", seq=0, x=HOUR9 + 900)
-    assert out.written
-    assert sorted(ids(read_dataset(ds.root))) == ["poll1#0", "start#0"]
-    assert file_format.tail_of(pq.read_metadata(legacy), legacy) == TailTag(CHAIN, 1)
+def test_a_day_file_takes_a_polls_late_rows_once(ds):
+    """A chain started in a settled day without hour files wrote its one day file, tagged;
+    a poll's late rows of that day go into that file (the tag then speaks for the day), and a
+    replay of the poll adds nothing."""
+    settled = HI + DAY_FILE_AFTER_HOURS * H
+    start = [make_batch([HOUR9 + 5], "start")]
+    ds.write_day(DAY, [(HOUR9, HI)], start, settled, tail=TailTag(CHAIN, 0))
+    day_file = ds.day_file_path(DAY)
+    assert ds.file_paths(DAY) == [day_file]
+    out = add(ds, [HOUR9 + 700], "late", seq=0, x=settled + 60)
+    assert out.written and out.rows_added == 1
+    assert file_format.tail_of(pq.read_metadata(day_file), day_file) == TailTag(CHAIN, 1)
+    replay = add(ds, [HOUR9 + 700], "late", seq=0, x=settled + 120)  # a crashed poll again
+    assert replay.detagged and replay.rows_added == 0
+    assert ds.file_paths(DAY) == [day_file]
+    assert sorted(ids(read_dataset(ds.root))) == ["late#0", "start#0"]
+    assert file_format.tail_of(pq.read_metadata(day_file), day_file) is None
 
 
 def test_rows_outside_the_covered_hour_are_refused(ds):

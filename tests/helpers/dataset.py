@@ -1,5 +1,5 @@
 """The dataset as a downstream reader sees it (every file through DuckDB's hive partitioning),
-and a day written in the layout before hour files."""
+and a day file written directly (as the layout before hour files wrote every day)."""
 
 from __future__ import annotations
 
@@ -42,13 +42,13 @@ def read_dataset(root: str) -> pa.Table:
         con.close()
 
 
-def write_legacy_day(
+def write_day_file(
     dataset: Any, day: date, fetched: list[Range], batches: list[pa.RecordBatch], fetched_at: int
 ) -> str:
-    """Write a day as the layout before hour files did: one `events.parquet` holding the day
-    (the same merge, format and footer; only the file it lands in differs). Returns its path."""
+    """Write a day file `events.parquet` directly, whatever the day's age (as the layout before
+    hour files wrote every day: the same merge, format and footer). Returns its path."""
     coverage, taken = Coverage().apply(fetched, fetched_at)
-    path = dataset.legacy_path(day)
+    path = dataset.day_file_path(day)
     if dataset.is_local:
         os.makedirs(dataset.day_dir(day), exist_ok=True)
     with tempfile.TemporaryFile() as sink:

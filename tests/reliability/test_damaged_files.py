@@ -83,29 +83,29 @@ def test_backfill_carries_on_past_a_cut_day_and_a_damaged_neighbour_and_heals_bo
     run_dag(emu, BACKFILL, T0, {"days": DAYS})
     cut, neighbour = (T0 - timedelta(days=2)).date(), (T0 - timedelta(days=3)).date()
     ds = EventDataset(str(output))
+    # the cut day is recent (hour files); the neighbour was settled when the backfill wrote it
+    # (one day file: settings.DAY_FILE_AFTER_HOURS)
+    assert not ds.is_day_file(cut) and ds.file_paths(neighbour) == [ds.day_file_path(neighbour)]
     left = truncate(ds.hour_path(cut, HOUR))
     # the timestamps the density hint of the cut hour's sync reads (yesterday: no file a week
     # off); only that hour of the cut day is due, and the neighbour's same hour predicts it
-    flip_inside_page(ds.hour_path(neighbour, HOUR), "timestamp")
+    flip_inside_page(ds.day_file_path(neighbour), "timestamp")
     shown(capfd, caplog)
     calls = event_calls(emu)
 
     run_dag(emu, BACKFILL, T0, {"days": DAYS})  # failed in its plan task before
     log = shown(capfd, caplog)
-    assert warned(log, ds.hour_path(cut, HOUR)) and warned(log, ds.hour_path(neighbour, HOUR))
+    assert warned(log, ds.hour_path(cut, HOUR)) and warned(log, ds.day_file_path(neighbour))
     (kept,) = moved_aside(output, cut)
     assert kept.read_bytes() == left
     assert len(moved_aside(output, neighbour)) == 1
     day_is_exact(emu, output, cut, as_of=T0)
-    # the plan had run: the neighbour's hour is the next run's; its other hours stay
-    lo, hi = (int(t.timestamp()) for t in hour_of(neighbour, HOUR))
-    assert ds.read_coverage(neighbour).uncovered(lo - 86_400, hi + 86_400) == [
-        (lo - 86_400, bounds_s(neighbour)[0]),
-        (lo, hi),
-        (bounds_s(neighbour)[1], hi + 86_400),
-    ]
+    # the plan had run: the neighbour's day (all its one file held) is the next run's
+    lo, hi = bounds_s(neighbour)
+    assert ds.read_coverage(neighbour).uncovered(lo, hi) == [(lo, hi)]
 
     run_dag(emu, BACKFILL, T0, {"days": DAYS})
+    assert ds.file_paths(neighbour) == [ds.day_file_path(neighbour)]  # back as one day file
     expected, lost, duplicated = compare(output, emu, LO, T0, as_of=T0)
     assert (lost, duplicated) == (0, 0)
     record(

@@ -178,12 +178,16 @@ def test_revoked_refresh_token_mid_run_fails_fast_and_writes_nothing_partial(
     lo = T0 - timedelta(days=12)
     want = multiset(emu.truth(lo, T0, as_of=T0))
     assert over_count(output, want, lo, T0) == 0
-    for day_file in output.glob("event_date=*/events-*.parquet"):  # one file per hour
+    for day_file in output.glob("event_date=*/events*.parquet"):  # a day's file or an hour's
         if before.get(day_file) == day_file.read_bytes():
             continue  # as it was
         day_lo = datetime.fromisoformat(day_file.parent.name.split("=", 1)[1]).replace(tzinfo=UTC)
-        hour_lo = day_lo + timedelta(hours=int(day_file.stem.removeprefix("events-")))
-        d_lo, d_hi = max(lo, hour_lo), min(T0, hour_lo + timedelta(hours=1))
+        if day_file.name == "events.parquet":  # a settled day: one file
+            file_lo, file_hi = day_lo, day_lo + timedelta(days=1)
+        else:
+            file_lo = day_lo + timedelta(hours=int(day_file.stem.removeprefix("events-")))
+            file_hi = file_lo + timedelta(hours=1)
+        d_lo, d_hi = max(lo, file_lo), min(T0, file_hi)
         got = multiset(dataset_raws(str(output), d_lo, d_hi))
         assert got == multiset(emu.truth(d_lo, d_hi, as_of=T0)), f"{day_file} is partial"
     # Fail fast: after the revocation every remaining day task gives up on its first refusal.

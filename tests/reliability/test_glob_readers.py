@@ -1,5 +1,5 @@
-"""Readers globbing `event_date=*/*.parquet` while writers rewrite hour files (and a legacy day
-file): every read sees each row exactly once, on a local disk and on S3 (moto).
+"""Readers globbing `event_date=*/*.parquet` while writers rewrite hour files (and a settled
+day's one day file): every read sees each row exactly once, on a local disk and on S3 (moto).
 
 The writers replay a simulated day of syncs: fresh pieces of a few minutes, refetches of what is
 stored (the same events again: what a refresh or a settle of an unchanged range does) and late
@@ -27,11 +27,11 @@ from dropbox_team_log.schema import DAY_FILES_GLOB
 from dropbox_team_log.timeutil import day_bounds
 from tests.dataset.test_store import ids, make_batch
 from tests.dataset.test_store_s3 import bucket, s3_endpoint
-from tests.helpers.dataset import read_dataset, write_legacy_day
+from tests.helpers.dataset import read_dataset
 
 __all__ = ["bucket", "s3_endpoint"]  # fixtures
 
-DAY, LEGACY_DAY = date(2026, 5, 2), date(2026, 5, 1)
+DAY, SETTLED_DAY = date(2026, 5, 2), date(2026, 4, 28)  # 4 days apart: a day file
 H = 3600
 DESCRIPTION = "event_type_description"  # each row's unique id (tests.dataset.test_store.ids)
 
@@ -110,21 +110,17 @@ class GlobReader(threading.Thread):
 def simulate(
     dataset: EventDataset, read: Callable[[], list[str]], seed: int, runs: int, reads: int
 ) -> GlobReader:
-    """At least `runs` syncs on DAY (and refetches of LEGACY_DAY), as many more as it takes for
+    """At least `runs` syncs on DAY (and refetches of SETTLED_DAY), as many more as it takes for
     a reader hammering the glob to finish `reads` reads meanwhile."""
     rng = random.Random(seed)
     lo, hi = day_bounds(DAY)
-    legacy_lo, legacy_hi = day_bounds(LEGACY_DAY)
+    settled_lo, settled_hi = day_bounds(SETTLED_DAY)
     truth = Truth()
     for _ in range(40):
-        truth.add(rng.randrange(legacy_lo, legacy_hi), "old")
-    write_legacy_day(
-        dataset,
-        LEGACY_DAY,
-        [(legacy_lo, legacy_hi)],
-        truth.fetch(*day_bounds(LEGACY_DAY)),
-        legacy_hi,
-    )
+        truth.add(rng.randrange(settled_lo, settled_hi), "old")
+    backfill = truth.fetch(settled_lo, settled_hi)
+    dataset.write_day(SETTLED_DAY, [(settled_lo, settled_hi)], backfill, fetched_at=lo)
+    assert dataset.is_day_file(SETTLED_DAY)
     written = {name for _, name in truth.events}
     lock = threading.Lock()
     reader = GlobReader(read, written, lock)
@@ -147,10 +143,10 @@ def simulate(
                 covered = now
             batches = [b for s, e in ranges for b in truth.fetch(s, e)]
             dataset.write_day(DAY, ranges, batches, fetched_at=now)
-            if run % 5 == 4:  # the legacy day's refetch, one file rewritten whole
-                start = rng.randrange(legacy_lo, legacy_hi - H)
+            if run % 5 == 4:  # the settled day's refetch, its one file rewritten whole
+                start = rng.randrange(settled_lo, settled_hi - H)
                 old = truth.fetch(start, start + H)
-                dataset.write_day(LEGACY_DAY, [(start, start + H)], old, fetched_at=now)
+                dataset.write_day(SETTLED_DAY, [(start, start + H)], old, fetched_at=now)
             with lock:
                 written |= {
                     n for b in batches for n in b.column("event_type_description").to_pylist()

@@ -55,8 +55,11 @@ def _temp_file_visible(root: Path) -> bool:
 
 
 def _days_written(root: Path) -> int:
-    """Days whose 24 hour files are all there."""
-    return sum(len(list(day.glob("events-*.parquet"))) == 24 for day in root.glob("event_date=*"))
+    """Days written whole: a day file (a settled day) or all 24 hour files (a recent one)."""
+    return sum(
+        (day / "events.parquet").exists() or len(list(day.glob("events-*.parquet"))) == 24
+        for day in root.glob("event_date=*")
+    )
 
 
 def _kill_when(proc: subprocess.Popen, ready, deadline: float = 180) -> None:

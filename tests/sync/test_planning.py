@@ -119,9 +119,13 @@ def test_now_comes_from_the_run_never_the_wall_clock():
 # --- a damaged day file in the window ----------------------------------------------------------
 
 
-def written_window(root: str, lo: int, hi: int, as_of: int) -> EventDataset:
-    """Every day of [lo, hi) written as fetched at `as_of`: nothing due at `as_of`."""
-    ds = EventDataset(root)
+def written_window(
+    root: str, lo: int, hi: int, as_of: int, *, day_files: bool = False
+) -> EventDataset:
+    """Every day of [lo, hi) written as fetched at `as_of`: nothing due at `as_of`. In hour
+    files (as the incremental runs leave days), or with `day_files` in one day file each (as a
+    backfill at `as_of` writes settled days)."""
+    ds = EventDataset(root, day_file_after=None if day_files else 10**9)
     for span in split_days(lo, hi):
         rows = events_to_batch([], team_id="dbtid:test", ingested_at=datetime.now(UTC))
         ds.write_day(span.day, [(span.lo, span.hi)], [rows], fetched_at=as_of)
@@ -149,6 +153,20 @@ def test_a_truncated_hour_file_is_planned_again_and_nothing_else_is(tmp_path):
     truncate(ds.hour_path(middle, 5))
     hour_five = day_start(middle) + 5 * 3600
     assert planned(ds, lo, hi, as_of) == {middle: [(hour_five, hour_five + 3600)]}
+    assert [q.day for q in ds.quarantined] == [middle]
+
+
+def test_a_truncated_day_file_is_planned_again_whole_and_nothing_else_is(tmp_path):
+    """A settled day's one file cut short: its whole day is due again, no other day."""
+    as_of = LATER
+    lo, hi = CONNECTED - 5 * DAY, CONNECTED
+    ds = written_window(str(tmp_path / "events"), lo, hi, as_of, day_files=True)
+    middle = date(2026, 11, 17)
+    assert ds.file_paths(middle) == [ds.day_file_path(middle)]
+    assert planned(ds, lo, hi, as_of) == {}
+    truncate(ds.day_file_path(middle))
+    start = day_start(middle)
+    assert planned(ds, lo, hi, as_of) == {middle: [(start, start + DAY)]}
     assert [q.day for q in ds.quarantined] == [middle]
 
 

@@ -1,7 +1,8 @@
 """Upgrading a single-team dataset to several teams, over real HTTP against one emulator serving
-two teams: the default team keeps its unprefixed files (legacy day files from before hour files
+two teams: the default team keeps its unprefixed files (day files from before hour files
 included, read and written as they are), the second team writes `<conn_id>.events-HH.parquet`
-beside them in the same day folders, and the readers' glob sees every row of both exactly once
+(or, for a day settled at its first write, `<conn_id>.events.parquet`) beside them in the same
+day folders, and the readers' glob sees every row of both exactly once
 (multisets against the emulator's truth, duplicates counted), also while both sync at once.
 """
 
@@ -17,10 +18,11 @@ import pytest
 from dropbox_team_log import deployment
 from dropbox_team_log.dataset.columns import epoch_seconds
 from dropbox_team_log.dataset.store import EventDataset
+from dropbox_team_log.settings import DAY_FILE_AFTER_HOURS
 from dropbox_team_log.sync import engine
 from dropbox_team_log.sync.planning import DaySpan, SyncPolicy
 from dropbox_team_log.timeutil import day_start
-from tests.helpers.dataset import read_dataset, write_legacy_day
+from tests.helpers.dataset import read_dataset, write_day_file
 from tests.helpers.pipeline import grant_app, multiset, reader_at, utc
 
 T = utc(2026, 11, 20, 12, 0, 0)
@@ -77,7 +79,7 @@ def test_a_single_team_dataset_takes_a_second_team_with_nothing_moved_lost_or_do
 ):
     ids = [t["team_id"] for t in emu.teams()]
     root = str(tmp_path / "dataset")
-    # Today's main layout: one legacy events.parquet per day, the last day half-covered.
+    # The layout before hour files: one events.parquet per day, the last day half-covered.
     scratch = EventDataset(str(tmp_path / "scratch"))
     before = EventDataset(root)
     for day in DAYS:
@@ -87,8 +89,8 @@ def test_a_single_team_dataset_takes_a_second_team_with_nothing_moved_lost_or_do
         rows = scratch.read_day(day)
         seconds = epoch_seconds(rows.column("timestamp"))
         kept = rows.filter(pa.array((seconds >= lo) & (seconds < hi)))
-        write_legacy_day(before, day, [(lo, hi)], kept.to_batches(), fetched_at=AS_OF)
-    legacy = {day: os.stat(before.legacy_path(day)) for day in DAYS}
+        write_day_file(before, day, [(lo, hi)], kept.to_batches(), fetched_at=AS_OF)
+    old = {day: os.stat(before.day_file_path(day)) for day in DAYS}
 
     # The upgrade: the default connection keeps key None (unprefixed), the second is keyed.
     keys = [deployment.team_key(c, DEFAULT) for c in (DEFAULT, SECOND)]
@@ -118,17 +120,20 @@ def test_a_single_team_dataset_takes_a_second_team_with_nothing_moved_lost_or_do
 
     for day in DAYS:
         names = sorted(os.listdir(mine.day_dir(day)))
-        assert "events.parquet" in names  # the default team's day stays one legacy file
+        assert "events.parquet" in names  # the default team's day stays one day file
         assert not [n for n in names if n.startswith("events-")]
-        assert [n for n in names if n != "events.parquet"] == [
-            f"{SECOND}.events-{h:02d}.parquet" for h in range(24)
-        ]
-        assert mine.is_legacy(day) and not theirs.is_legacy(day)
-        assert mine.file_paths(day) == [mine.legacy_path(day)]
+        # the second team's first write: one day file if the day had settled, else hour files
+        settled = day_start(day) + 86_400 + DAY_FILE_AFTER_HOURS * 3600 <= AS_OF
+        hours = [f"{SECOND}.events-{h:02d}.parquet" for h in range(24)]
+        whole = [f"{SECOND}.events.parquet"]
+        assert [n for n in names if n != "events.parquet"] == (whole if settled else hours)
+        assert mine.is_day_file(day) and theirs.is_day_file(day) == settled
+        assert mine.file_paths(day) == [mine.day_file_path(day)]
         assert all(p.rsplit("/", 1)[1].startswith(f"{SECOND}.") for p in theirs.file_paths(day))
     for day in DAYS[:-1]:  # settled and whole: nothing was due, not one byte rewritten
-        assert os.stat(mine.legacy_path(day)).st_mtime_ns == legacy[day].st_mtime_ns
-    assert os.stat(mine.legacy_path(DAYS[-1])).st_mtime_ns != legacy[DAYS[-1]].st_mtime_ns
+        assert os.stat(mine.day_file_path(day)).st_mtime_ns == old[day].st_mtime_ns
+    assert os.stat(mine.day_file_path(DAYS[-1])).st_mtime_ns != old[DAYS[-1]].st_mtime_ns
+    assert [theirs.is_day_file(day) for day in DAYS] == [True, True, False]  # both kinds seen
     # one lock per team and day written (the default team's: only the day it had to write)
     assert sorted(os.listdir(os.path.join(root, "_locks"))) == sorted(
         [f"event_date={DAYS[-1]}.lock"] + [f"event_date={d}.{SECOND}.lock" for d in DAYS]

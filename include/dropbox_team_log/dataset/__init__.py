@@ -3,10 +3,11 @@ time, locally or on S3, each with the coverage ledger in its footer that makes "
 
 Modules, from the entry point down:
 
-- `store`: `EventDataset` and `write_day`: only the hour files a write touches (local and S3).
+- `store`: `EventDataset` and `write_day`: only the hour files a write touches, or a settled
+  day's one day file (local and S3).
 - `day_files`: a day's files listed and read (coverage, timestamps, rows), damaged ones healed.
-- `layout`: names and parses the folders and files (`event_date=D/events-HH.parquet`, legacy
-  `events.parquet`).
+- `layout`: names and parses the folders and files (`event_date=D/events-HH.parquet`, or a
+  day file `events.parquet`).
 - `merge`: one file's rewrite, old rows and new rows streamed into sorted row groups.
 - `spool`: a write's new rows (`NewRows`, `RowSpool`), added page by page, read back sorted.
 - `file_format`: the Parquet options of a day file and its footer keys (coverage, version).

@@ -1,6 +1,6 @@
 """Reading the dataset: a day's files found, read and summed up, damaged ones moved aside.
 
-A day is the files of its folder (layout.py): up to 24 hour files, or one legacy day file. A
+A day is the files of its folder (layout.py): up to 24 hour files, or one day file. A
 day-level read (`read_coverage`, `read_seconds`, `read_day`) reads each file on its own and
 joins the results in time order; each hour file's coverage lies inside its hour, so the day's
 coverage is the union of theirs. A file that cannot be read back (truncated, footer broken, a
@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from dropbox_team_log import settings
 from dropbox_team_log.dataset import file_format, integrity, layout, object_store
 from dropbox_team_log.dataset.columns import conform, epoch_seconds
 from dropbox_team_log.dataset.files import FileDayLock
@@ -42,7 +43,7 @@ from dropbox_team_log.dataset.roots import glob_under
 from dropbox_team_log.dataset.tail_state import TailTag
 from dropbox_team_log.errors import DamagedDayFileError, DropboxTeamLogError
 from dropbox_team_log.schema import DAY_FILES_GLOB, EVENT_SCHEMA, TIMESTAMP_TYPE
-from dropbox_team_log.timeutil import Range
+from dropbox_team_log.timeutil import HOUR, Range
 
 LOCK_DIR = "_locks"
 
@@ -53,17 +54,27 @@ _Read = TypeVar("_Read")
 
 
 class MixedLayoutError(DropboxTeamLogError):
-    """A day folder holds both a legacy day file and hour files: readers would see rows twice."""
+    """A team's day holds both its day file and hour files: readers would see rows twice."""
 
 
 class DayFiles:
     """The day-partitioned event dataset under `root` (a local path or an fsspec URL): reads."""
 
     def __init__(
-        self, root: str, *, team: str | None = None, lock_factory: LockFactory | None = None
+        self,
+        root: str,
+        *,
+        team: str | None = None,
+        lock_factory: LockFactory | None = None,
+        day_file_after: int | None = None,
     ) -> None:
         #: The team whose files this instance reads and writes (None: the default team).
         self.team = layout.check_team_key(team)
+        #: Seconds after its end from which a day without hour files is written as one day
+        #: file (store.py; default settings.DAY_FILE_AFTER_HOURS).
+        self.day_file_after = (
+            settings.DAY_FILE_AFTER_HOURS * HOUR if day_file_after is None else day_file_after
+        )
         self.fs, path = object_store.filesystem(str(root))
         self.root = path.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, LocalFileSystem)
@@ -87,14 +98,14 @@ class DayFiles:
         return f"{self.day_dir(file.day)}/{file.name}"
 
     def file_of(self, day: date, hour: int | None) -> DayFile:
-        """This team's file of an hour of `day` (None: its legacy day file)."""
+        """This team's file of an hour of `day` (None: its day file)."""
         return DayFile(day, hour, self.team)
 
     def hour_path(self, day: date, hour: int) -> str:
         return self.path_of(self.file_of(day, hour))
 
-    def legacy_path(self, day: date) -> str:
-        """The day's file in the layout before hour files (read and written as it is)."""
+    def day_file_path(self, day: date) -> str:
+        """This team's one file of the whole day (whether or not it exists)."""
         return self.path_of(self.file_of(day, None))
 
     def lock(self, day: date) -> AbstractContextManager:
@@ -116,7 +127,7 @@ class DayFiles:
     # --- listing ---
 
     def day_files(self, day: date) -> list[DayFile]:
-        """This team's files of the day as they are now: its legacy file, or its hour files
+        """This team's files of the day as they are now: its day file, or its hour files
         ascending.
 
         Raises MixedLayoutError if the folder holds both (never written so: see layout.py).
@@ -125,9 +136,9 @@ class DayFiles:
         own = "events*.parquet" if self.team is None else f"{self.team}.events*.parquet"
         found = [f for f in self._files_in(day, own) if f.team == self.team]
         if len(found) > 1 and found[0].hour is None:
-            legacy = self.legacy_path(day).rpartition("/")[2]
+            whole = self.day_file_path(day).rpartition("/")[2]
             raise MixedLayoutError(
-                f"{self.day_dir(day)} holds both {legacy} and hour files of the same team: "
+                f"{self.day_dir(day)} holds both {whole} and hour files of the same team: "
                 "readers see the rows of both; move one aside (a writer of this package never "
                 "mixes them)"
             )
@@ -153,9 +164,9 @@ class DayFiles:
         """Paths of the day's files, in time order (see `day_files`)."""
         return [self.path_of(f) for f in self.day_files(day)]
 
-    def is_legacy(self, day: date) -> bool:
-        """Whether the day is stored as one legacy day file (written so, never split)."""
-        return bool(self.fs.exists(self.legacy_path(day)))
+    def is_day_file(self, day: date) -> bool:
+        """Whether this team's day is stored as one day file (written so, never split)."""
+        return bool(self.fs.exists(self.day_file_path(day)))
 
     def days(self) -> list[date]:
         """Days that have a file of this team, ascending."""
@@ -205,7 +216,7 @@ class DayFiles:
 
     def read_tags(self, day: date) -> dict[Range, TailTag | None]:
         """The tail tag of each of the day's files (file_format.TAIL_KEY), by the time the file
-        may hold (an hour, or the whole day of a legacy file)."""
+        may hold (an hour, or the whole day of a day file)."""
         return dict(self._read_each(day, self._tag_at))
 
     def _tag_at(self, file: DayFile, path: str) -> tuple[Range, TailTag | None]:

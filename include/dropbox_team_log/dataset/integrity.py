@@ -12,13 +12,13 @@ on local disk: a local file is read in place, another store's file is first copi
 temp folder, and a failed copy is an I/O error, raised as such, never a verdict.
 
 A damaged file is moved alone to `<root>/_quarantine/event_date=D/<name>.<UTC stamp>`
-(settings.QUARANTINE_DIR; `<name>` is `events-HH.parquet`, or a legacy `events.parquet`, with
-its team's prefix if it has one: layout.py), where
-no reader's glob finds it and where it is kept for inspection. Its hour (or legacy day) then has
-no file, hence no coverage: the next sync whose window covers it fetches it again. Locally the
-move is a rename, made under the day's lock by the caller (day_files.py); on S3 it is a copy
-then a delete, with no lock: a writer that replaces the file between the two loses its file,
-which costs a re-fetch, never an exact row.
+(settings.QUARANTINE_DIR; `<name>` is `events-HH.parquet`, or a day file `events.parquet`, with
+its team's prefix if it has one: layout.py), where no reader's glob finds it and where it is
+kept for inspection. Its hour (or its day, for a day file) then has no file, hence no coverage:
+the next sync whose window covers it fetches it again. Locally the move is a rename, made under
+the day's lock by the caller (day_files.py); on S3 it is a copy then a delete, with no lock: a
+writer that replaces the file between the two loses its file, which costs a re-fetch, never an
+exact row.
 """
 
 from __future__ import annotations

@@ -5,20 +5,20 @@ A day folder `event_date=YYYY-MM-DD/` holds either
 - hour files `events-HH.parquet` (HH = 00..23 UTC), each holding the rows of `[hour start,
   hour end)` and a footer whose coverage lies inside that hour; a write replaces only the hour
   files its ranges touch, each on its own (store.py). Hours nothing was written for have no file.
-- or, for a day written before hour files existed, one legacy day file `events.parquet` holding
-  the whole day. It is read as it is and written as it is: a folder never mixes the two (a mix
-  could only be made by two replaces, and a reader between them would see rows twice or not at
-  all).
+- or one day file `events.parquet` holding the whole day: settled history (a day first written
+  when it was already DAY_FILE_AFTER_HOURS old, e.g. by a backfill; store.py), or a day written
+  before hour files existed. Every write of it rewrites that one file. A team's day never mixes
+  the two and never changes kind (a change could only be made by several replaces, and a reader
+  between them would see rows twice or not at all).
 
 Each team of the deployment has its own files in the same day folders, named by its team key:
 
 - the default team (the connection the deployment had before the team registry; key None) keeps
   the unprefixed names above, so a dataset written before several teams keeps working as it is;
 - every other team's files carry its connection id as a prefix: `<conn_id>.events-HH.parquet`
-  (`<conn_id>.events.parquet` would be its legacy file, never written: teams added since hour
-  files start with hour files). Names are parsed from the right: the kind from the suffix, then
-  the key is whatever precedes `.events`, checked against TEAM_KEY_RE (a conn id: `[\w.-]+`,
-  not starting with `.` or `-`).
+  or `<conn_id>.events.parquet` (its day file). Names are parsed from the right: the kind from
+  the suffix, then the key is whatever precedes `.events`, checked against TEAM_KEY_RE (a conn
+  id: `[\w.-]+`, not starting with `.` or `-`).
 
 So a team's writes, locks, quarantines and heals touch only its own files, while all of them
 match the readers' glob `event_date=*/*.parquet` (schema.DAY_FILES_GLOB): every row is in
@@ -35,8 +35,8 @@ from datetime import date
 from dropbox_team_log.schema import PARTITION_KEY
 from dropbox_team_log.timeutil import HOUR, Range, day_start
 
-#: The one file of a day written in the layout before hour files (read and written as it is).
-LEGACY_FILE = "events.parquet"
+#: The one file of a whole day (settled history, or a day written before hour files existed).
+DAY_FILE = "events.parquet"
 HOURS = range(24)
 #: The hour files of one day folder, as a glob of names (the folder taken literally).
 HOUR_FILES_PATTERN = "events-[0-2][0-9].parquet"
@@ -70,7 +70,7 @@ def check_team_key(key: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class DayFile:
-    """One file of the layout: its day, its hour (None: the legacy file of the whole day) and
+    """One file of the layout: its day, its hour (None: the day file of the whole day) and
     its team's key (None: the default team's unprefixed files)."""
 
     day: date
@@ -79,12 +79,12 @@ class DayFile:
 
     @property
     def name(self) -> str:
-        base = LEGACY_FILE if self.hour is None else hour_file_name(self.hour)
+        base = DAY_FILE if self.hour is None else hour_file_name(self.hour)
         return base if self.team is None else f"{check_team_key(self.team)}.{base}"
 
     @property
     def sort_key(self) -> tuple[date, int]:
-        """Time order: by day, the legacy file (the whole day) before the hour files."""
+        """Time order: by day, the day file (the whole day) before the hour files."""
         return self.day, -1 if self.hour is None else self.hour
 
     @property
@@ -125,7 +125,7 @@ def parse_hour_file_name(name: str) -> int | None:
 
 
 def parse_file_name(name: str) -> tuple[str | None, int | None] | None:
-    """(team key, hour) of a file name of the layout (hour None: a legacy day file; key None:
+    """(team key, hour) of a file name of the layout (hour None: a day file; key None:
     the default team); None for any other name, a bad key included."""
     match = _FILE_RE.match(name)
     if not match:

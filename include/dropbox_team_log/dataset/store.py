@@ -2,8 +2,8 @@
 
 A day folder `event_date=YYYY-MM-DD/` holds hour files `events-HH.parquet` (layout.py), each
 sorted by timestamp, each with a footer saying which ranges of its hour its rows answer exactly
-(file_format.py, ledger.py); a day written before hour files existed keeps its one legacy file
-`events.parquet`. The reads are day_files.py's; analysts read the files directly (DuckDB).
+(file_format.py, ledger.py), or one day file `events.parquet` holding the whole day. The reads
+are day_files.py's; analysts read the files directly (DuckDB).
 
 Each `EventDataset` is one team's (`team=`: its key; None, the default, for the unprefixed
 files): its writes, locks and quarantines touch only that team's files (layout.py).
@@ -14,9 +14,16 @@ other file. In each file the write replaces the rows of the ranges it may take
 (`Coverage.apply`: never those a newer fetch holds), keeps the rest, and lands as a whole new
 file, replaced atomically on its own, so a reader globbing `event_date=*/*.parquet`
 (`schema.DAY_FILES_GLOB`) sees each hour old or new, never a partial file, never a row twice
-(every row lies in exactly one hour, hence in exactly one file). A legacy day is written as one
-file, as before: splitting it would take several replaces, and a reader between them would see
-rows twice or miss them. How a new file becomes the file depends on the root:
+(every row lies in exactly one hour, hence in exactly one file).
+
+Which kind a day gets is decided by its first write, and kept (`writes_day_file`): a day the
+team has no hour files of, whose end lies `day_file_after` (settings.DAY_FILE_AFTER_HOURS)
+before the write's `fetched_at`, is settled history: it is written as one day file (a backfill's
+first write of an old day: one file instead of 24, faster to write, smaller, fewer to read).
+Every later write of a day-file day rewrites that one file (rare: the day is settled); every
+other day gets hour files. A day never changes kind: splitting or joining files takes several
+replaces, and a reader between them would see rows twice or miss them. Day files written before
+hour files existed are the same kind. How a new file becomes the file depends on the root:
 
 - A local folder: under the day's lock (`FileDayLock`, flock on `_locks/`), the merged file is
   written to a hidden temp file in the day folder and renamed onto its name (files.py,
@@ -91,8 +98,9 @@ class EventDataset(DayFiles):
         `rows` is a `RowSpool` (a big day: its rows are read back a row group at a time) or the
         record batches themselves. Rows of the ranges this fetch may take replace the stored rows
         there; rows in ranges a newer fetch already holds are dropped; rows outside every fetched
-        range raise ValueError. Only the hour files the ranges touch are rewritten (a legacy
-        day: its one file), each atomically on its own; the result sums up those files. The
+        range raise ValueError. Only the hour files the ranges touch are rewritten (a day-file
+        day, or a settled day without hour files: its one day file, `writes_day_file`), each
+        atomically on its own; the result sums up those files. The
         rows are only read: the caller still owns (and closes) them. Each file written gets
         `tail` as its tail tag (a tail chain's start), or none: a replace write clears it,
         unless all it replaced lies before `keep_tail_before` (the chain's start: time the
@@ -102,7 +110,7 @@ class EventDataset(DayFiles):
         new = rows if isinstance(rows, NewRows) else BatchList(rows)
         new.check_inside(ranges)  # before the lock: validation needs no lock
         with self.lock(day):
-            if self.is_legacy(day):
+            if self.writes_day_file(day, fetched_at):
                 targets = {self.file_of(day, None): ranges}
             else:
                 split = layout.split_by_hour(day, ranges)
@@ -113,13 +121,24 @@ class EventDataset(DayFiles):
             ]
         return _summed(results)
 
-    def rewrite_file(self, file: DayFile, rows: NewRows, plan: Plan) -> WriteResult:
-        """Rewrite one file of the layout as `plan` decides from its footer, atomically, under
-        its day's lock (the tail's delta: dataset/tail_rows.py). Only this team's files."""
-        if file.team != self.team:
-            raise ValueError(f"{file.name} is not a file of {self!r}")
-        with self.lock(file.day):
-            return self._write_file(file, rows, plan)
+    def writes_day_file(self, day: date, as_of: int) -> bool:
+        """Whether a write of this team's `day` at `as_of` goes to its one day file: the day
+        has it already, or has no hour files and ended `day_file_after` before `as_of`. The
+        caller holds the day's lock (S3 has none: two writers could only choose differently
+        across the horizon; docs/design.md, "A day never changes kind")."""
+        files = self.day_files(day)  # MixedLayoutError if both: never written so
+        if files:
+            return files[0].hour is None
+        return day_bounds(day)[1] + self.day_file_after <= as_of
+
+    def rewrite_at(self, day: date, second: int, rows: NewRows, plan: Plan) -> WriteResult:
+        """Rewrite the file of this team's `day` that holds `second` (its day file if it has
+        one, else that hour's file) as `plan` decides from its footer, atomically, under the
+        day's lock (the tail's delta: dataset/tail_rows.py). The file is chosen under the lock,
+        so a write that makes the day a day-file day meanwhile is seen."""
+        with self.lock(day):
+            hour = None if self.is_day_file(day) else layout.hour_of(day, second)
+            return self._write_file(self.file_of(day, hour), rows, plan)
 
     def _write_file(self, file: DayFile, new: NewRows, plan: Plan) -> WriteResult:
         """Merge the new rows into one file of the day as `plan` says, and replace it."""

@@ -1,7 +1,8 @@
 """A tail poll's rows added to one hour file, only where that cannot count an event twice.
 
 A tail chain delivers each newly visible event once (client/tail.py), so its rows are ADDED to
-the hour file their timestamps fall in (no event id: nothing could be de-duplicated). That is
+the hour file their timestamps fall in (the day file of a day stored as one: store.py; no event
+id: nothing could be de-duplicated). That is
 exact only while the file holds exactly the chain's earlier polls, which its footer's tail tag
 (tail_state.TailTag) says. The rule, decided on the footer read under the day's lock (S3: on
 the object the conditional PUT replaces):
@@ -27,7 +28,6 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from dropbox_team_log.dataset import layout
 from dropbox_team_log.dataset.ledger import Coverage
 from dropbox_team_log.dataset.spool import BatchList
 from dropbox_team_log.dataset.store import EventDataset, FileWrite
@@ -90,9 +90,8 @@ def add_tail_rows(
             return None  # nothing new for an hour that has its file: leave it be
         return _adding(before, covered, fetched_at, tag, new, out)
 
-    # a legacy day file stays one file (layout.py): the tag then speaks for the whole day
-    file = dataset.file_of(day, None if dataset.is_legacy(day) else layout.hour_of(day, lo))
-    dataset.rewrite_file(file, new, plan)
+    # a day-file day stays one file (store.py): the tag then speaks for the whole day
+    dataset.rewrite_at(day, lo, new, plan)
     return out
 
 

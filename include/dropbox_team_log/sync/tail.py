@@ -100,7 +100,7 @@ def chain_due(
 ) -> list[Range]:
     """`due` (the coverage rules' answer for the day span `span`) with the chain's hours out.
 
-    `tags` maps each file's bounds (an hour, or a legacy day) to its tail tag. In a file the
+    `tags` maps each file's bounds (an hour, or a day file's day) to its tail tag. In a file the
     chain holds, `[start, as_of)` of the chain is covered: not due, until the file's time is
     `settle` old; then the whole file is due once, a replace write that settles it and clears
     its tag. With `refresh`, a held file whose footer (`coverage`) was last written `refresh`

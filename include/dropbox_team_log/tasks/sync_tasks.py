@@ -215,7 +215,7 @@ def _plan_team(
         len(due),
         conn_id,
         root,
-        "unprefixed files" if team is None else f"files {team}.events-HH.parquet",
+        "unprefixed files" if team is None else f"files {team}.events*.parquet",
     )
     job["tail"] = cover.to_xcom() if cover else None
     return [{**job, **span.to_xcom()} for span in due]
