@@ -263,7 +263,7 @@ def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[list[date]]:
     limit = min(settings.OCSF_CHUNK_ROWS, settings.OCSF_ROW_GROUP_ROWS)
     for day in days:
         day_rows = 0
-        for path in dataset.all_file_paths(day):  # every team's legacy day file or hour files
+        for path in dataset.all_file_paths(day):  # every team's day file or hour files
             with dataset.fs.open(path, "rb") as handle:
                 day_rows += pq.ParquetFile(handle).metadata.num_rows
         if chunk and (rows + day_rows > limit or len(chunk) >= settings.OCSF_CHUNK_DAYS):
