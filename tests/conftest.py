@@ -3,15 +3,15 @@
 Airflow's environment has to be in place before anything imports `airflow`, hence the call at
 import time; the metadata DB is migrated lazily by the `airflow_db` fixture.
 
-The suite runs on pytest-xdist workers (pyproject's addopts: `-n`, `--dist loadgroup`): each
-module is one unit of work (its module-scoped fixtures start once), tests/web one unit (one
-api-server for the package), and the units that take minutes are handed out first so that the
-short ones fill the gaps. Each worker has its own Airflow home and SQLite DB (airflow_env).
+The suite runs on pytest-xdist workers (pyproject's addopts: `-n 4`), a module or a shared
+package per worker at a time, the long ones first (tests/helpers/parallel.py). Each worker has
+its own Airflow home and SQLite DB (airflow_env).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import airflow_env
+from tests.helpers import airflow_env, parallel
 
 airflow_env.configure()
 
@@ -29,49 +29,16 @@ airflow_env.configure()
 CLI_QUIETED_LOGGERS = ("dropbox", "urllib3")
 
 
-#: Folders whose modules share package-scoped fixtures: each is one unit of work.
-SHARED_PACKAGES = ("tests/web",)
-
-#: The units handed out first under pytest-xdist (`-n 4`), in this order; every other unit
-#: follows in collection order. The long ones (real Airflow stacks, a browser, many real DAG
-#: runs) start first, longest first, so that the short ones fill the gaps instead of trailing.
-#: A worker starts a test only once it holds the next one, so each of the two single-test e2e
-#: units takes the unit after the first four along, to run when the e2e test is done: those
-#: two are short.
-FIRST_UNITS = (
-    "tests/e2e/test_teams.py",
-    "tests/e2e/test_unattended.py",
-    "tests/web",
-    "tests/test_pipeline.py",
-    "tests/test_timeutil.py",
-    "tests/analytics/test_text.py",
-    "tests/reliability/test_fault_matrix.py",
-    "tests/reliability/test_damaged_files.py",
-    "tests/reliability/test_all_at_once.py",
-    "tests/reliability/test_kill_and_readers.py",
-    "tests/hooks/test_dropbox_team.py",
-    "tests/cli/test_connect.py",
-    "tests/reliability/test_pseudonymise.py",
-    "tests/reliability/test_secrets.py",
-)
-
-
-def unit_of(item: pytest.Item) -> str:
-    """The unit of work `item` belongs to: its package when listed above, else its module."""
-    module = item.nodeid.split("::", 1)[0]
-    for package in SHARED_PACKAGES:
-        if module.startswith(package + "/"):
-            return package
-    return module
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group each test into its unit (xdist_group) and put FIRST_UNITS first (a stable sort:
-    the order within a unit is unchanged)."""
-    rank = {unit: n for n, unit in enumerate(FIRST_UNITS)}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(unit_of(item)))
-    items.sort(key=lambda item: rank.get(unit_of(item), len(FIRST_UNITS)))
+    """On an xdist worker: the long units first (tests/helpers/parallel.py). A run without
+    workers keeps the plain collection order."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items[:] = [items[i] for i in parallel.order([item.nodeid for item in items])]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return parallel.make_scheduler(config, log)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -82,18 +49,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.config.workeroutput["reliability_figures"] = matrix.export()
 
 
-class _WorkerFigures:
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
     """On the xdist controller: collect each worker's reliability figures as it finishes."""
+    from tests.reliability import matrix
 
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        from tests.reliability import matrix
-
-        matrix.merge(getattr(node, "workeroutput", {}).get("reliability_figures"))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_WorkerFigures(), "dtl-worker-figures")
+    matrix.merge(getattr(node, "workeroutput", {}).get("reliability_figures"))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
