@@ -36,6 +36,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [items[i] for i in parallel.order([item.nodeid for item in items])]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """On an xdist worker, any test but an e2e one runs at a lower CPU priority (and so do the
+    processes it starts): the e2e tests prove a deployment's timeliness (a light team synced
+    within one schedule interval while a heavy backfill runs), which the rest of the suite
+    running beside it must not starve."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and item.get_closest_marker("e2e") is None:
+        parallel.yield_cpu()
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return parallel.make_scheduler(config, log)

@@ -10,7 +10,11 @@ through `Item._nodeid`, which pytest 9 no longer reads, so its xdist_group marks
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+#: The nice value of a worker's tests that yield the CPU to an e2e deployment (see yield_cpu).
+YIELDING_NICENESS = 10
 
 #: Folders whose modules share package-scoped fixtures: each is one unit of work.
 SHARED_PACKAGES = ("tests/web",)
@@ -54,6 +58,14 @@ def order(nodeids: list[str]) -> list[int]:
     return sorted(
         range(len(nodeids)), key=lambda i: rank.get(unit_of(nodeids[i]), len(FIRST_UNITS))
     )
+
+
+def yield_cpu() -> None:
+    """Lower this worker's CPU priority to YIELDING_NICENESS, once: the processes a test starts
+    afterwards inherit it, the e2e stacks started before it (at 0) keep their share."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if current < YIELDING_NICENESS:
+        os.nice(YIELDING_NICENESS - current)
 
 
 def make_scheduler(config: Any, log: Any) -> Any:
