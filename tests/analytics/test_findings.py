@@ -22,7 +22,9 @@ from dropbox_team_log.analytics.findings import (
 )
 from dropbox_team_log.analytics.period import Period
 from dropbox_team_log.notifications import alerts
+from dropbox_team_log.settings import ALERT_STATE_VARIABLE, TEAMS_VARIABLE
 from tests.e2e.webhook import WebhookReceiver
+from tests.helpers.connecting import delete_variable
 from tests.helpers.detection_data import T0, epoch, sync, team_emulator
 from tests.helpers.pipeline import run_dag
 
@@ -152,7 +154,13 @@ def airflow_output(tmp_path, monkeypatch, airflow_db):
     root = tmp_path / "dataset"
     monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", str(root))
     monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_DETECTIONS", '{"mass_delete_files": 20}')
-    return root
+    # No team alerted by an earlier test on this DB (a revoked run leaves the team "failing",
+    # and this test's backfill would then send a recovery to the receiver it counts).
+    for key in (TEAMS_VARIABLE, ALERT_STATE_VARIABLE):
+        delete_variable(key)
+    yield root
+    for key in (TEAMS_VARIABLE, ALERT_STATE_VARIABLE):
+        delete_variable(key)
 
 
 def test_detections_dag_raises_writes_and_alerts_once(airflow_output, monkeypatch):

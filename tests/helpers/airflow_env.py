@@ -4,6 +4,8 @@ Airflow reads its configuration once, when `airflow` is first imported, so `conf
 before any test module imports it: tests/conftest.py calls it at import time. The DB is migrated
 once per session (`migrate()`), lazily, by the `airflow_db` fixture, so pure unit tests do not pay
 for it. Subprocesses (`airflow ...`, `dropbox-team-log ...`) inherit the same environment.
+Each pytest-xdist worker gets a home and DB of its own: a worker inherits the controller's
+environment, so the home is claimed per worker id, not merely per environment.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from tests.helpers.paths import REPO
 
 VENV_BIN = Path(sys.executable).parent
 _MARK = "DROPBOX_TEAM_LOG_TEST_AIRFLOW_HOME"
+_OWNER = "DROPBOX_TEAM_LOG_TEST_AIRFLOW_HOME_OWNER"
 _migrated = False
 
 
 def configure() -> Path:
     """Set the env for a private Airflow home (idempotent); return AIRFLOW_HOME."""
+    owner = os.environ.get("PYTEST_XDIST_WORKER", "")
     existing = os.environ.get(_MARK)
-    if existing:
+    if existing and os.environ.get(_OWNER, "") == owner:
         return Path(existing)
     if "airflow" in sys.modules:
         raise RuntimeError("airflow was imported before tests/airflow_env.configure() ran")
@@ -42,6 +46,7 @@ def configure() -> Path:
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
         _MARK: str(home),
+        _OWNER: owner,
     }
     os.environ.update(env)
     # A developer's real connection must never leak into (or be overwritten by) the tests.

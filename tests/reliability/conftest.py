@@ -1,19 +1,14 @@
-"""Fixtures of the reliability suite, and the fault figures printed at the end of the session
-(also written as JSON + markdown under RELIABILITY_SUMMARY_DIR, default a folder under /tmp).
+"""Fixtures of the reliability suite. The fault figures its tests record are printed at the end
+of the session by tests/conftest.py (the only conftest a pytest-xdist controller loads).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.reliability.matrix import EMULATOR, conn_json, write_summary
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    write_summary(terminalreporter)
+from tests.reliability.matrix import EMULATOR, conn_json
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,18 @@ def record_scan(chars_by_source: dict[str, int], secrets: int, leaks: list[str])
     _SCANS.append({"sources": chars_by_source, "secrets_searched": secrets, "leaks": leaks})
 
 
+def export() -> dict[str, list]:
+    """This process's figures, as plain data: what a pytest-xdist worker hands the controller."""
+    return {"figures": [asdict(f) for f in _FIGURES], "scans": list(_SCANS)}
+
+
+def merge(exported: dict[str, list] | None) -> None:
+    """Add a worker's `export()` to this process's figures (the controller prints them all)."""
+    if exported:
+        _FIGURES.extend(FaultFigures(**row) for row in exported["figures"])
+        _SCANS.extend(exported["scans"])
+
+
 def summary_dir() -> Path:
     return Path(
         os.environ.get("RELIABILITY_SUMMARY_DIR")

@@ -88,6 +88,7 @@ class PageClient:
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "build" / "screenshots" / "teams_page"
+WAIT_MS = 120_000  # the longest any one browser step may take
 
 
 @pytest.fixture(scope="package")
@@ -127,6 +128,9 @@ class Seen:
 def admin(browser, api_server: ApiServer) -> Iterator[tuple[Any, Seen]]:
     """A browser tab signed in to Airflow as the admin, at the teams page of the UI."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # Playwright's 30 s default is too short for the Airflow UI's first load (a React bundle)
+    # on 2 cores shared with other work.
+    context.set_default_timeout(WAIT_MS)
     context.add_cookies(
         [{"name": "_token", "value": api_server.token("admin"), "url": api_server.url}]
     )
