@@ -29,7 +29,8 @@ TEAMS_VARIABLE = "dropbox_team_log_teams"
 #: Where the report DAG writes the HTML report (default: `<root>/_reports/`).
 REPORT_PATH_VARIABLE = "dropbox_team_log_report_path"
 #: Teams failing and already alerted, per kind of error (notifications/alert_state.py): kept
-#: by the tasks' callbacks so a persistent failure alerts once, not at every run.
+#: by the tasks' callbacks so a persistent failure alerts once, not at every run. Each team has
+#: its own Variable `<this>.<conn_id>`; this one is only read, as an earlier version kept it.
 ALERT_STATE_VARIABLE = "dropbox_team_log_alert_state"
 #: Seconds a first alert (or a recovery) waits after claiming it in `ALERT_STATE_VARIABLE`
 #: before checking the claim held: two tasks of one team failing at once send one alert.

@@ -115,12 +115,15 @@ def delete_row(conn_id: str) -> None:
 
 
 def delete_variable(key: str) -> None:
-    """Remove a Variable's metadata-DB row (the teams registry a test's connect wrote)."""
+    """Remove a Variable's metadata-DB row (the teams registry a test's connect wrote) and those
+    of its per-team Variables `<key>.<conn_id>` (the alert state's)."""
     from airflow.models.variable import Variable
-    from sqlalchemy import delete
+    from sqlalchemy import delete, or_
 
     with connection_store._db_session() as session:
-        session.execute(delete(Variable).where(Variable.key == key))
+        session.execute(
+            delete(Variable).where(or_(Variable.key == key, Variable.key.startswith(f"{key}.")))
+        )
 
 
 def row_as_json(row: Any, **changes: Any) -> str:

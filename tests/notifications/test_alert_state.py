@@ -85,8 +85,17 @@ def failed_tasks(dag_run, conn_id: str) -> list[str]:
 
 
 def stored_state() -> dict:
-    raw = load_variable(ALERT_STATE_VARIABLE)[1]
-    return json.loads(raw) if raw else {}
+    """The teams whose alert state holds something, from their Variables."""
+    from airflow.models.variable import Variable
+    from sqlalchemy import select
+
+    from dropbox_team_log.cli.connection_store import db_session
+
+    prefix = f"{ALERT_STATE_VARIABLE}."
+    with db_session() as session:
+        keys = session.scalars(select(Variable.key).where(Variable.key.startswith(prefix))).all()
+    states = {key[len(prefix) :]: json.loads(load_variable(key)[1]) for key in keys}
+    return {conn_id: state for conn_id, state in states.items() if state}
 
 
 def test_a_revoked_team_alerts_once_then_recovers(emu, deployment, monkeypatch, caplog):
@@ -135,6 +144,21 @@ def test_a_revoked_team_alerts_once_then_recovers(emu, deployment, monkeypatch, 
     assert again["team"] == REVOKED and again["status"] == "failing"
 
 
+def test_a_state_kept_in_the_earlier_shared_variable_still_counts(emu, deployment, caplog):
+    """A team alerted by a version that kept every team in one Variable is not alerted again
+    for the same failure; a team without an entry there alerts as usual."""
+    receiver = deployment
+    shared = {REVOKED: {"RefreshTokenRevokedError": {"since": "2026-11-20T10:00:00Z", "by": "x"}}}
+    save_variable(ALERT_STATE_VARIABLE, json.dumps(shared), "an earlier version's state")
+    emu.revoke_refresh_tokens(team=emu.teams()[1]["team_id"])
+    with caplog.at_level(logging.WARNING):
+        first = run(emu, T0 + timedelta(hours=2))
+    assert first.state == "failed" and failed_tasks(first, REVOKED)
+    assert [m["team"] for m in receiver.received] == [GONE]
+    repeats = [r.getMessage() for r in caplog.records if r.getMessage().startswith("REPEAT")]
+    assert any("team_r" in r for r in repeats)
+
+
 class SlowStore:
     """A state store that answers after a delay, as a remote metadata DB does."""
 
@@ -155,8 +179,8 @@ class SlowStore:
 
 
 def test_tasks_failing_at_once_claim_one_alert_and_keep_each_team():
-    store = SlowStore(delay=0.01)
-    state = AlertState(store, settle=0.2)
+    stores = {conn_id: SlowStore(delay=0.01) for conn_id in ("a", "b")}
+    state = AlertState(stores.__getitem__, settle=0.2)
     sent: list[tuple[str, str]] = []
 
     def fail(conn_id: str, n: int) -> None:
@@ -169,7 +193,7 @@ def test_tasks_failing_at_once_claim_one_alert_and_keep_each_team():
     for t in threads:
         t.join()
     assert sorted(c for c, _ in sent) == ["a", "b"]  # one alert per team, neither lost
-    assert set(store.read()) == {"a", "b"}
+    assert all(store.read() for store in stores.values())
 
     done = []
     threads = [
@@ -180,4 +204,5 @@ def test_tasks_failing_at_once_claim_one_alert_and_keep_each_team():
         t.start()
     for t in threads:
         t.join()
-    assert len([d for d in done if d]) == 1 and set(store.read()) == {"b"}
+    assert len([d for d in done if d]) == 1
+    assert not stores["a"].read() and stores["b"].read()

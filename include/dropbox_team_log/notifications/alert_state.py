@@ -1,16 +1,20 @@
 """Which teams are failing and already alerted: one alert per team and kind of error, not one
 per failed task of every run; a "recovered" message when the team succeeds again.
 
-The state is the JSON Variable `ALERT_STATE_VARIABLE` (every worker sees it):
-`{"<conn_id>": {"<kind>": {"since": ..., "by": ..., "dag_id": ..., "task": ..., "reason": ...}}}`.
+Each team's state is its own JSON Variable `<ALERT_STATE_VARIABLE>.<conn_id>` (every worker
+sees it): `{"<kind>": {"since": ..., "by": ..., "dag_id": ..., "task": ..., "reason": ...}}`.
 A kind is the failure's error class (`RefreshTokenRevokedError`, `ConnectionMissing`, ...).
+One Variable per team, because a Variable has no compare-and-swap: with every team in one
+Variable, a team's write landing between another team's read and write was erased after it had
+been checked, and its alert was lost (teams fail at the same moment when one app is revoked).
+A state kept in the one Variable `ALERT_STATE_VARIABLE` by an earlier version is still read for
+a team that has no Variable of its own yet.
 
-Variables have no compare-and-swap, so a first alert (and a recovery) is claimed: write a token,
-wait `ALERT_CLAIM_SETTLE_SECONDS`, read again, and only the task whose token survived sends.
-Two tasks both send only when one's read and write are further apart than the settle time (a
-stalled metadata DB) while the other claims in between: the worst case is one extra message.
-Each write merges into a fresh read and checks it landed (rewriting it if another team's write
-replaced it), so teams failing at the same moment do not erase each other's entries.
+Within a team, a first alert (and a recovery) is claimed: write a token, wait
+`ALERT_CLAIM_SETTLE_SECONDS`, read again, and only the task whose token survived sends. The
+last writer always reads its own token, so one task sends; two send only when one's read and
+write are further apart than the settle time (a stalled metadata DB) while the other claims in
+between: the worst case is one extra message, never a lost one.
 Only stdlib and `settings` at module level; Airflow's Variable is imported when first used.
 """
 
@@ -31,116 +35,133 @@ log = logging.getLogger(__name__)
 RECOVERY = "~recovered_by"
 WRITE_ATTEMPTS = 3
 
-State = dict[str, dict[str, Any]]
+#: One team's state: kind -> the alert's entry, and RECOVERY -> a recovery's claim token.
+TeamState = dict[str, Any]
 
 
 class VariableState:
-    """The state in the Airflow Variable, read and written through the task SDK."""
+    """One team's state in its Airflow Variable, read and written through the task SDK."""
 
-    def __init__(self, key: str = ALERT_STATE_VARIABLE) -> None:
-        self.key = key
+    def __init__(self, conn_id: str, prefix: str = ALERT_STATE_VARIABLE) -> None:
+        self.conn_id = conn_id
+        self.shared_key = prefix
+        self.key = f"{prefix}.{conn_id}"
 
-    def read(self) -> State:
+    def read(self) -> TeamState:
         from airflow.sdk import Variable
 
         raw = Variable.get(self.key, default=None)
-        if not raw:
-            return {}
-        try:
-            state = json.loads(raw)
-        except ValueError:
-            log.warning("Variable %s is not JSON: treated as empty", self.key)
-            return {}
-        return state if isinstance(state, dict) else {}
+        if raw is None:  # never written: the team's part of the earlier, shared Variable
+            team = _json_object(Variable.get(self.shared_key, default=None), self.shared_key)
+            raw_team = team.get(self.conn_id)
+            return raw_team if isinstance(raw_team, dict) else {}
+        return _json_object(raw, self.key)
 
-    def write(self, state: State) -> None:
+    def write(self, state: TeamState) -> None:
         from airflow.sdk import Variable
 
         Variable.set(
             self.key,
             json.dumps(state, sort_keys=True),
-            description="Dropbox team log: teams failing and already alerted (alert_state.py)",
+            description="Dropbox team log: the team's failures already alerted (alert_state.py)",
         )
 
 
 class AlertState:
-    """The once-per-team-and-kind logic over a state store (`read()`, `write(state)`)."""
+    """The once-per-team-and-kind logic over a state store per team (`store_of(conn_id)`, with
+    `read()` and `write(state)`)."""
 
     def __init__(
         self,
-        store: Any = None,
+        store_of: Callable[[str], Any] = VariableState,
         settle: float = ALERT_CLAIM_SETTLE_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.store = store or VariableState()
+        self.store_of = store_of
         self.settle = settle
         self.sleep = sleep
 
     def failed(self, conn_id: str, kind: str, token: str, details: dict[str, Any]) -> bool:
         """A task of team `conn_id` failed with `kind`: True when this task sends the alert
         (the first of this failure), False when the team is already alerted for it."""
-        if self.store.read().get(conn_id, {}).get(kind):
+        store = self.store_of(conn_id)
+        if store.read().get(kind):
             return False
         entry = {"since": _now(), "by": token, **details}
 
-        def claim(state: State) -> bool:
-            team = state.setdefault(conn_id, {})
+        def claim(team: TeamState) -> bool:
             if team.get(kind):
                 return False
             team[kind] = entry
             return True
 
-        if not self._update(claim, lambda s: _holds(s, conn_id, kind)):
+        if not _update(store, claim, lambda team: bool(team.get(kind))):
             return False
         self.sleep(self.settle)
-        return _holds(self.store.read(), conn_id, kind, token)
+        return (store.read().get(kind) or {}).get("by") == token
 
     def succeeded(self, conn_id: str, token: str) -> dict[str, Any] | None:
         """A task of team `conn_id` succeeded: the failures it recovers from (kind -> entry)
         when this task sends the "recovered" message, else None (nothing was alerted, or
         another task of the team claimed the message)."""
-        kinds = _kinds(self.store.read().get(conn_id))
-        if not kinds:
+        store = self.store_of(conn_id)
+        if not _kinds(store.read()):
             return None
 
-        def claim(state: State) -> bool:
-            team = state.get(conn_id)
-            if not _kinds(team) or team.get(RECOVERY):  # type: ignore[union-attr]
+        def claim(team: TeamState) -> bool:
+            if not _kinds(team) or team.get(RECOVERY):
                 return False
-            team[RECOVERY] = token  # type: ignore[index]
+            team[RECOVERY] = token
             return True
 
-        if not self._update(claim, lambda s: RECOVERY in s.get(conn_id, {})):
+        if not _update(store, claim, lambda team: RECOVERY in team):
             return None
         self.sleep(self.settle)
-        state = self.store.read()
-        if state.get(conn_id, {}).get(RECOVERY) != token:
+        team = store.read()
+        if team.get(RECOVERY) != token:
             return None
-        recovered = _kinds(state.get(conn_id))
-        self._update(lambda s: s.pop(conn_id, None) is not None, lambda s: conn_id not in s)
+        recovered = _kinds(team)
+        _update(store, _clear, lambda team: not team)
         return recovered
 
-    def _update(self, change: Callable[[State], bool], landed: Callable[[State], bool]) -> bool:
-        """Apply `change` to a fresh read and write it; read back and redo it if another
-        write replaced ours. False when `change` found nothing to do."""
-        for _ in range(WRITE_ATTEMPTS):
-            state = self.store.read()
-            if not change(state):
-                return False
-            self.store.write(state)
-            if landed(self.store.read()):
-                return True
-        log.warning("alert state: another writer kept replacing the Variable; gave up")
-        return True
+
+def _update(
+    store: Any, change: Callable[[TeamState], bool], landed: Callable[[TeamState], bool]
+) -> bool:
+    """Apply `change` to a fresh read and write it; read back and redo it if another write
+    replaced ours. False when `change` found nothing to do."""
+    for _ in range(WRITE_ATTEMPTS):
+        team = store.read()
+        if not change(team):
+            return False
+        store.write(team)
+        if landed(store.read()):
+            return True
+    log.warning("alert state: another writer kept replacing the team's Variable; gave up")
+    return True
 
 
-def _kinds(team: dict[str, Any] | None) -> dict[str, Any]:
+def _clear(team: TeamState) -> bool:
+    """Empty the team's state (written as `{}`: the shared Variable is not read again)."""
+    if not team:
+        return False
+    team.clear()
+    return True
+
+
+def _json_object(raw: str | None, key: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        log.warning("Variable %s is not JSON: treated as empty", key)
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _kinds(team: TeamState | None) -> dict[str, Any]:
     return {k: v for k, v in (team or {}).items() if k != RECOVERY}
-
-
-def _holds(state: State, conn_id: str, kind: str, token: str | None = None) -> bool:
-    entry = state.get(conn_id, {}).get(kind)
-    return bool(entry) and (token is None or entry.get("by") == token)
 
 
 def _now() -> str:
