@@ -3,11 +3,10 @@ user, browser and state can open, once, before it expires, and that shows no sec
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from dropbox_team_log.web.guard import FlowRejected, Guard, PendingFlow
+from dropbox_team_log.web.guard import FlowRejected, Guard
+from tests.helpers.pending_flows import pending_flow as flow
 
 SECRET = "api-secret-key-for-the-tests"
 
@@ -18,21 +17,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def flow(**changes: str) -> PendingFlow:
-    base = PendingFlow(
-        state="state-abc",
-        user_id="admin",
-        browser_id="browser-1",
-        conn_id="acme",
-        app_key="app-key",
-        app_secret="app-secret-0123456789",
-        base_url=None,
-        redirect_uri="http://127.0.0.1:8080/dropbox-teams/oauth/callback",
-        code_verifier="verifier-0123456789-0123456789-0123456789-abc",
-    )
-    return dataclasses.replace(base, **changes)
 
 
 def test_csrf_tokens_belong_to_one_user_in_one_browser_under_one_key():

@@ -17,22 +17,13 @@ import pytest
 from sqlalchemy import MetaData, Table, create_engine, func, select, text
 
 from dropbox_team_log.settings import OAUTH_STATE_TABLE
-from dropbox_team_log.web.guard import FlowRejected, Guard, PendingFlow, state_key
+from dropbox_team_log.web.guard import FlowRejected, Guard, state_key
 from dropbox_team_log.web.used_states import CLOCK_SLACK_SECONDS, DbUsedStates
+from tests.helpers.pending_flows import pending_flow
 
 SECRET = "api-secret-key-shared-by-the-workers"
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-FLOW = PendingFlow(
-    state="state-of-one-flow",
-    user_id="admin",
-    browser_id="browser-1",
-    conn_id="acme",
-    app_key="app-key",
-    app_secret="app-secret-0123456789",
-    base_url=None,
-    redirect_uri="http://127.0.0.1:8080/dropbox-teams/oauth/callback",
-    code_verifier="verifier-0123456789-0123456789-0123456789-abc",
-)
+FLOW = pending_flow(state="state-of-one-flow")
 
 
 def open_in_a_worker(db_url: str, sealed: str, state: str) -> str:
