@@ -243,8 +243,16 @@ class _Output:
         return path if isinstance(self.fs, LocalFileSystem) else self.fs.unstrip_protocol(path)
 
 
-def _source(dataset: EventDataset, days: list[date]) -> str:
-    paths = [path for day in days for path in dataset.all_file_paths(day)]  # every team's
+@dataclass
+class _Chunk:
+    """The days of one query and their files (every team's day file or hour files), listed
+    once: for the query's row count and for its source."""
+
+    days: list[date] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+
+
+def _source(dataset: EventDataset, paths: list[str]) -> str:
     if not dataset.is_local:
         paths = [dataset.fs.unstrip_protocol(path) for path in paths]
     quoted = ", ".join("'" + roots.literal(path).replace("'", "''") + "'" for path in paths)
@@ -253,25 +261,27 @@ def _source(dataset: EventDataset, days: list[date]) -> str:
     )
 
 
-def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[list[date]]:
+def _chunks(dataset: EventDataset, days: list[date]) -> Iterator[_Chunk]:
     """Consecutive days, as many per query as OCSF_CHUNK_DAYS and the rows bound allow (a
     query has a fixed cost, ~50 ms: per day, it would weigh as much as the records on small
     days). The rows bound is OCSF_CHUNK_ROWS, and at most OCSF_ROW_GROUP_ROWS: a query's rows
     then all wait in memory until it ends, so each file is written whole (see `_export_chunk`)."""
-    chunk: list[date] = []
+    chunk = _Chunk()
     rows = 0
     limit = min(settings.OCSF_CHUNK_ROWS, settings.OCSF_ROW_GROUP_ROWS)
     for day in days:
+        paths = dataset.all_file_paths(day)
         day_rows = 0
-        for path in dataset.all_file_paths(day):  # every team's day file or hour files
+        for path in paths:
             with dataset.fs.open(path, "rb") as handle:
                 day_rows += pq.ParquetFile(handle).metadata.num_rows
-        if chunk and (rows + day_rows > limit or len(chunk) >= settings.OCSF_CHUNK_DAYS):
+        if chunk.days and (rows + day_rows > limit or len(chunk.days) >= settings.OCSF_CHUNK_DAYS):
             yield chunk
-            chunk, rows = [], 0
-        chunk.append(day)
+            chunk, rows = _Chunk(), 0
+        chunk.days.append(day)
+        chunk.paths.extend(paths)
         rows += day_rows
-    if chunk:
+    if chunk.days:
         yield chunk
 
 
@@ -334,20 +344,21 @@ class _Files:
 def _export_chunk(
     con: duckdb.DuckDBPyConnection,
     dataset: EventDataset,
-    days: list[date],
+    chunk: _Chunk,
     layouts: _Layouts,
     result: ExportResult,
 ) -> None:
-    """One query over `days`; its rows go to one file per (class, day) and layout. A file's rows
-    wait until the query ends and are written as one row group, sorted: the query's days hold
-    at most OCSF_ROW_GROUP_ROWS rows (`_chunks`), so that is the memory bound, and the file's
-    bytes do not depend on the order DuckDB hands rows over in (its threads, and even one
-    thread's hash join over a day's many hour files, interleave days). Only a day bigger than
-    the bound (a query of its own) is written as several row groups, whenever that many rows
-    wait."""
+    """One query over the chunk's days; its rows go to one file per (class, day) and layout.
+    A file's rows wait until the query ends and are written as one row group, sorted: the
+    query's days hold at most OCSF_ROW_GROUP_ROWS rows (`_chunks`), so that is the memory
+    bound, and the file's bytes do not depend on the order DuckDB hands rows over in (its
+    threads, and even one thread's hash join over a day's many hour files, interleave days).
+    Only a day bigger than the bound (a query of its own) is written as several row groups,
+    whenever that many rows wait."""
     files = _Files(layouts, result)
     try:
-        reader = con.sql(ocsf.select_sql(_source(dataset, days))).to_arrow_reader(_BATCH_ROWS)
+        source = _source(dataset, chunk.paths)
+        reader = con.sql(ocsf.select_sql(source)).to_arrow_reader(_BATCH_ROWS)
         for batch in reader:
             for class_uid, day, part in _split(batch):
                 files.add(class_uid, day, part)
@@ -363,7 +374,7 @@ def _export_chunk(
         result.by_class[class_uid] = result.by_class.get(class_uid, 0) + class_file.records
         result.records += class_file.records
     output = layouts.output
-    for day in days:
+    for day in chunk.days:
         for class_uid in ocsf.CLASS_COLUMNS:
             if (class_uid, day) in files.by_key:
                 continue
@@ -401,8 +412,8 @@ def export(
         if not dataset.is_local:
             con.register_filesystem(dataset.fs)
         ocsf.register_function(con)
-        for days_of_query in _chunks(dataset, chosen):
-            _export_chunk(con, dataset, days_of_query, layouts, result)
+        for chunk in _chunks(dataset, chosen):
+            _export_chunk(con, dataset, chunk, layouts, result)
     finally:
         con.close()
     result.seconds = time.perf_counter() - started
