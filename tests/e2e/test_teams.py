@@ -222,14 +222,16 @@ def test_three_teams_heavy_backfill_light_on_time_one_revoked(
         for t in rest.task_instances(INCREMENTAL, r["dag_run_id"])
         if t["task_id"] in ("tail", "sync_day") and t["rendered_map_index"]
     ]
-    assert max_overlap(slot_holds(backfill_days)) <= settings.BACKFILL_MAX_ACTIVE_DAYS
+    held = max_overlap(slot_holds(backfill_days))
+    assert held <= settings.BACKFILL_MAX_ACTIVE_DAYS, f"the backfills held {held} slots at once"
     waits = sorted(
         (parse(t["queued_when"]) - parse(t["scheduled_when"])).total_seconds()
         for t in incremental_pool_tasks
         if t["scheduled_when"] and t["queued_when"]
     )
     print(f"incremental pool tasks' wait for a slot (s): {[round(w, 1) for w in waits]}")
-    assert not slots_given_over_waiting(incremental_pool_tasks, backfill_days)
+    overtaken = slots_given_over_waiting(incremental_pool_tasks, backfill_days)
+    assert not overtaken, "\n".join(overtaken)
 
     # A scheduled incremental run in which every team's tail (and any due days) succeeded.
     def all_synced():
@@ -310,5 +312,7 @@ def test_three_teams_heavy_backfill_light_on_time_one_revoked(
     revoked_id = emu.teams()[2]["team_id"]
     got = multiset(dataset_raws(str(deployment.dataset), start, as_of, revoked_id))
     assert not got - multiset(emu.truth(start, as_of, as_of=as_of + HORIZON, team=revoked_id))
-    # Checked last, so that a late light team still shows whether the rest holds.
+    # Checked last, so that a late light team still shows whether the rest holds. The pool
+    # gave the backfill no slot a team waited for (checked above): a lag here is the time
+    # Airflow's own steps took, i.e. the CPU the deployment got.
     assert all(lag is not None and lag <= INTERVAL for lag in lags.values()), lags
