@@ -24,11 +24,9 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psutil
 from croniter import croniter
 from cryptography.fernet import Fernet
 
@@ -47,28 +45,6 @@ DAG_IDS = (
     settings.DETECTIONS_DAG_ID,
 )
 TERMINAL = {"success", "failed"}
-
-
-def tree_cpu_seconds(pids: Iterable[int]) -> float:
-    """User + system CPU seconds of the processes and their living and reaped children.
-
-    `children_*` counts only children that were waited for: a component's task processes that
-    ended are in it, those still running are added one by one.
-    """
-    total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-        for proc in procs:
-            try:
-                t = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
 
 
 def runs_per_day(cron: str) -> int:
@@ -97,16 +73,11 @@ def finished_runs(rest: AirflowRest) -> list[dict]:
     return [r for r in rest.runs(INCREMENTAL) if r["state"] in TERMINAL]
 
 
-def component_cpu(stack: AirflowStack) -> dict[str, float]:
-    """CPU seconds so far of each component's process tree."""
-    return {name: tree_cpu_seconds([c.process.pid]) for name, c in stack.components.items()}
-
-
 def window_cpu(stack: AirflowStack, window: float) -> dict[str, float]:
     """CPU seconds each component spent over the next `window` seconds."""
-    start = component_cpu(stack)
+    start = stack.cpu_seconds()
     time.sleep(window)
-    end = component_cpu(stack)
+    end = stack.cpu_seconds()
     return {name: end[name] - start[name] for name in start}
 
 
@@ -183,6 +154,7 @@ def main() -> int:
                 "AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT": str(root / "dataset"),
                 "DROPBOX_TEAM_LOG_SCHEDULE": "* * * * *",
             },
+            parse_once=False,  # the idle figure includes a deployment's periodic re-parse
         )
         try:
             stack.start()

@@ -1,14 +1,17 @@
 """Fixtures of the end-to-end test: emulator on real time, alert receiver, the Airflow stack.
 
 The stack is torn down (processes, PostgreSQL database, Redis keys) however the test ends; on a
-failure the tails of every component log and the latest task logs are printed first.
+failure the tails of every component log and the latest task logs are printed first. Its wall
+time and the CPU time of its components are printed at the end (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,29 +75,19 @@ def alert_target():
         yield receiver
 
 
-@pytest.fixture(scope="module")
-def deployment(request, tmp_path_factory, emu, connected_at, alert_target):
-    """A running CeleryExecutor deployment on this machine's PostgreSQL and Redis."""
-    root = tmp_path_factory.mktemp("e2e")
-    dataset = root / "dataset"
-    stack = AirflowStack(
-        root=root,
-        extra_env={
-            "AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT": connection_json(emu, connected_at=connected_at),
-            "AIRFLOW_CONN_DROPBOX_TEAM_LOG_ALERTS": json.dumps(
-                {"conn_type": "http", "host": alert_target.url}
-            ),
-            "AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT": str(dataset),
-            "DROPBOX_TEAM_LOG_SCHEDULE": SCHEDULE,
-        },
-    )
+@contextlib.contextmanager
+def deployed(request, root: Path, extra_env: dict[str, str]) -> Generator[Deployment]:
+    """Start a stack, log in, yield it; on a failure of the module's test (or of the set-up)
+    print every component's log tail; always tear it down and print its wall and CPU time."""
+    stack = AirflowStack(root=root, extra_env=extra_env)
     started = time.monotonic()
+    cpu: dict[str, float] = {}
     try:
         stack.start()
         rest = AirflowRest(stack.api_url, stack.username, stack.password)
         stack.wait_for("the api-server", rest.healthy, timeout=180)
         rest.login()
-        yield Deployment(stack, rest, dataset)
+        yield Deployment(stack, rest, root / "dataset")
     finally:
         failed = any(
             getattr(item, "rep_call", None) is not None and item.rep_call.failed
@@ -103,8 +96,30 @@ def deployment(request, tmp_path_factory, emu, connected_at, alert_target):
         )
         if failed or sys.exc_info()[0] is not None:
             print(stack.log_tails(), file=sys.stderr)
+        cpu = stack.cpu_seconds()  # before the stop: a killed tree's children are not reaped
         stack.close()
-        figure = f"e2e wall time (start to clean-up): {time.monotonic() - started:.0f}s"
+        by_component = ", ".join(f"{name} {seconds:.0f}" for name, seconds in cpu.items())
+        module = request.module.__name__.rsplit(".", 1)[-1]
+        figure = (
+            f"e2e {module}: wall {time.monotonic() - started:.0f}s (start to clean-up), "
+            f"stack CPU {sum(cpu.values()):.0f}s ({by_component})"
+        )
         capture = request.config.pluginmanager.getplugin("capturemanager")
         with capture.global_and_fixture_disabled():  # the figure shows even with capture on
             print(f"\n{figure}")
+
+
+@pytest.fixture(scope="module")
+def deployment(request, tmp_path_factory, emu, connected_at, alert_target):
+    """A running CeleryExecutor deployment on this machine's PostgreSQL and Redis."""
+    root = tmp_path_factory.mktemp("e2e")
+    extra_env = {
+        "AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT": connection_json(emu, connected_at=connected_at),
+        "AIRFLOW_CONN_DROPBOX_TEAM_LOG_ALERTS": json.dumps(
+            {"conn_type": "http", "host": alert_target.url}
+        ),
+        "AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT": str(root / "dataset"),
+        "DROPBOX_TEAM_LOG_SCHEDULE": SCHEDULE,
+    }
+    with deployed(request, root, extra_env) as deployment:
+        yield deployment

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import psutil
 import psycopg2
 import redis
 
@@ -37,7 +38,18 @@ COMPONENTS: dict[str, list[str]] = {
     "scheduler": ["scheduler"],
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer"],
-    "celery-worker": ["celery", "worker", "--concurrency", "4", "-H", "{worker_name}@%h"],
+    # more task slots than the pool's (settings.API_POOL_SLOTS): the tasks outside the pool
+    # (planning, starting backfills) never wait for one (docs/operations.md)
+    "celery-worker": ["celery", "worker", "--concurrency", "6", "-H", "{worker_name}@%h"],
+}
+
+
+#: The dag-processor's settings of a stack whose DAG files do not change while it runs: parse
+#: each file once, in one process (a re-parse every 10 s, in two, was a fifth of a test
+#: stack's CPU). The stale-DAG check compares parses with each other, so no DAG goes stale.
+PARSE_ONCE = {
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+    "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
 }
 
 
@@ -90,6 +102,8 @@ class AirflowStack:
     components: dict[str, Component] = field(default_factory=dict)
     redis_db: int | None = None
     database_created: bool = False
+    #: Parse the DAG files once (they do not change under a test) instead of every 10 s.
+    parse_once: bool = True
 
     @property
     def home(self) -> Path:
@@ -130,6 +144,7 @@ class AirflowStack:
                 # Quick to notice the DAG files and to schedule: a test, not a fleet.
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+                **(PARSE_ONCE if self.parse_once else {}),
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
                 "NO_PROXY": "127.0.0.1,localhost",
             }
@@ -212,6 +227,11 @@ class AirflowStack:
                 raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(every)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far of each component's process tree (the stack's own cost; the
+        PostgreSQL and Redis servers it uses are not in it)."""
+        return {name: tree_cpu_seconds(c.process.pid) for name, c in self.components.items()}
+
     def log_tails(self, lines: int = 40) -> str:
         """The last lines of every component log and task log: what on-call would read first."""
         parts = []
@@ -249,6 +269,27 @@ class AirflowStack:
             _signal_group(component.process, signal.SIGKILL)  # stragglers, children included
             component.process.wait()
             component.log_file.close()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its living and reaped descendants.
+
+    `children_*` counts only children that were waited for: a component's task processes that
+    ended are in it, those still running are added one by one.
+    """
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
