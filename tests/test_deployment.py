@@ -113,12 +113,12 @@ def test_the_dags_write_and_read_s3_with_an_aws_connection(
 
     url = f"s3://{bucket}/team-log"
     monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", url)
-    run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 2})
+    run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 1})
     run_dag(emu, "dropbox_team_log_report", T0 + timedelta(minutes=5))
     out = capfd.readouterr()
     assert SECRET not in out.out + out.err
     dataset = EventDataset(url)  # this process uses the connection now too
-    assert len(dataset.days()) == 3
+    assert len(dataset.days()) == 2
     assert dataset.fs.exists(f"{bucket}/team-log/_reports/dropbox_team_log_report.html")
 
 

@@ -30,6 +30,7 @@ from tests.helpers.pipeline import run_dag
 
 BURST_AT = T0.replace(hour=15, minute=0, second=0) - timedelta(days=1)
 ALERTS_ENV = "AIRFLOW_CONN_DROPBOX_TEAM_LOG_ALERTS"
+BACKGROUND_DAYS = 3  # of background activity before T0, synced with the burst's day
 
 
 def mine(result, actor_email: str) -> list[dict]:
@@ -41,19 +42,20 @@ def test_late_event_raises_the_burst_on_arrival_and_a_reread_raises_nothing(tmp_
 
     root = str(tmp_path / "dataset")
     cfg = DetectionConfig()
-    with team_emulator(timeline_end=T0) as emu:  # no activity after T0 but the late event
+    # no activity after T0 but the late event
+    with team_emulator(BACKGROUND_DAYS, timeline_end=T0) as emu:
         s = Scenarios(emu.config)
         lou = s.member("Lou Late")
         burst = s.file_burst(epoch(BURST_AT), lou, "file_delete", cfg.mass_delete_files)
         emu.add_events(burst[:-1])  # visible now: one short of the threshold
         emu.add_events([burst[-1]], visible_at=T0 + timedelta(hours=2))  # two hours late
 
-        sync(emu, root, T0 - timedelta(days=12), T0)
+        sync(emu, root, T0 - timedelta(days=BACKGROUND_DAYS), T0)
         first = run_detections(root, cfg, now=T0)
         assert first.changed_days and not mine(first, lou.email)
 
         later = T0 + timedelta(hours=3)
-        assert BURST_AT.date() in sync(emu, root, T0 - timedelta(days=12), later)
+        assert BURST_AT.date() in sync(emu, root, T0 - timedelta(days=BACKGROUND_DAYS), later)
         arrived = run_detections(root, cfg, now=later)
         assert BURST_AT.date().isoformat() in arrived.changed_days
         (raised,) = mine(arrived, lou.email)
@@ -64,7 +66,7 @@ def test_late_event_raises_the_burst_on_arrival_and_a_reread_raises_nothing(tmp_
         files, ids = store.files(), sorted(store.ids())
         settled = T0 + timedelta(hours=30)
         before = day_file_versions(root)
-        assert BURST_AT.date() in sync(emu, root, T0 - timedelta(days=12), settled)
+        assert BURST_AT.date() in sync(emu, root, T0 - timedelta(days=BACKGROUND_DAYS), settled)
         assert (
             day_file_versions(root)[BURST_AT.date().isoformat()]
             != before[BURST_AT.date().isoformat()]
@@ -171,7 +173,7 @@ def test_detections_dag_raises_writes_and_alerts_once(airflow_output, monkeypatc
         s = Scenarios(emu.config)
         rae = s.member("Rae Remover")
         emu.add_events(s.file_burst(epoch(BURST_AT), rae, "file_delete", 20))
-        run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 3})
+        run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 1})  # the burst's day and today
         run_dag(emu, "dropbox_team_log_detections", T0 + timedelta(minutes=1))
         store = FindingsStore(str(airflow_output))
         (raised,) = [r for r in store.read().to_pylist() if r["actor"] == rae.email]

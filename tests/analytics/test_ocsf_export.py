@@ -38,9 +38,13 @@ LAKE_FILE = re.compile(
 HIVE_FILE = re.compile(r"class_uid=(?P<cls>\d+)/event_day=(?P<day>[\d-]{10})/records\.parquet")
 
 
+#: Days of the dataset: more than one export chunk (settings.OCSF_CHUNK_DAYS) of them.
+DAYS = settings.OCSF_CHUNK_DAYS + 2
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    with emulator_dataset(tmp_path_factory.mktemp("ocsf-export") / "dataset") as path:
+    with emulator_dataset(tmp_path_factory.mktemp("ocsf-export") / "dataset", DAYS) as path:
         yield path
 
 

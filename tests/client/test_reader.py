@@ -59,7 +59,7 @@ def emu():
     with running_emulator(
         seed=5,
         clock=T,
-        events_per_day=60,
+        events_per_day=30,
         page_size=30,
         empty_page_rate=0.1,
         duplicate_rate=0.03,

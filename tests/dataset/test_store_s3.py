@@ -38,7 +38,7 @@ from tests.test_pipeline import T0, check_exact, connected, dagbag, emu
 __all__ = ["connected", "dagbag", "emu"]  # fixtures shared with test_pipeline
 
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-BACKFILL_DAYS = 5
+BACKFILL_DAYS = 3  # the oldest day settled (one day file), the last ones hour files
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,8 @@ def test_dags_on_s3_match_the_local_dataset_and_reruns_change_nothing(
     assert len({key.rsplit("/", 1)[0] for key in keys}) == BACKFILL_DAYS + 1
     # Days settled at the backfill's as_of are one day file each; the last ones hour files.
     settled = T0 - timedelta(hours=DAY_FILE_AFTER_HOURS)
+    names = {key.rsplit("/", 1)[1] for key in keys}
+    assert "events.parquet" in names and names != {"events.parquet"}  # both kinds
     for key in keys:
         folder, name = key.rsplit("/", 1)
         end = datetime.fromisoformat(folder.rpartition("=")[2]).replace(tzinfo=UTC)

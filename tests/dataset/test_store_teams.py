@@ -117,7 +117,7 @@ def test_two_teams_writing_the_same_hours_at_once_never_touch_each_other(root):
     """Threads of both teams rewrite the same day's hours over and over; each team's last write
     is what it holds, the other team's rows are never replaced, merged or lost."""
     teams = [None, "team_b", "team.c-3"]
-    rounds = 12
+    rounds = 4
     errors: list[BaseException] = []
 
     def writer(team):

@@ -67,11 +67,11 @@ def hostile_events(at: datetime) -> list[dict]:
 
 
 @contextmanager
-def emulator_dataset(root: Path) -> Generator[Path, None, None]:
-    """Sync the DAYS days before T0 from a fresh emulator into `root`; yields `root`."""
+def emulator_dataset(root: Path, days: int = DAYS) -> Generator[Path, None, None]:
+    """Sync the `days` days before T0 from a fresh emulator into `root`; yields `root`."""
     from dropbox_emulator import running_emulator
 
-    start = T0 - timedelta(days=DAYS)
+    start = T0 - timedelta(days=days)
     with running_emulator(
         seed=23,
         clock=T0,

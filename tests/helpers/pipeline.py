@@ -28,7 +28,13 @@ DAGS_FOLDER = str(paths.DAGS_FOLDER)
 
 
 def canonical(raw: str | bytes) -> str:
-    return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
+    """One text per JSON value (keys sorted), whatever the spacing and key order of `raw`.
+    orjson for speed (the suite canonicalises every event it compares); the stdlib for what
+    orjson refuses (lone surrogates, integers beyond 64 bits, NaN)."""
+    try:
+        return orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS).decode()
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
 
 
 def multiset(raws: Iterable[str | bytes]) -> Counter:

@@ -160,22 +160,36 @@ def test_missing_connection_message(monkeypatch, transcript, airflow_db):
     assert "dropbox-team-log connect --conn-id nobody_made_this" in transcript.take()[1]
 
 
-def rest_api(monkeypatch):
-    """Airflow's REST API (what the UI calls) in process, every user an admin."""
+@pytest.fixture(scope="module")
+def rest_app(airflow_db):
+    """Airflow's REST API app (what the UI calls) in process, every user an admin: built once
+    for the module's tests (building it takes seconds of CPU)."""
     from airflow.api_fastapi.app import create_app
-    from fastapi.testclient import TestClient
 
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+        yield _quietly(create_app)
+
+
+def _quietly(build):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return TestClient(create_app())
+        return build()
 
 
-def test_ui_test_button_and_api_masking(emu, airflow_db, monkeypatch, transcript, spy, caplog):
+@pytest.fixture
+def rest_api(rest_app):
+    """A client of the REST API app, this test's own."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(rest_app)
+
+
+def test_ui_test_button_and_api_masking(emu, airflow_db, rest_api, transcript, spy, caplog):
     """The REST routes behind the UI: the Test button passes; secrets come back as ***."""
     saved(emu, "hook_ui")
     try:
-        client = rest_api(monkeypatch)
+        client = rest_api
         got = client.get("/api/v2/connections/hook_ui")
         assert got.status_code == 200, got.text
         body = got.json()
@@ -196,13 +210,13 @@ def test_ui_test_button_and_api_masking(emu, airflow_db, monkeypatch, transcript
 
 
 def test_the_ui_test_button_as_airflow_3_3_2_sends_it_names_no_throwaway_id(
-    emu, airflow_db, monkeypatch, transcript, spy, caplog
+    emu, airflow_db, rest_api, transcript, spy, caplog
 ):
     """The body the 3.3.2 form posts (port 0, empty fields); on a revoked grant the fix names
     no made-up connection id."""
     saved(emu, "hook_ui_form")
     try:
-        client = rest_api(monkeypatch)
+        client = rest_api
         form = {
             "connection_id": "hook_ui_form",
             "conn_type": "dropbox_team",
@@ -347,9 +361,9 @@ def test_an_echoed_request_never_shows_a_secret(where, style, monkeypatch, trans
         assert message.startswith("Dropbox team/get_info failed: bad_input (")
 
 
-def test_the_ui_test_button_shows_an_echo_scrubbed(airflow_db, monkeypatch, transcript, caplog):
+def test_the_ui_test_button_shows_an_echo_scrubbed(airflow_db, rest_api, transcript, caplog):
     """The REST route behind the UI's Test button, on a connection typed into the form."""
-    client = rest_api(monkeypatch)
+    client = rest_api
     with LocalServer(echoing("token", "decoded")) as server:
         tested = client.post(
             "/api/v2/connections/test",

@@ -148,6 +148,8 @@ def test_a_state_kept_in_the_earlier_shared_variable_still_counts(emu, deploymen
     """A team alerted by a version that kept every team in one Variable is not alerted again
     for the same failure; a team without an entry there alerts as usual."""
     receiver = deployment
+    # the team the earlier state names, and one without an entry there (no healthy team needed)
+    save_variable(TEAMS_VARIABLE, json.dumps([REVOKED, GONE]), "test")
     shared = {REVOKED: {"RefreshTokenRevokedError": {"since": "2026-11-20T10:00:00Z", "by": "x"}}}
     save_variable(ALERT_STATE_VARIABLE, json.dumps(shared), "an earlier version's state")
     emu.revoke_refresh_tokens(team=emu.teams()[1]["team_id"])

@@ -12,8 +12,11 @@ Readers (`query`, `report`) leave out a file they cannot read and say how to mov
 from __future__ import annotations
 
 import re
+import shutil
 from datetime import date, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from dropbox_team_log.cli.main import main
 from dropbox_team_log.dataset.store import EventDataset
@@ -32,6 +35,24 @@ from tests.reliability.matrix import HORIZON, T0, FaultFigures, compare, record
 BACKFILL, INCREMENTAL = "dropbox_team_log_backfill", "dropbox_team_log_incremental"
 DAYS = 4
 LO = T0 - timedelta(days=DAYS)
+
+
+@pytest.fixture(scope="module")
+def backfilled(emu, connected, tmp_path_factory) -> Path:
+    """The dataset one real backfill of DAYS days at T0 writes: run once, copied by each test
+    (`output`), so no test pays for the same run again."""
+    root = tmp_path_factory.mktemp("backfilled") / "dataset"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", str(root))
+        run_dag(emu, BACKFILL, T0, {"days": DAYS})
+    return root
+
+
+@pytest.fixture
+def output(output: Path, backfilled: Path) -> Path:
+    """Every test here starts from the backfill's dataset: its own copy, at its output root."""
+    shutil.copytree(backfilled, output)
+    return output
 
 
 def bounds(day: date) -> tuple[datetime, datetime]:
@@ -80,7 +101,7 @@ def warned(log: str, path: str) -> bool:
 def test_backfill_carries_on_past_a_cut_day_and_a_damaged_neighbour_and_heals_both(
     emu, connected, output, capfd, caplog
 ):
-    run_dag(emu, BACKFILL, T0, {"days": DAYS})
+    # `output` holds the backfill of DAYS days at T0 (the `backfilled` fixture)
     cut, neighbour = (T0 - timedelta(days=2)).date(), (T0 - timedelta(days=3)).date()
     ds = EventDataset(str(output))
     # the cut day is recent (hour files); the neighbour was settled when the backfill wrote it
@@ -125,7 +146,7 @@ def test_backfill_carries_on_past_a_cut_day_and_a_damaged_neighbour_and_heals_bo
 def test_incremental_heals_a_cut_day_and_a_page_damaged_day_that_its_write_finds(
     emu, connected, output, capfd, caplog
 ):
-    run_dag(emu, BACKFILL, T0, {"days": DAYS})
+    # `output` holds the backfill of DAYS days at T0 (the `backfilled` fixture)
     first = T0 + timedelta(hours=1)
     run_dag(emu, INCREMENTAL, first)
     ds = EventDataset(str(output))
@@ -156,7 +177,7 @@ def test_incremental_heals_a_cut_day_and_a_page_damaged_day_that_its_write_finds
 def test_readers_leave_out_a_file_they_cannot_read_and_say_how_to_move_it(
     emu, connected, output, capsys, caplog
 ):
-    run_dag(emu, BACKFILL, T0, {"days": 2})
+    # `output` holds the backfill of DAYS days at T0 (the `backfilled` fixture)
     ds = EventDataset(str(output))
     cut = (T0 - timedelta(days=1)).date()
     whole = [d for d in ds.days() if d != cut]
@@ -184,7 +205,7 @@ def test_readers_leave_out_a_file_they_cannot_read_and_say_how_to_move_it(
 def test_a_page_changed_behind_an_intact_footer_is_found_by_verify_and_fetched_again(
     emu, connected, output, capsys
 ):
-    run_dag(emu, BACKFILL, T0, {"days": DAYS})
+    # `output` holds the backfill of DAYS days at T0 (the `backfilled` fixture)
     settled = (T0 - timedelta(days=2)).date()
     ds = EventDataset(str(output))
     path = ds.hour_path(settled, HOUR)
@@ -211,7 +232,7 @@ def test_a_damaged_file_that_cannot_be_moved_fails_the_plan_at_once_naming_it(
     """A read-only dataset: the file cannot be moved aside, so reading it again cannot help."""
     from dropbox_team_log.dataset import integrity
 
-    run_dag(emu, BACKFILL, T0, {"days": 2})
+    # `output` holds the backfill of DAYS days at T0 (the `backfilled` fixture)
     ds = EventDataset(str(output))
     cut = (T0 - timedelta(days=1)).date()
     truncate(ds.hour_path(cut, HOUR))

@@ -27,6 +27,7 @@ KEY = "k3y-for-pseudonyms-7c1d0e9f2a"
 SPEC = SPEC_EVENTS
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 KEY_VAR = "AIRFLOW_VAR_DROPBOX_TEAM_LOG_PSEUDONYMISE_KEY"
+DAYS = 1  # the backfill: yesterday and today, two day tasks per run
 
 
 def _identifiers(events: list[dict]) -> set[str]:
@@ -105,19 +106,19 @@ def _expected(emu, p: Pseudonymiser, lo, hi):
 def test_pseudonymised_backfill_is_exact_and_stable_across_runs_and_key_sources(
     emu, connected, tmp_path, monkeypatch
 ):
-    lo = T0 - timedelta(days=2)
+    lo = T0 - timedelta(days=DAYS)
     p = Pseudonymiser(KEY)
     first, second = tmp_path / "by_variable", tmp_path / "by_connection"
     monkeypatch.setenv(KEY_VAR, KEY)
     monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", str(first))
-    run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 2})
+    run_dag(emu, "dropbox_team_log_backfill", T0, {"days": DAYS})
     # The key kept in a connection's password, the Variable pointing at it.
     monkeypatch.setenv(
         "AIRFLOW_CONN_PSEUDO_KEY", json.dumps({"conn_type": "generic", "password": KEY})
     )
     monkeypatch.setenv(KEY_VAR, "conn:pseudo_key")
     monkeypatch.setenv("AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT", str(second))
-    run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 2})
+    run_dag(emu, "dropbox_team_log_backfill", T0, {"days": DAYS})
     want = _expected(emu, p, lo, T0)
     for root in (first, second):
         assert multiset(dataset_raws(str(root), lo, T0)) == want

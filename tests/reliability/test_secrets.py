@@ -108,7 +108,7 @@ def test_nothing_written_holds_a_secret(
     for hours in (4, 8):
         run_dag(emu, "dropbox_team_log_incremental", T0 + timedelta(hours=hours))
     emu.set_faults([{"kind": "revoke_refresh_token", "route": "2/team_log/*", "after": 3}])
-    run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 9}, expect="failed")
+    run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 5}, expect="failed")  # 2 days due
     emu.clear_faults()
     errors = []
     try:

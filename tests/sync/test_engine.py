@@ -44,7 +44,7 @@ def emu():
     with running_emulator(
         seed=21,
         clock=T,
-        events_per_day=1500,
+        events_per_day=750,
         page_size=PAGE,
         empty_page_rate=0.05,
         duplicate_rate=0.03,

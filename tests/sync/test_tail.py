@@ -41,7 +41,7 @@ def emu():
     with running_emulator(
         seed=31,
         clock=T,
-        events_per_day=2400,
+        events_per_day=1200,
         page_size=40,
         empty_page_rate=0.05,
         duplicate_rate=0.03,

@@ -100,7 +100,7 @@ def test_each_team_syncs_alone_and_a_revoked_one_fails_alone(emu, root, connecte
         "team_gone",  # registered, but its connection was deleted
     )
     assert emu.revoke_refresh_tokens(team=connected[2]) == "team"
-    late = T0 + timedelta(hours=26)
+    late = T0 + timedelta(hours=13)  # settles T0-25h..T0-12h; its days are still the first's
     with caplog.at_level(logging.ERROR):
         first = run(emu, "dropbox_team_log_incremental", T0 + timedelta(minutes=15))
         second = run(emu, "dropbox_team_log_incremental", late)
@@ -175,12 +175,12 @@ def test_a_new_team_s_backfill_starts_once_by_itself(emu, root, connected):
     before = backfill_runs()
     register(
         {"conn_id": "dropbox_team_default", "backfill_triggered_at": "never"},
-        {"conn_id": "team_b", "added_at": "2026-11-20T10:30:15Z", "backfill_days": 5},
+        {"conn_id": "team_b", "added_at": "2026-11-20T10:30:15Z", "backfill_days": 2},
     )
     at = T0 + timedelta(minutes=15)
     assert run(emu, "dropbox_team_log_incremental", at).state == "success"
     started = {k: v for k, v in backfill_runs().items() if k not in before}
-    conf = {"conn_id": "team_b", "days": 5}
+    conf = {"conn_id": "team_b", "days": 2}
     assert started == {"team_backfill__team_b__20261120103015": conf}
     entries = {e["conn_id"]: e for e in json.loads(load_variable(TEAMS_VARIABLE)[1])}
     assert entries["team_b"]["backfill_triggered_at"] == "2026-11-20T10:45:15Z"
@@ -196,9 +196,9 @@ def test_a_new_team_s_backfill_starts_once_by_itself(emu, root, connected):
     assert set(task_states(third, "start_backfill").values()) == {"skipped"}
     assert backfill_runs() == {**before, **started}
 
-    # The started backfill, run as the scheduler would (its conf), fills team_b's 5 days.
+    # The started backfill, run as the scheduler would (its conf), fills team_b's 2 days.
     assert run(emu, "dropbox_team_log_backfill", at, conf).state == "success"
-    check_exact(root, emu, connected[1], T0 - timedelta(days=5), T0, as_of=at)
+    check_exact(root, emu, connected[1], T0 - timedelta(days=2), T0, as_of=at)
 
 
 def test_the_registry_s_copy_of_connected_at_spares_the_plan_and_is_checked(emu, root, connected):
