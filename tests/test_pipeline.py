@@ -8,6 +8,7 @@ Every exactness claim is checked against the emulator's ground truth, duplicates
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -136,25 +137,29 @@ def test_backfill_rerun_changes_nothing(backfilled, emu, dagbag, output):
     assert calls == stats_before, "a finished day was re-fetched"
 
 
+#: One entry per run, in turn. An incremental run makes a few team_log calls (2-7, at least one
+#: continue), so each fault lands early enough to fire in whichever run it is given.
 FAULT_ROTATION = [
-    [{"kind": "rate_limit", "route": "2/team_log/*", "every": 3, "count": 3, "retry_after": 0}],
+    [{"kind": "rate_limit", "route": "2/team_log/*", "every": 2, "count": 2, "retry_after": 0}],
     [{"kind": "expire_access_token", "route": "2/team_log/*", "count": 1}],
-    [{"kind": "cursor_reset", "after": 1, "count": 2}],
-    [{"kind": "bad_cursor", "after": 2, "count": 1}],
+    [{"kind": "cursor_reset", "count": 2}],
+    [{"kind": "bad_cursor", "count": 1}],
     [{"kind": "server_error", "route": "2/team_log/*", "count": 2}],
     [
         {"kind": "drop_connection", "route": "2/team_log/*", "count": 1},
-        {"kind": "truncated_body", "route": "2/team_log/*", "after": 2, "count": 1},
+        {"kind": "truncated_body", "route": "2/team_log/*", "after": 1, "count": 1},
     ],
 ]
 
 
 def test_incremental_runs_over_three_days_converge_to_truth(backfilled, emu, dagbag, output):
-    """Backfill at T0, then incremental runs every 4 h for 3 simulated days, under faults."""
+    """Backfill at T0, then incremental runs every 12 h for 3 simulated days, under faults (each
+    entry of the rotation in one run; late events settle across the hand-off)."""
     shutil.copytree(backfilled, output)
+    injected_before = Counter(emu.stats().get("faults_injected", {}))
     at = T0
-    for step in range(1, 3 * 6 + 1):
-        at = T0 + timedelta(hours=4 * step)
+    for step in range(1, 3 * 2 + 1):
+        at = T0 + timedelta(hours=12 * step)
         emu.set_faults(FAULT_ROTATION[step % len(FAULT_ROTATION)])
         run_dag(emu, "dropbox_team_log_incremental", at)
         emu.clear_faults()
@@ -163,8 +168,9 @@ def test_incremental_runs_over_three_days_converge_to_truth(backfilled, emu, dag
         check_exact(output, emu, BACKFILL_START, settled, as_of=at + HORIZON)
         # Fresh: possibly incomplete, never over-counted.
         check_never_overcounts(output, emu, settled, at, as_of=at + HORIZON)
-    injected = emu.stats().get("faults_injected", {})
-    assert sum(injected.values()) > 0, "the fault knobs never fired"
+    injected = Counter(emu.stats().get("faults_injected", {})) - injected_before
+    kinds = {fault["kind"] for faults in FAULT_ROTATION for fault in faults}
+    assert set(injected) == kinds, f"fault kinds that never fired: {kinds - set(injected)}"
 
     # Clearing and re-running the last run leaves the dataset exactly as it was.
     before = {p: p.read_bytes() for p in output.rglob("*.parquet")}
@@ -227,12 +233,17 @@ def test_sync_tasks_are_labelled_by_connection_and_day(emu, dagbag, connected, o
     assert sorted(labels.values()) == [f"dropbox_team_default {day}" for day in days]
 
 
-@pytest.mark.parametrize("kill_at_days", [2, 25])
+#: The killed backfill's range: days enough for a kill early and one well into the run.
+KILL_DAYS = 8
+
+
+@pytest.mark.parametrize("kill_at_files", [2, 5])
 def test_killed_backfill_leaves_a_valid_dataset_and_its_rerun_completes_it(
-    emu, dagbag, connected, output, kill_at_days
+    emu, dagbag, connected, output, kill_at_files
 ):
     """SIGKILL a real `airflow dags test` mid-backfill: readers still see whole files and no
     event too often; the re-run then makes the range exact."""
+    import json
     import os
     import signal
     import subprocess
@@ -242,26 +253,30 @@ def test_killed_backfill_leaves_a_valid_dataset_and_its_rerun_completes_it(
 
     import pyarrow.dataset as ds
 
+    conf = {"days": KILL_DAYS}
+    lo = T0 - timedelta(days=KILL_DAYS)
     emu.clear_faults()
     emu.set_clock(T0)
     airflow = Path(sys.executable).parent / "airflow"
+    command = [str(airflow), "dags", "test", "dropbox_team_log_backfill", T0.isoformat()]
     proc = subprocess.Popen(
-        [str(airflow), "dags", "test", "dropbox_team_log_backfill", T0.isoformat()],
+        [*command, "--conf", json.dumps(conf)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
-    while len(list(output.glob("event_date=*/*.parquet"))) < kill_at_days:
+    while len(list(output.glob("event_date=*/*.parquet"))) < kill_at_files:
         assert proc.poll() is None and time.monotonic() < deadline, "backfill ended too soon"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert len(list(output.glob("event_date=*/*.parquet"))) < 61, "killed too late to matter"
+    days_with_files = {p.parent for p in output.glob("event_date=*/*.parquet")}
+    assert len(days_with_files) < KILL_DAYS + 1, "killed too late to matter"
     if output.exists():
         # Every visible file is a whole Parquet file (reading it fails otherwise).
         ds.dataset(str(output), format="parquet", partitioning="hive").to_table()
-    check_never_overcounts(output, emu, BACKFILL_START, T0, as_of=T0)
-    run_dag(emu, "dropbox_team_log_backfill", T0)
-    check_exact(output, emu, BACKFILL_START, T0, as_of=T0)
+    check_never_overcounts(output, emu, lo, T0, as_of=T0)
+    run_dag(emu, "dropbox_team_log_backfill", T0, conf)
+    check_exact(output, emu, lo, T0, as_of=T0)

@@ -12,10 +12,12 @@ from tests.reliability.matrix import EMULATOR, conn_json
 
 
 @pytest.fixture(scope="module")
-def emu():
+def emu(request: pytest.FixtureRequest):
+    """The module's emulator: matrix.EMULATOR, with the module's EMULATOR_OVERRIDES if any."""
     from dropbox_emulator import running_emulator
 
-    with running_emulator(**EMULATOR) as emu:
+    overrides = getattr(request.module, "EMULATOR_OVERRIDES", {})
+    with running_emulator(**{**EMULATOR, **overrides}) as emu:
         yield emu
 
 

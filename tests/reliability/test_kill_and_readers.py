@@ -38,12 +38,15 @@ class Reader(threading.Thread):
         self.reads = 0
         self.worst = 0
         self.errors: list[str] = []
+        self.seen: dict[str, str] = {}  # raw event -> canonical form, parsed once
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 if any(self.root.glob("event_date=*/*.parquet")):  # else: nothing to read yet
-                    self.worst = max(self.worst, over_count(self.root, self.want, LO, T0))
+                    self.worst = max(
+                        self.worst, over_count(self.root, self.want, LO, T0, self.seen)
+                    )
             except Exception as exc:  # a partial or vanishing file: exactly what must not happen
                 self.errors.append(repr(exc)[:300])
             self.reads += 1
@@ -62,12 +65,13 @@ def _days_written(root: Path) -> int:
     )
 
 
-def _kill_when(proc: subprocess.Popen, ready, deadline: float = 180) -> None:
+def _kill_when(proc: subprocess.Popen, ready, poll: float, deadline: float = 180) -> None:
+    """SIGKILL the backfill's process group once `ready()`, checked every `poll` seconds."""
     end = time.monotonic() + deadline
     while not ready():
         assert proc.poll() is None, "the backfill finished before the kill point"
         assert time.monotonic() < end, "kill point never reached"
-        time.sleep(0.002)
+        time.sleep(poll)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
@@ -103,6 +107,9 @@ def test_killed_anywhere_then_retried_converges_and_readers_never_see_doubles(
         # Every call answers slowly, so the kill lands while a response is awaited.
         emu.set_faults([{"kind": "slow", "route": "2/team_log/*", "every": 1, "seconds": 0.15}])
         kill_after_calls = rng.randint(4, 18)
+        # ready() asks the emulator (an HTTP call): a 20 ms poll still kills well inside the
+        # 150 ms a response is held back, without spinning on stats calls.
+        poll = 0.02
 
         def ready() -> bool:
             return event_calls(emu) - calls0 >= kill_after_calls
@@ -110,6 +117,7 @@ def test_killed_anywhere_then_retried_converges_and_readers_never_see_doubles(
         point = f"after {kill_after_calls} team_log calls (mid-response)"
     else:
         kill_after_files = rng.randint(2, 6)
+        poll = 0.002  # a temp file is visible only while its day is written
 
         def ready() -> bool:
             return _temp_file_visible(output) or (
@@ -127,7 +135,7 @@ def test_killed_anywhere_then_retried_converges_and_readers_never_see_doubles(
         start_new_session=True,
     )
     try:
-        _kill_when(proc, ready)
+        _kill_when(proc, ready, poll)
         caught_write = _temp_file_visible(output)
     finally:
         if proc.poll() is None:
