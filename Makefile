@@ -8,12 +8,12 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # As in the Dockerfile: Arrow on the system allocator (see dropbox_team_log/tasks/worker_memory.py).
 export ARROW_DEFAULT_MEMORY_POOL ?= system
 
-.PHONY: help venv test test-parallel test-fast lint demo emulator lock clean bench bench-airflow
+.PHONY: help venv test test-fast lint demo emulator lock clean bench bench-airflow
 
 help:
 	@echo "make demo   - emulator + Airflow (SQLite): connect, backfill, incremental runs, summary"
 	@echo "make test   - create the venv, install the pinned set, run the whole pytest suite"
-	@echo "make test-parallel - the same suite on 4 pytest-xdist workers"
+	@echo "              on $(TEST_WORKERS) pytest-xdist workers (TEST_WORKERS=0: one process)"
 	@echo "make lint   - ruff (incl. Airflow AIR rules)"
 	@echo "make emulator - start the local Dropbox API emulator on 127.0.0.1:8765"
 	@echo "make lock   - re-resolve requirements.in -> requirements.txt (runtime) and"
@@ -37,13 +37,12 @@ $(VENV)/.installed: requirements.txt requirements-test.txt pyproject.toml emulat
 
 venv: $(VENV)/.installed
 
+# The suite on pytest-xdist workers, a module (or tests/web) at a time, the long ones first
+# (tests/helpers/parallel.py); TEST_WORKERS=0 runs it in one process. Figures:
+# docs/performance.md, "Test suite".
+TEST_WORKERS ?= 3
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-# The same suite on 4 pytest-xdist workers: faster, but two timing claims are load-sensitive
-# there (docs/performance.md, "Test suite"); CI runs `make test`.
-test-parallel: venv
-	$(BIN)/python -m pytest -n 4 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

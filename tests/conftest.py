@@ -3,8 +3,8 @@
 Airflow's environment has to be in place before anything imports `airflow`, hence the call at
 import time; the metadata DB is migrated lazily by the `airflow_db` fixture.
 
-`make test-parallel` runs the suite on pytest-xdist workers (`-n 4`), a module or a shared
-package per worker at a time, the long ones first (tests/helpers/parallel.py). Each worker has
+`make test` runs the suite on pytest-xdist workers (`-n 3`), a module or a shared package
+per worker at a time, the long ones first (tests/helpers/parallel.py). Each worker has
 its own Airflow home and SQLite DB (airflow_env).
 """
 

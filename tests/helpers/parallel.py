@@ -1,4 +1,4 @@
-"""How the suite is split over pytest-xdist workers (pyproject's addopts: `-n 4`).
+"""How the suite is split over pytest-xdist workers (`make test`: `-n $(TEST_WORKERS)`, 3).
 
 A unit of work is a module, so that its module-scoped fixtures (an emulator, a shared backfill)
 start once; the modules of a package in SHARED_PACKAGES form one unit (tests/web: one api-server
@@ -16,29 +16,38 @@ from typing import Any
 #: The nice value of a worker's tests that yield the CPU to an e2e deployment (see yield_cpu).
 YIELDING_NICENESS = 10
 
-#: Folders whose modules share package-scoped fixtures: each is one unit of work.
-SHARED_PACKAGES = ("tests/web",)
+#: Folders whose modules form one unit of work: tests/web shares package-scoped fixtures (one
+#: api-server); tests/e2e's two modules each start an Airflow stack, one after the other on one
+#: worker, so that a stack's timeliness claim never shares the cores with the other stack.
+SHARED_PACKAGES = ("tests/web", "tests/e2e")
 
 #: The units handed out first, in this order. The long ones (real Airflow stacks, a browser,
 #: many real DAG runs) start first, longest first, so that the short ones fill the gaps instead
-#: of trailing. A worker starts a test only once it holds the next one, so each of the two
-#: single-test e2e units takes the unit after the first four along, to run when its e2e test
-#: is done: those two are short.
+#: of trailing. A worker asks for a second unit as soon as it holds two tests or fewer, so the
+#: e2e worker (two tests) takes the unit after the first 3 (or 4) along, to run when its stacks
+#: are done: units 4 and 5 are short for that reason.
 FIRST_UNITS = (
-    "tests/e2e/test_teams.py",
-    "tests/e2e/test_unattended.py",
+    "tests/e2e",
     "tests/web",
     "tests/test_pipeline.py",
     "tests/test_timeutil.py",
     "tests/analytics/test_text.py",
-    "tests/reliability/test_fault_matrix.py",
-    "tests/reliability/test_damaged_files.py",
-    "tests/reliability/test_all_at_once.py",
     "tests/reliability/test_kill_and_readers.py",
-    "tests/hooks/test_dropbox_team.py",
-    "tests/cli/test_connect.py",
-    "tests/reliability/test_pseudonymise.py",
+    "tests/reliability/test_fault_matrix.py",
+    "tests/tasks/test_team_fanout.py",
+    "tests/reliability/test_all_at_once.py",
+    "tests/dataset/test_store_s3.py",
+    "tests/sync/test_tail.py",
     "tests/reliability/test_secrets.py",
+    "tests/analytics/test_ocsf_export.py",
+    "tests/hooks/test_dropbox_team.py",
+    "tests/reliability/test_damaged_files.py",
+    "tests/notifications/test_alert_state.py",
+    "tests/test_deployment.py",
+    "tests/analytics/test_findings.py",
+    "tests/dataset/test_store_teams.py",
+    "tests/analytics/test_report.py",
+    "tests/cli/test_connect.py",
 )
 
 
