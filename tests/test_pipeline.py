@@ -13,6 +13,8 @@ from datetime import timedelta
 
 import pytest
 
+from dropbox_team_log.settings import TEAMS_VARIABLE
+from tests.helpers.connecting import delete_variable
 from tests.helpers.pipeline import (
     DAGS_FOLDER,
     connection_json,
@@ -61,6 +63,9 @@ def dagbag(airflow_db):
 
 @pytest.fixture(scope="module")
 def connected(emu, airflow_db):
+    """The team of the default connection: the only one the DAGs run when no team is
+    registered (a module that ran `connect` before on this worker may have left a registry)."""
+    delete_variable(TEAMS_VARIABLE)
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT", connection_json(emu, connected_at=T0))
     yield

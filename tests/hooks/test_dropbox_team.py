@@ -28,11 +28,13 @@ from dropbox_team_log.errors import (
     RefreshTokenRevokedError,
 )
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
+from dropbox_team_log.settings import TEAMS_VARIABLE
 from tests.helpers.connecting import (
     APP_SECRET,
     closed_port,
     db_row,
     delete_row,
+    delete_variable,
     emulator_config,
     granted,
     row_as_json,
@@ -92,6 +94,7 @@ def test_env_var_connection_works_like_the_db_one(
         transcript.assert_clean([APP_SECRET, refresh_token, *spy.tokens], caplog.text)
     finally:
         delete_row("hook_db")
+        delete_variable(TEAMS_VARIABLE)  # connect registered it: no team left for later DAG tests
 
 
 def _expect(kind: str, conn_id: str) -> str:
@@ -207,6 +210,7 @@ def test_ui_test_button_and_api_masking(emu, airflow_db, rest_api, transcript, s
         transcript.assert_clean([APP_SECRET, refresh_token, *spy.tokens], caplog.text)
     finally:
         delete_row("hook_ui")
+        delete_variable(TEAMS_VARIABLE)  # connect registered it: no team left for later DAG tests
 
 
 def test_the_ui_test_button_as_airflow_3_3_2_sends_it_names_no_throwaway_id(
@@ -240,6 +244,7 @@ def test_the_ui_test_button_as_airflow_3_3_2_sends_it_names_no_throwaway_id(
         transcript.assert_clean([APP_SECRET, refresh_token, *spy.tokens], caplog.text)
     finally:
         delete_row("hook_ui_form")
+        delete_variable(TEAMS_VARIABLE)  # connect registered it: no team left for later DAG tests
 
 
 def test_no_network_for_a_bad_host(monkeypatch):

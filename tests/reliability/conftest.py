@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from dropbox_team_log.settings import TEAMS_VARIABLE
+from tests.helpers.connecting import delete_variable
 from tests.reliability.matrix import EMULATOR, conn_json
 
 
@@ -23,6 +25,9 @@ def emu(request: pytest.FixtureRequest):
 
 @pytest.fixture(scope="module")
 def connected(emu, airflow_db):
+    """The team of the default connection: the only one the DAGs run when no team is
+    registered (a module that ran `connect` before on this worker may have left a registry)."""
+    delete_variable(TEAMS_VARIABLE)
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT", conn_json(emu))
     yield
