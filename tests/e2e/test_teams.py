@@ -34,7 +34,7 @@ HEAVY, LIGHT, REVOKED = "dropbox_team_default", "team_light", "team_revoked"
 BACKFILL_DAYS = 2
 HEAVY_BACKFILL_DAYS = 14
 HEAVY_EVENTS_PER_DAY = 1000
-HEAVY_LATENCY = 1.0  # seconds per team_log call of the heavy team
+HEAVY_LATENCY = 2.0  # seconds per team_log call of the heavy team
 INTERVAL = timedelta(minutes=1)  # SCHEDULE
 SETTLE = timedelta(hours=25)
 HORIZON = timedelta(days=2)
