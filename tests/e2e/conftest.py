@@ -109,17 +109,23 @@ def deployed(request, root: Path, extra_env: dict[str, str]) -> Generator[Deploy
             print(f"\n{figure}")
 
 
-@pytest.fixture(scope="module")
-def deployment(request, tmp_path_factory, emu, connected_at, alert_target):
-    """A running CeleryExecutor deployment on this machine's PostgreSQL and Redis."""
-    root = tmp_path_factory.mktemp("e2e")
-    extra_env = {
-        "AIRFLOW_CONN_DROPBOX_TEAM_DEFAULT": connection_json(emu, connected_at=connected_at),
+def stack_env(root: Path, alert_target, connections: dict[str, str]) -> dict[str, str]:
+    """A stack's environment: the teams' connections (conn_id -> JSON), the alert webhook,
+    the dataset under `root` and the e2e schedule."""
+    return {
+        **{f"AIRFLOW_CONN_{conn_id.upper()}": value for conn_id, value in connections.items()},
         "AIRFLOW_CONN_DROPBOX_TEAM_LOG_ALERTS": json.dumps(
             {"conn_type": "http", "host": alert_target.url}
         ),
         "AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT": str(root / "dataset"),
         "DROPBOX_TEAM_LOG_SCHEDULE": SCHEDULE,
     }
-    with deployed(request, root, extra_env) as deployment:
+
+
+@pytest.fixture(scope="module")
+def deployment(request, tmp_path_factory, emu, connected_at, alert_target):
+    """A running CeleryExecutor deployment on this machine's PostgreSQL and Redis."""
+    root = tmp_path_factory.mktemp("e2e")
+    connections = {"dropbox_team_default": connection_json(emu, connected_at=connected_at)}
+    with deployed(request, root, stack_env(root, alert_target, connections)) as deployment:
         yield deployment

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dropbox_team_log import settings
-from tests.e2e.conftest import SCHEDULE, deployed
+from tests.e2e.conftest import deployed, stack_env
 from tests.e2e.test_unattended import TERMINAL, iso, max_overlap, parse
 from tests.helpers.pipeline import connection_json, dataset_raws, multiset
 
@@ -69,19 +69,11 @@ def emu(connected_at):
 @pytest.fixture(scope="module")
 def deployment(request, tmp_path_factory, emu, connected_at, alert_target):
     root = tmp_path_factory.mktemp("e2e-teams")
-    conns = {
-        f"AIRFLOW_CONN_{conn_id.upper()}": connection_json(emu, connected_at=connected_at, team=i)
+    connections = {
+        conn_id: connection_json(emu, connected_at=connected_at, team=i)
         for i, conn_id in enumerate((HEAVY, LIGHT, REVOKED))
     }
-    extra_env = {
-        **conns,
-        "AIRFLOW_CONN_DROPBOX_TEAM_LOG_ALERTS": json.dumps(
-            {"conn_type": "http", "host": alert_target.url}
-        ),
-        "AIRFLOW_VAR_DROPBOX_TEAM_LOG_OUTPUT": str(root / "dataset"),
-        "DROPBOX_TEAM_LOG_SCHEDULE": SCHEDULE,
-    }
-    with deployed(request, root, extra_env) as deployment:
+    with deployed(request, root, stack_env(root, alert_target, connections)) as deployment:
         yield deployment
 
 
