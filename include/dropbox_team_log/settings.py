@@ -218,6 +218,10 @@ RETRY_AFTER_MAX_SECONDS = 300.0
 RETRY_AFTER_DEFAULT_SECONDS = 5.0
 #: Secrets shorter than this are not scrubbed from text: they would match ordinary words.
 MIN_SCRUBBED_SECRET_LENGTH = 5
+#: An access token is scrubbed until this long after it expires, then forgotten: a long-lived
+#: process (the api-server) would otherwise keep every token it ever obtained, and each one
+#: makes the scrubbing pattern longer to compile and to run (docs/security.md).
+SCRUB_AFTER_TOKEN_EXPIRY_SECONDS = 24 * 3600
 
 # --- the dataset root and S3 (deployment.py, dataset/object_store.py, dataset/roots.py) ------
 

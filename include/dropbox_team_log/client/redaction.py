@@ -9,6 +9,8 @@ with the forms it travels in (raw, percent-encoded, JSON-escaped, base64 and the
 
 `SECRETS` is the process-wide registry (like Airflow's secrets masker, which does not know the
 encoded forms): the hook, the OAuth flow and the token watcher register, the messages scrub.
+An access token is registered with its expiry and forgotten a while after it (settings), so a
+process that runs for months does not scrub with every token it ever saw.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -59,21 +64,40 @@ def _pattern_of(form: str) -> str:
 class Redactor:
     """A set of secrets and the one regex that finds any of their forms; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._forms: set[str] = set()
+        #: secret -> (epoch seconds after which it is forgotten, its forms)
+        self._secrets: dict[str, tuple[float, frozenset[str]]] = {}
+        self._forms: frozenset[str] = frozenset()
         self._pattern: re.Pattern[str] | None = None
 
-    def register(self, *secrets: str | None) -> None:
-        """Scrub these from now on; empty and too short values are ignored (they would match
-        ordinary text: see settings.MIN_SCRUBBED_SECRET_LENGTH)."""
-        forms: set[str] = set()
-        for secret in secrets:
-            if isinstance(secret, str) and len(secret) >= MIN_SCRUBBED_SECRET_LENGTH:
-                forms |= secret_forms(secret)
+    def __len__(self) -> int:
+        """How many secrets are scrubbed now."""
         with self._lock:
-            if not forms <= self._forms:
-                self._forms |= forms
+            return len(self._secrets)
+
+    def register(self, *secrets: str | None, forget_after: float = math.inf) -> None:
+        """Scrub these from now on, until `forget_after` (epoch seconds; a secret registered
+        again keeps the later of its times); empty and too short values are ignored (they
+        would match ordinary text: see settings.MIN_SCRUBBED_SECRET_LENGTH)."""
+        added = {
+            secret: frozenset(secret_forms(secret))
+            for secret in secrets
+            if isinstance(secret, str) and len(secret) >= MIN_SCRUBBED_SECRET_LENGTH
+        }
+        with self._lock:
+            now = self._clock()
+            changed = False
+            for secret in [s for s, (until, _) in self._secrets.items() if until < now]:
+                del self._secrets[secret]
+                changed = True
+            for secret, forms in added.items():
+                until = max(forget_after, self._secrets.get(secret, (-math.inf,))[0])
+                changed |= secret not in self._secrets
+                self._secrets[secret] = (until, forms)
+            if changed:
+                self._forms = frozenset().union(*(forms for _, forms in self._secrets.values()))
                 self._pattern = None
 
     def register_basic(self, user: str | None, password: str | None) -> None:
@@ -100,9 +124,9 @@ class Redactor:
 SECRETS = Redactor()
 
 
-def register(*secrets: str | None) -> None:
-    """Add secrets to the process-wide registry."""
-    SECRETS.register(*secrets)
+def register(*secrets: str | None, forget_after: float = math.inf) -> None:
+    """Add secrets to the process-wide registry (until `forget_after`, epoch seconds)."""
+    SECRETS.register(*secrets, forget_after=forget_after)
 
 
 def register_basic(user: str | None, password: str | None) -> None:

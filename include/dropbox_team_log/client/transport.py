@@ -14,8 +14,10 @@ sent to its target. Refusing the same-origin ones too keeps the rule one line lo
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -169,8 +171,9 @@ class TokenWatch:
 
     The SDK keeps the access token it obtains to itself, but it sends through our session, so
     the answers of the token endpoint are read here: each token is registered for scrubbing
-    (`redaction`) and goes to `on_token` (the secrets masker) before anything could log it or
-    echo it back, and `issued` counts the access tokens, which tells a
+    (`redaction`; an access token until SCRUB_AFTER_TOKEN_EXPIRY_SECONDS past its expiry) and
+    goes to `on_token` (the secrets masker) before anything could log it or echo it back, and
+    `issued` counts the access tokens, which tells a
     thread whose token was refused whether another thread has refreshed meanwhile.
     """
 
@@ -190,9 +193,15 @@ class TokenWatch:
         if not isinstance(body, dict):
             return
         access_token = body.get("access_token")
-        for token in (access_token, body.get("refresh_token")):
+        expires_in = body.get("expires_in")
+        access_until = (
+            time.time() + max(expires_in, 0) + settings.SCRUB_AFTER_TOKEN_EXPIRY_SECONDS
+            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
+            else math.inf  # no lifetime given: kept for the life of the process
+        )
+        for token, until in ((access_token, access_until), (body.get("refresh_token"), math.inf)):
             if isinstance(token, str) and token:
-                redaction.register(token)
+                redaction.register(token, forget_after=until)
                 if self._on_token is not None:
                     self._on_token(token)
         if isinstance(access_token, str) and access_token:
