@@ -67,9 +67,8 @@ class Redactor:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        #: secret -> (epoch seconds after which it is forgotten, its forms)
-        self._secrets: dict[str, tuple[float, frozenset[str]]] = {}
-        self._forms: frozenset[str] = frozenset()
+        #: secret -> epoch seconds after which it is forgotten
+        self._secrets: dict[str, float] = {}
         self._pattern: re.Pattern[str] | None = None
 
     def __len__(self) -> int:
@@ -81,24 +80,17 @@ class Redactor:
         """Scrub these from now on, until `forget_after` (epoch seconds; a secret registered
         again keeps the later of its times); empty and too short values are ignored (they
         would match ordinary text: see settings.MIN_SCRUBBED_SECRET_LENGTH)."""
-        added = {
-            secret: frozenset(secret_forms(secret))
-            for secret in secrets
-            if isinstance(secret, str) and len(secret) >= MIN_SCRUBBED_SECRET_LENGTH
-        }
+        wanted = [s for s in secrets if isinstance(s, str) and len(s) >= MIN_SCRUBBED_SECRET_LENGTH]
         with self._lock:
             now = self._clock()
-            changed = False
-            for secret in [s for s, (until, _) in self._secrets.items() if until < now]:
+            expired = [secret for secret, until in self._secrets.items() if until < now]
+            for secret in expired:
                 del self._secrets[secret]
-                changed = True
-            for secret, forms in added.items():
-                until = max(forget_after, self._secrets.get(secret, (-math.inf,))[0])
-                changed |= secret not in self._secrets
-                self._secrets[secret] = (until, forms)
-            if changed:
-                self._forms = frozenset().union(*(forms for _, forms in self._secrets.values()))
-                self._pattern = None
+            added = [secret for secret in wanted if secret not in self._secrets]
+            for secret in wanted:
+                self._secrets[secret] = max(forget_after, self._secrets.get(secret, -math.inf))
+            if expired or added:
+                self._pattern = None  # rebuilt by the next scrub
 
     def register_basic(self, user: str | None, password: str | None) -> None:
         """The `user:password` pair an HTTP Basic header carries (the SDK's app auth)."""
@@ -113,9 +105,10 @@ class Redactor:
 
     def _compiled(self) -> re.Pattern[str] | None:
         with self._lock:
-            if self._pattern is None and self._forms:
+            if self._pattern is None and self._secrets:
+                forms = set().union(*(secret_forms(secret) for secret in self._secrets))
                 # Longest first: a form that contains another is masked whole.
-                ordered = sorted(self._forms, key=len, reverse=True)
+                ordered = sorted(forms, key=len, reverse=True)
                 self._pattern = re.compile("|".join(_pattern_of(form) for form in ordered))
             return self._pattern
 
