@@ -28,6 +28,7 @@ from tests.helpers.connecting import (
     delete_row,
     delete_variable,
     emulator_config,
+    forget_connected,
     fresh_code,
     run_cli,
 )
@@ -65,8 +66,7 @@ def conn_id(request, airflow_db):
     cid = "t_" + re.sub(r"\W", "_", request.node.name)[:60]
     delete_variable(TEAMS_VARIABLE)  # each test starts without a teams registry ...
     yield cid
-    delete_row(cid)
-    delete_variable(TEAMS_VARIABLE)  # ... and leaves none for the DAG tests that follow
+    forget_connected(cid)  # ... and leaves none for the DAG tests that follow
 
 
 @pytest.fixture(autouse=True)
@@ -102,8 +102,7 @@ def default_conn(airflow_db, monkeypatch):
     delete_row("dropbox_team_default")
     delete_variable(TEAMS_VARIABLE)
     yield "dropbox_team_default"
-    delete_row("dropbox_team_default")
-    delete_variable(TEAMS_VARIABLE)
+    forget_connected("dropbox_team_default")
 
 
 def test_connect_end_to_end(emu, default_conn, monkeypatch, transcript, spy, caplog):

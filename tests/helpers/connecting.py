@@ -126,6 +126,16 @@ def delete_variable(key: str) -> None:
         )
 
 
+def forget_connected(*conn_ids: str) -> None:
+    """Undo what `connect` left in the metadata DB: the connections' rows and the teams
+    registry it added them to (the DAG tests that follow on this worker expect none)."""
+    from dropbox_team_log.settings import TEAMS_VARIABLE
+
+    for conn_id in conn_ids:
+        delete_row(conn_id)
+    delete_variable(TEAMS_VARIABLE)
+
+
 def row_as_json(row: Any, **changes: Any) -> str:
     """A saved connection as an AIRFLOW_CONN_* JSON value, optionally altered."""
     value = {

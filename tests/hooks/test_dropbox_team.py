@@ -28,14 +28,12 @@ from dropbox_team_log.errors import (
     RefreshTokenRevokedError,
 )
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
-from dropbox_team_log.settings import TEAMS_VARIABLE
 from tests.helpers.connecting import (
     APP_SECRET,
     closed_port,
     db_row,
-    delete_row,
-    delete_variable,
     emulator_config,
+    forget_connected,
     granted,
     row_as_json,
 )
@@ -93,8 +91,7 @@ def test_env_var_connection_works_like_the_db_one(
         refresh_token = json.loads(row.extra)["refresh_token"]
         transcript.assert_clean([APP_SECRET, refresh_token, *spy.tokens], caplog.text)
     finally:
-        delete_row("hook_db")
-        delete_variable(TEAMS_VARIABLE)  # connect registered it: no team left for later DAG tests
+        forget_connected("hook_db")
 
 
 def _expect(kind: str, conn_id: str) -> str:
@@ -209,8 +206,7 @@ def test_ui_test_button_and_api_masking(emu, airflow_db, rest_api, transcript, s
         transcript.add(got.text, tested.text)
         transcript.assert_clean([APP_SECRET, refresh_token, *spy.tokens], caplog.text)
     finally:
-        delete_row("hook_ui")
-        delete_variable(TEAMS_VARIABLE)  # connect registered it: no team left for later DAG tests
+        forget_connected("hook_ui")
 
 
 def test_the_ui_test_button_as_airflow_3_3_2_sends_it_names_no_throwaway_id(
@@ -243,8 +239,7 @@ def test_the_ui_test_button_as_airflow_3_3_2_sends_it_names_no_throwaway_id(
         refresh_token = json.loads(db_row("hook_ui_form").extra)["refresh_token"]
         transcript.assert_clean([APP_SECRET, refresh_token, *spy.tokens], caplog.text)
     finally:
-        delete_row("hook_ui_form")
-        delete_variable(TEAMS_VARIABLE)  # connect registered it: no team left for later DAG tests
+        forget_connected("hook_ui_form")
 
 
 def test_no_network_for_a_bad_host(monkeypatch):

@@ -26,12 +26,11 @@ from dropbox_team_log.cli.connect_options import ConnectOptions
 from dropbox_team_log.cli.connection_store import load_saved
 from dropbox_team_log.errors import RefreshTokenRevokedError
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
-from dropbox_team_log.settings import TEAMS_VARIABLE
 from tests.helpers.connecting import (
     ACCESS_TOKEN_RE,
     APP_SECRET,
     delete_row,
-    delete_variable,
+    forget_connected,
     row_as_json,
     run_cli,
 )
@@ -82,8 +81,7 @@ def saved_conn(emu, airflow_db):
     )
     connect.run_connect(opts, read_code=emu.approve)
     yield load_saved(CONN_ID)
-    delete_row(CONN_ID)
-    delete_variable(TEAMS_VARIABLE)  # connect registered the team: leave no registry behind
+    forget_connected(CONN_ID)
 
 
 def test_fernet_key_encrypts_the_saved_connection(saved_conn, airflow_db):
