@@ -1,7 +1,7 @@
 """What one event is: Dropbox's shapes, filled in with the synthetic team.
 
-Shapes come from Dropbox's published examples (the bundled fixture, one event per type); the
-who/where/what is swapped for the synthetic team. `EventBuilders` has one builder per kind of
+Shapes come from Dropbox's published examples (`templates.py`: the bundled fixture, one event
+per type); the who/where/what is the synthetic team's. `EventBuilders` has one builder per kind of
 activity (sign-ins, file operations, sharing, visits from outside, devices, apps, admin actions,
 the long tail of other types, types newer than the SDK): each takes the day's RNG and a wire
 timestamp and returns one TeamEvent dict. When events happen, and in what order, is `events.py`.
@@ -13,23 +13,12 @@ import bisect
 import itertools
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
-
-import orjson
 
 from .config import EmulatorConfig
 from .team import GEOS, Json, Person, Team, geo_dict, pick, web_session
+from .templates import Template, load_templates, team_event
 
-FIXTURE_NAME = "dropbox_spec_team_events.ndjson"
-
-# Identities used by the spec examples -> replaced by the synthetic team in template details.
-_SPEC_JOHN = ("dbid:AAHgR8xsQP48a5DQUGPo-Vxsrjd0OByVmho", "John Smith", "john_smith@acmecorp.com")
-_SPEC_JANE = ("dbid:AAGx4oiLtHdvRdNxUpvvJBXYgR4BS19c9kw", "Jane Smith", "jane_smith@acmecorp.com")
-_SPEC_MEMBER_ID = "dbmid:AAFoi-tmvRuQR0jU-3fN4B-9nZo6nHcDO9Q"
-
-# Categories whose events are mostly admin actions (admin actor, admin console).
 #: Admin actions the generator builds by hand (an admin acting on a member).
 ADMIN_ACTION_TAGS = (
     "sign_in_as_session_start",
@@ -40,6 +29,7 @@ ADMIN_ACTION_TAGS = (
     "password_change",
     "tfa_change_status",
 )
+# Categories whose events are mostly admin actions (admin actor, admin console).
 ADMIN_CATEGORIES = frozenset(
     {
         "team_policies",
@@ -107,111 +97,6 @@ USER_AGENTS = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
 )
-
-
-@dataclass(frozen=True)
-class Template:
-    """One event type's fixed parts, from the fixture."""
-
-    tag: str
-    category: Json
-    event_type: Json
-    details: Json
-    two_assets: bool
-
-
-def load_fixture_lines() -> list[bytes]:
-    """The bundled fixture (package data), one compact JSON event per line."""
-    data = resources.files(__package__).joinpath(FIXTURE_NAME).read_bytes()
-    return [line for line in data.splitlines() if line.strip()]
-
-
-def _patch_details(node: Any) -> Any:
-    """Make spec example details decodable and self-consistent.
-
-    - `client_type: {".tag": "other"}` (the catch-all, which stone rejects) -> `windows`;
-    - asset indices point into the event's own (1 or 2) assets.
-    """
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if key == "client_type" and isinstance(value, dict) and value.get(".tag") == "other":
-                out[key] = {".tag": "windows"}
-            elif key.endswith("asset_index") and isinstance(value, int):
-                out[key] = 1 if key == "dest_asset_index" else 0
-            else:
-                out[key] = _patch_details(value)
-        return out
-    if isinstance(node, list):
-        return [_patch_details(v) for v in node]
-    return node
-
-
-def load_templates(team: Team) -> dict[str, Template]:
-    """Fixture events -> templates with the team's identities in place of the spec's."""
-    john, jane = team.members[0], team.members[1]
-    replacements = [
-        (_SPEC_JOHN[0], john.account_id),
-        (_SPEC_JANE[0], jane.account_id),
-        (_SPEC_JOHN[2], john.email),
-        (_SPEC_JANE[2], jane.email),
-        (_SPEC_JOHN[1], john.display_name),
-        (_SPEC_JANE[1], jane.display_name),
-        (_SPEC_MEMBER_ID, john.team_member_id or ""),
-        ("acmecorp.com", team.domain),
-        ('"A Team"', orjson.dumps(team.name).decode()),
-    ]
-    templates: dict[str, Template] = {}
-    for line in load_fixture_lines():
-        text = line.decode()
-        for old, new in replacements:
-            text = text.replace(old, new)
-        event = orjson.loads(text)
-        tag = event["event_type"][".tag"]
-        if tag in templates:
-            continue  # the extra anonymous-actor lines repeat a type
-        details = _patch_details(event["details"])
-        two = "dest_asset_index" in orjson.dumps(details).decode()
-        templates[tag] = Template(
-            tag=tag,
-            category={".tag": event["event_category"][".tag"]},
-            event_type={".tag": tag, "description": event["event_type"]["description"]},
-            details=details,
-            two_assets=two,
-        )
-    return templates
-
-
-def _event(
-    ts: str,
-    tpl: Template,
-    details: Json,
-    actor: Json | None,
-    origin: Json | None,
-    involve: bool,
-    context: Json | None,
-    participants: list[Json] | None = None,
-    assets: list[Json] | None = None,
-) -> Json:
-    """A TeamEvent in the wire's field order, optional parts left out when absent."""
-    ev: Json = {
-        "timestamp": ts,
-        "event_category": tpl.category,
-        "event_type": tpl.event_type,
-        "details": details,
-    }
-    if actor is not None:
-        ev["actor"] = actor
-    if origin is not None:
-        ev["origin"] = origin
-    ev["involve_non_team_member"] = involve
-    if context is not None:
-        ev["context"] = context
-    if participants:
-        ev["participants"] = participants
-    if assets:
-        ev["assets"] = assets
-    return ev
 
 
 class _Weighted:
@@ -419,7 +304,7 @@ class EventBuilders:
             is_emm_managed=False,
             login_method={".tag": self._login_methods.pick(rng)},
         )
-        return _event(ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context)
+        return team_event(ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context)
 
     def _login_fail(self, rng: random.Random, ts: str) -> Json:
         m = self.member(rng)
@@ -431,11 +316,13 @@ class EventBuilders:
             login_method={".tag": method},
             error_details={"user_friendly_message": friendly, "technical_error_message": technical},
         )
-        return _event(ts, self.templates["login_fail"], details, m.actor, origin, False, m.context)
+        return team_event(
+            ts, self.templates["login_fail"], details, m.actor, origin, False, m.context
+        )
 
     def _logout(self, rng: random.Random, ts: str) -> Json:
         m = self.member(rng)
-        return _event(
+        return team_event(
             ts,
             self.templates["logout"],
             self._details("logout"),
@@ -472,7 +359,7 @@ class EventBuilders:
         else:
             assets = [asset]
             details = self._details(tag)
-        return _event(ts, tpl, details, actor, origin, involve, context, None, assets)
+        return team_event(ts, tpl, details, actor, origin, involve, context, None, assets)
 
     def _member_sharing(self, rng: random.Random, ts: str) -> Json:
         tag = self._sharing.pick(rng)
@@ -524,7 +411,7 @@ class EventBuilders:
             )
         else:  # shared_link_copy, shared_link_view
             details = self._details(tag, shared_link_owner=owner.user_info)
-        return _event(
+        return team_event(
             ts,
             tpl,
             details,
@@ -554,7 +441,7 @@ class EventBuilders:
         shared = pick(rng, self.team.shared_assets)
         owner = self.team.members[shared.owner]
         details = self._visit_details(tag, shared.shared_link or "", owner)
-        return _event(
+        return team_event(
             ts,
             self.templates[tag],
             details,
@@ -578,7 +465,7 @@ class EventBuilders:
             else self._visit_details(tag, shared.shared_link or "", owner)
         )
         origin = o.origins[0] if rng.random() < 0.8 else self._stranger_origin(rng)
-        return _event(
+        return team_event(
             ts, self.templates[tag], details, o.actor, origin, True, o.context, None, [shared.obj]
         )
 
@@ -600,14 +487,14 @@ class EventBuilders:
             details = self._details(tag, user_agent=pick(rng, USER_AGENTS))
         else:
             details = tpl.details
-        return _event(ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context)
+        return team_event(ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context)
 
     def _app_event(self, rng: random.Random, ts: str) -> Json:
         team = self.team
         if rng.random() < 0.25:
             admin = self._admin(rng)
             app = pick(rng, [a for a in team.apps if a.kind == "team_linked_app"])
-            return _event(
+            return team_event(
                 ts,
                 self.templates["app_link_team"],
                 self._details("app_link_team", app_info=app.info),
@@ -619,7 +506,7 @@ class EventBuilders:
         tag = "app_link_user" if rng.random() < 0.7 else "app_unlink_user"
         m = self.member(rng)
         app = pick(rng, [a for a in team.apps if a.kind != "team_linked_app"])
-        return _event(
+        return team_event(
             ts,
             self.templates[tag],
             self._details(tag, app_info=app.info),
@@ -635,7 +522,7 @@ class EventBuilders:
         tag = pick(rng, (*ADMIN_ACTION_TAGS, "group_add_member"))  # group changes twice as often
         tpl = self.templates[tag]
         if tag in ("password_change", "tfa_change_status"):  # the member does these
-            return _event(
+            return team_event(
                 ts,
                 tpl,
                 tpl.details,
@@ -661,7 +548,7 @@ class EventBuilders:
                 previous_value={".tag": "active"},
                 new_value={".tag": pick(rng, ("suspended", "active"))},
             )
-        return _event(
+        return team_event(
             ts, tpl, details, admin.admin_actor, origin, False, target.context, participants
         )
 
@@ -677,7 +564,7 @@ class EventBuilders:
         if cat in ADMIN_CATEGORIES:
             roll = rng.random()
             if roll < 0.08:
-                return _event(
+                return team_event(
                     ts,
                     tpl,
                     tpl.details,
@@ -694,12 +581,12 @@ class EventBuilders:
                     "reseller_name": "Example Reseller Ltd",
                     "reseller_email": "support@reseller.example",
                 }
-                return _event(
+                return team_event(
                     ts, tpl, tpl.details, actor, None, False, {".tag": "team"}, None, assets
                 )
             admin = self._admin(rng)
             context = {".tag": "team"} if cat != "members" else self.member(rng).context
-            return _event(
+            return team_event(
                 ts,
                 tpl,
                 tpl.details,
@@ -711,7 +598,7 @@ class EventBuilders:
                 assets,
             )
         m = self.member(rng)
-        return _event(
+        return team_event(
             ts,
             tpl,
             tpl.details,
@@ -736,6 +623,6 @@ class EventBuilders:
             )
         if self._unknown_assets[tpl.tag]:
             assets = [pick(rng, self.team.files).obj]
-        return _event(
+        return team_event(
             ts, tpl, details, m.actor, self._member_origin(rng, m), False, m.context, None, assets
         )

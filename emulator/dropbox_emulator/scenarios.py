@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .builders import Template, load_templates
 from .clock import format_ts
 from .config import EmulatorConfig
 from .team import GEOS, OUTSIDER_DOMAINS, Json, Person, Team
+from .templates import Template, load_templates
 
 #: Country code -> (city, region) of the emulator's places.
 PLACES = {country: (city, region) for city, region, country in GEOS}
