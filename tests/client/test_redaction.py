@@ -20,6 +20,7 @@ from dropbox_team_log.client import redaction
 from dropbox_team_log.client.redaction import Redactor
 from dropbox_team_log.hooks.dropbox_team import DropboxTeamHook
 from dropbox_team_log.settings import SCRUB_AFTER_TOKEN_EXPIRY_SECONDS
+from tests.helpers.connecting import emulator_config, granted
 from tests.helpers.pipeline import connection_json, utc
 
 SECRET = "app-s3cret/with+chars=&0f9d"
@@ -155,3 +156,23 @@ def test_the_token_watch_registers_an_access_token_until_a_day_past_its_expiry(
     clock.now += 120
     redaction.register("a-later-secret")
     assert redaction.scrub(access_token) == access_token
+
+
+def test_the_code_exchange_access_token_is_forgotten_a_day_past_its_expiry(monkeypatch, spy):
+    """`connect`'s own code -> tokens call (real SDK flow over HTTP against the emulator): its
+    access token is scrubbed until a day past its expiry, as a refreshed one is; the refresh
+    token, which the connection keeps, for the life of the process."""
+    clock = Clock(time.time())
+    monkeypatch.setattr(redaction, "SECRETS", Redactor(clock))
+    with running_emulator(emulator_config()) as emu:
+        grant = granted(emu, "code_exchange_team")
+        lifetime = emu.config.access_token_lifetime
+    refresh_token = grant["extra"]["refresh_token"]
+    (access_token,) = spy.tokens - {refresh_token}
+    assert redaction.scrub(f"{access_token} {refresh_token}") == "*** ***"
+    clock.now += lifetime + SCRUB_AFTER_TOKEN_EXPIRY_SECONDS - 60
+    redaction.register("a-later-secret")
+    assert redaction.scrub(f"{access_token} {refresh_token}") == "*** ***"
+    clock.now += 120
+    redaction.register("a-later-secret")
+    assert redaction.scrub(f"{access_token} {refresh_token}") == f"{access_token} ***"

@@ -11,6 +11,8 @@ session refuses redirects (`transport.NoRedirectSession`), so none of it goes el
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import requests
@@ -97,7 +99,8 @@ def finish_flow(
             f"Dropbox OAuth token endpoint at {where} answered an unexpected body "
             f"({type(exc).__name__}): check --api-base-url"
         ) from None
-    mask_secrets(result.access_token, result.refresh_token)
+    mask_access_token(result.access_token, result.expires_at)
+    mask_secrets(result.refresh_token)
     if not result.refresh_token:
         raise ConnectError(
             "Dropbox returned no refresh token (offline access): the app must allow "
@@ -146,11 +149,29 @@ def _token_error(response: requests.Response | None, opts: ConnectOptions) -> Co
 
 def mask_secrets(*secrets: str | None) -> None:
     """Register secrets with Airflow's masker (any log line carrying one shows *** instead) and
-    with `client.redaction` (any message quoting one, in any encoding, too)."""
+    with `client.redaction` (any message quoting one, in any encoding, too), for the life of
+    the process."""
     values = [s for s in secrets if s]
+    redaction.register(*values)
+    _mask_in_airflow(values)
+
+
+def mask_access_token(token: str | None, expires_at: datetime | None) -> None:
+    """`mask_secrets` for the code exchange's access token, which `client.redaction` forgets a
+    while after `expires_at` (the SDK's naive UTC time), as it does a refreshed one."""
+    if not token:
+        return
+    expires_in = None
+    if expires_at is not None:
+        aware = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
+        expires_in = aware.timestamp() - time.time()
+    redaction.register_access_token(token, expires_in)
+    _mask_in_airflow([token])
+
+
+def _mask_in_airflow(values: list[str]) -> None:
     if not values:
         return
-    redaction.register(*values)
     from airflow.sdk.log import mask_secret
 
     for value in values:

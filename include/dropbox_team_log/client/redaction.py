@@ -26,7 +26,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from dropbox_team_log.settings import MIN_SCRUBBED_SECRET_LENGTH
+from dropbox_team_log.settings import (
+    MIN_SCRUBBED_SECRET_LENGTH,
+    SCRUB_AFTER_TOKEN_EXPIRY_SECONDS,
+)
 
 MASK = "***"
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
@@ -120,6 +123,16 @@ SECRETS = Redactor()
 def register(*secrets: str | None, forget_after: float = math.inf) -> None:
     """Add secrets to the process-wide registry (until `forget_after`, epoch seconds)."""
     SECRETS.register(*secrets, forget_after=forget_after)
+
+
+def register_access_token(token: str | None, expires_in: Any) -> None:
+    """Add an access token, forgotten SCRUB_AFTER_TOKEN_EXPIRY_SECONDS past the `expires_in`
+    (seconds) the token endpoint gave it; kept for the life of the process without one."""
+    lifetime = expires_in if isinstance(expires_in, int | float) else None
+    if lifetime is None or isinstance(lifetime, bool) or math.isnan(lifetime):
+        register(token)
+        return
+    register(token, forget_after=time.time() + max(lifetime, 0) + SCRUB_AFTER_TOKEN_EXPIRY_SECONDS)
 
 
 def register_basic(user: str | None, password: str | None) -> None:

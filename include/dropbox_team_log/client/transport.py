@@ -14,10 +14,8 @@ sent to its target. Refusing the same-origin ones too keeps the rule one line lo
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -192,19 +190,18 @@ class TokenWatch:
             return  # not a token: the SDK reports the failure itself
         if not isinstance(body, dict):
             return
-        access_token = body.get("access_token")
-        expires_in = body.get("expires_in")
-        access_until = (
-            time.time() + max(expires_in, 0) + settings.SCRUB_AFTER_TOKEN_EXPIRY_SECONDS
-            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
-            else math.inf  # no lifetime given: kept for the life of the process
+        access_token, refresh_token = (
+            token if isinstance(token, str) and token else None
+            for token in (body.get("access_token"), body.get("refresh_token"))
         )
-        for token, until in ((access_token, access_until), (body.get("refresh_token"), math.inf)):
-            if isinstance(token, str) and token:
-                redaction.register(token, forget_after=until)
-                if self._on_token is not None:
-                    self._on_token(token)
-        if isinstance(access_token, str) and access_token:
+        if access_token:
+            redaction.register_access_token(access_token, body.get("expires_in"))
+        if refresh_token:
+            redaction.register(refresh_token)
+        for token in (access_token, refresh_token):
+            if token and self._on_token is not None:
+                self._on_token(token)
+        if access_token:
             with self._lock:
                 self.issued += 1
 
