@@ -158,6 +158,11 @@ class _Fanout:
     def close(self) -> None:
         """The sinks are closed where they are finished (`_Output.sink`)."""
 
+    def detach(self) -> None:
+        """Drop whatever comes from now on: the file is discarded, and the writer's buffers,
+        flushed when they are destroyed, must not reach its closed sinks."""
+        self._sinks = []
+
 
 class _ClassFile:
     """One class's Parquet file of one day, in every layout. Rows wait until `flush` writes
@@ -166,11 +171,12 @@ class _ClassFile:
 
     def __init__(self, output: _Output, paths: list[str], schema: pa.Schema) -> None:
         self._sinks = contextlib.ExitStack()
+        self._fanout = _Fanout([])
         try:
-            sinks = [self._sinks.enter_context(output.sink(path)) for path in paths]
+            self._fanout = _Fanout([self._sinks.enter_context(output.sink(p)) for p in paths])
             # The writer makes many small writes: Arrow gathers them, one Python call per buffer.
             self._stream = pa.BufferedOutputStream(
-                pa.PythonFile(_Fanout(sinks), mode="w"), _WRITE_BUFFER
+                pa.PythonFile(self._fanout, mode="w"), _WRITE_BUFFER
             )
             self._writer = pq.ParquetWriter(self._stream, schema, **_writer_options(schema))
         except BaseException:
@@ -201,6 +207,7 @@ class _ClassFile:
         self._sinks.close()
 
     def discard(self) -> None:
+        self._fanout.detach()
         with contextlib.suppress(_Discarded):
             self._sinks.__exit__(_Discarded, _Discarded(), None)
 
