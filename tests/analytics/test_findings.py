@@ -14,13 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from dropbox_team_log.analytics.detections import DetectionConfig
-from dropbox_team_log.analytics.findings import (
-    FindingsStore,
-    day_file_versions,
-    findings_table,
-    run_detections,
-)
+from dropbox_team_log.analytics.findings import FindingsStore, findings_table, run_detections
 from dropbox_team_log.analytics.period import Period
+from dropbox_team_log.dataset.versions import day_file_versions
 from dropbox_team_log.notifications import alerts
 from dropbox_team_log.settings import ALERT_STATE_VARIABLE, TEAMS_VARIABLE
 from tests.e2e.webhook import WebhookReceiver

@@ -47,6 +47,7 @@ from dropbox_team_log.analytics.period import Period
 from dropbox_team_log.analytics.report_data import Table
 from dropbox_team_log.dataset import object_store
 from dropbox_team_log.dataset.files import FileDayLock, write_atomically, write_text
+from dropbox_team_log.dataset.versions import day_file_versions
 from dropbox_team_log.schema import PARTITION_KEY
 
 _TIME = pa.timestamp("ms", tz="UTC")
@@ -130,31 +131,6 @@ def _count_events(con: Any, lo: date | None, hi: date | None) -> int:
     if hi is not None:
         query, params = query + f" AND {PARTITION_KEY} <= ?", [*params, hi]
     return int(con.execute(query, params).fetchone()[0])
-
-
-def day_file_versions(root: str) -> dict[str, str]:
-    """Each day of the dataset and a version of its file(s): it changes whenever one is written.
-
-    Listed without a glob (a root may hold glob characters): `<root>/event_date=D/*.parquet`.
-    """
-    fs, base = object_store.filesystem(root)
-    base = base.rstrip("/")
-    try:
-        found = fs.find(base, maxdepth=2, detail=True)
-    except FileNotFoundError:
-        return {}
-    versions: dict[str, str] = {}
-    for path, info in sorted(found.items()):
-        folder, _, name = path[len(base) + 1 :].partition("/")
-        prefix = f"{PARTITION_KEY}="
-        if not folder.startswith(prefix) or "/" in name or name.startswith("."):
-            continue
-        if not name.endswith(".parquet"):
-            continue
-        token = info.get("ETag") or f"{info.get('size')}:{info.get('mtime')}:{info.get('ino')}"
-        day = folder[len(prefix) :]
-        versions[day] = f"{versions[day]}|{name}:{token}" if day in versions else f"{name}:{token}"
-    return versions
 
 
 def _is_findings_file(name: str) -> bool:
