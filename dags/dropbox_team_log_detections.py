@@ -25,7 +25,7 @@ from dropbox_team_log.tasks import dag_spec, detection_tasks
     catchup=False,
     max_active_runs=1,
     is_paused_upon_creation=False,  # runs on the first dataset write, no unpause step
-    default_args=detection_tasks.DEFAULT_ARGS,
+    default_args=dag_spec.SECURITY_DEFAULT_ARGS,
     tags=["dropbox", "audit-log", "detections"],
     doc_md=__doc__,
 )

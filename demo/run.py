@@ -98,9 +98,16 @@ def main() -> int:
             env,
             "detections",
         )
+        step("OCSF export of what changed (an optional DAG)", "dropbox_team_log_ocsf_export")
+        run(
+            ["airflow", "dags", "test", "dropbox_team_log_ocsf_export", detections_at.isoformat()],
+            env,
+            "ocsf-export",
+        )
     summarize(OUTPUT)
     summarize_teams(OUTPUT)
     summarize_findings(OUTPUT)
+    summarize_ocsf(OUTPUT)
     print(f"\nHTML report (charts, last 30 days): {report.write_report(str(OUTPUT))}")
     print(teams_page_note(env))
     return 0
@@ -400,6 +407,23 @@ def summarize_findings(root: Path) -> None:
         LIMIT 8""",
     )
     print(f"  .venv/bin/dropbox-team-log detect --root {root}   (docs/detections.md)")
+
+
+def summarize_ocsf(root: Path) -> None:
+    """The OCSF copy the export DAG wrote: records per class."""
+    from dropbox_team_log.dataset.roots import glob_under
+
+    out = root / "_ocsf"
+    db = duckdb.connect()
+    files = glob_under(str(out), "class_uid=*/event_day=*/*.parquet")
+    db.read_parquet(files, hive_partitioning=True, union_by_name=True).create_view("ocsf")
+    total = db.execute("SELECT count(*) FROM ocsf").fetchone()[0]
+    print(f"\nOCSF 1.1 records written by the OCSF export DAG ({total}, in {out}/):")
+    table(
+        db,
+        "SELECT class_uid, class_name, count(*) AS records FROM ocsf GROUP BY ALL ORDER BY 3 DESC",
+    )
+    print("  docs/ocsf.md: the mapping, Security Lake's layout, the DAG's Variable")
 
 
 def table(db: duckdb.DuckDBPyConnection, sql: str) -> None:

@@ -116,6 +116,11 @@ def detections_setting() -> str | None:
     return _variable(settings.DETECTIONS_VARIABLE)
 
 
+def ocsf_export_setting() -> str | None:
+    """The raw JSON of the OCSF export DAG's destination Variable, or None: the default."""
+    return _variable(settings.OCSF_EXPORT_VARIABLE)
+
+
 def aws_conn_id() -> str | None:
     """The Airflow AWS connection an S3 root is read and written with (Variable
     `dropbox_team_log_aws_conn_id`), or None: each process's standard AWS chain."""

@@ -181,6 +181,17 @@ ALERT_FINDINGS_LISTED = 20
 OCSF_VERSION = "1.1.0"
 #: The export's default place: `<root>/_ocsf/`, beside the data and outside its glob.
 OCSF_DIR = "_ocsf"
+#: What an export writes: hive partitions, Security Lake's custom-source layout, or both.
+OCSF_LAYOUTS = ("hive", "security-lake", "both")
+#: Keeps an OCSF copy of the dataset current, on the Asset: created paused (an optional export;
+#: unpause it to start), then each run exports the days written since the last.
+OCSF_EXPORT_DAG_ID = "dropbox_team_log_ocsf_export"
+#: A JSON object: where the DAG exports, e.g. `{"out": "s3://<lake bucket>/", "layout":
+#: "security-lake", "region": "us-east-1", "account_id": "123456789012"}` (keys as the CLI's
+#: options); unset: hive partitions under `<root>/_ocsf/`.
+OCSF_EXPORT_VARIABLE = "dropbox_team_log_ocsf_export"
+#: What the DAG exported, per destination: `<root>/_ocsf_state/<key>.json` (day-file versions).
+OCSF_STATE_DIR = "_ocsf_state"
 #: Each (class, day) is one file of this name in its partition folder, replaced on re-export.
 OCSF_FILE = "records.parquet"
 #: Rows the export holds before writing them out as row groups: at most this many rows per row

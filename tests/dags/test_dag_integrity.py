@@ -12,7 +12,9 @@ DAGS = DAGS_FOLDER
 SYNC_DAGS = {"dropbox_team_log_backfill", "dropbox_team_log_incremental"}
 #: The DAGs that run whenever the dataset changes (scheduled on its Asset).
 ASSET_DAGS = {"dropbox_team_log_report", "dropbox_team_log_detections"}
-EXPECTED = SYNC_DAGS | ASSET_DAGS
+#: Scheduled on the Asset too, but created paused: a copy not every deployment wants.
+OPTIONAL_ASSET_DAGS = {"dropbox_team_log_ocsf_export"}
+EXPECTED = SYNC_DAGS | ASSET_DAGS | OPTIONAL_ASSET_DAGS
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_incremental_polls_each_team_s_tail_before_planning(dagbag):
     assert "tail" not in dagbag.dags["dropbox_team_log_backfill"].task_ids
 
 
-@pytest.mark.parametrize("dag_id", sorted(ASSET_DAGS))
+@pytest.mark.parametrize("dag_id", sorted(ASSET_DAGS | OPTIONAL_ASSET_DAGS))
 def test_asset_dags_run_after_every_dataset_update_from_the_start(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert "dropbox" in dag.tags and dag.max_active_runs == 1 and dag.catchup is False
@@ -59,9 +61,16 @@ def test_asset_dags_run_after_every_dataset_update_from_the_start(dagbag, dag_id
     assert [asset.name for asset in dag.timetable.asset_condition.objects] == [
         "dropbox_team_log_events"
     ]
-    assert dag.is_paused_upon_creation is False  # nobody has to find and unpause them
+    # nobody has to find and unpause them; the optional ones wait for someone to want them
+    assert dag.is_paused_upon_creation is (dag_id in OPTIONAL_ASSET_DAGS)
     for task in dag.tasks:
         assert task.retries >= 1 and task.on_failure_callback, task.task_id
+
+
+def test_the_ocsf_export_is_one_task(dagbag):
+    dag = dagbag.dags["dropbox_team_log_ocsf_export"]
+    assert [t.task_id for t in dag.tasks] == ["export_ocsf"]
+    assert "ocsf" in dag.tags
 
 
 def test_detections_evaluate_then_notify(dagbag):

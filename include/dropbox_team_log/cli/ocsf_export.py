@@ -9,18 +9,13 @@ a day replaces that day's files. Without `--root` it reads the dataset the DAGs 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import date
 from typing import Any
 
 from dropbox_team_log.cli.analyst import EXIT_OK, EXIT_USAGE
 from dropbox_team_log.cli.dataset_root import add_root_argument, dataset_root
-
-LAYOUTS = ("hive", "security-lake", "both")
-_ACCOUNT_ID = re.compile(r"\d{12}")
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
-_VERSION = re.compile(r"[0-9A-Za-z._-]{1,32}")
+from dropbox_team_log.settings import OCSF_LAYOUTS
 
 
 def add_ocsf_export_parser(subparsers: Any) -> None:
@@ -46,7 +41,7 @@ def add_ocsf_export_parser(subparsers: Any) -> None:
     )
     p.add_argument("--start", type=date.fromisoformat, help="first day, YYYY-MM-DD (UTC)")
     p.add_argument("--end", type=date.fromisoformat, help="last day, included")
-    p.add_argument("--layout", choices=LAYOUTS, default="hive", help="what to write (hive)")
+    p.add_argument("--layout", choices=OCSF_LAYOUTS, default="hive", help="what to write (hive)")
     p.add_argument("--region", help="Security Lake: the AWS region of the lake, e.g. us-east-1")
     p.add_argument("--account-id", help="Security Lake: the 12-digit AWS account of the source")
     p.add_argument(
@@ -59,17 +54,18 @@ def add_ocsf_export_parser(subparsers: Any) -> None:
 
 def _security_lake(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The Security Lake target of the arguments, or the reason they are wrong."""
-    from dropbox_team_log.analytics.ocsf_export import SecurityLakeTarget
+    from dropbox_team_log.analytics.ocsf_destination import DestinationError, lake_target
 
-    if args.layout == "hive":
-        return None, None
-    if not args.region or not _REGION.fullmatch(args.region):
-        return None, "--layout security-lake needs --region, an AWS region such as us-east-1"
-    if not args.account_id or not _ACCOUNT_ID.fullmatch(args.account_id):
-        return None, "--layout security-lake needs --account-id, the 12-digit AWS account id"
-    if args.source_version and not _VERSION.fullmatch(args.source_version):
-        return None, f"--source-version {args.source_version!r} is not a version such as 1.0"
-    target = SecurityLakeTarget(args.region, args.account_id, args.source_version or None)
+    try:
+        target = lake_target(
+            args.layout,
+            args.region,
+            args.account_id,
+            args.source_version,
+            label=lambda name: "--" + name.replace("_", "-"),
+        )
+    except DestinationError as exc:
+        return None, str(exc)
     return target, None
 
 

@@ -37,6 +37,16 @@ INCREMENTAL_DEFAULT_ARGS = {
     "max_retry_delay": timedelta(minutes=10),
     "on_failure_callback": on_failure,
 }
+#: The DAGs that follow the dataset for security teams (detections, the OCSF export): retries
+#: with backoff (a webhook or a bucket that is down), and the failure alert of every task.
+SECURITY_DEFAULT_ARGS = {
+    "owner": "security",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=30),
+    "on_failure_callback": on_failure,
+}
 REPORT_DEFAULT_ARGS = {
     "owner": "data-engineering",
     "retries": 2,

@@ -10,24 +10,12 @@ costs what `dag_spec` does: the task bodies import the analytics inside the task
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import XComArg, task
 
-from dropbox_team_log.notifications.alerts import on_failure
-
 log = logging.getLogger(__name__)
-
-#: Retries with backoff (a webhook that is down), and the failure alert of every task.
-DEFAULT_ARGS = {
-    "owner": "security",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=30),
-    "on_failure_callback": on_failure,
-}
 
 
 def run_time(context: dict[str, Any]) -> datetime:
