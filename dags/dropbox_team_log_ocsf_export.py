@@ -6,7 +6,9 @@ written since its last run as OCSF 1.1 records (the first run: every day), repla
 files, so late events reach the lake and nothing is there twice. Where: the Variable
 `dropbox_team_log_ocsf_export`, e.g. `{"out": "s3://<lake bucket>/", "layout":
 "security-lake", "region": "us-east-1", "account_id": "123456789012"}`; unset, hive partitions
-under `<dataset root>/_ocsf/`. The mapping, the layouts and Security Lake's set-up: docs/ocsf.md.
+under `<dataset root>/_ocsf/`. Each run exports each changed day whole: for a team of millions of
+events a day, DROPBOX_TEAM_LOG_OCSF_SCHEDULE (a cron or preset, e.g. @hourly) runs it less
+often. The mapping, the layouts and Security Lake's set-up: docs/ocsf.md.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dropbox_team_log.tasks import dag_spec, ocsf_task
 
 @dag(
     dag_id=settings.OCSF_EXPORT_DAG_ID,
-    schedule=[dag_spec.EVENTS_ASSET],
+    schedule=dag_spec.OCSF_EXPORT_SCHEDULE,
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

@@ -190,6 +190,9 @@ OCSF_EXPORT_DAG_ID = "dropbox_team_log_ocsf_export"
 #: "security-lake", "region": "us-east-1", "account_id": "123456789012"}` (keys as the CLI's
 #: options); unset: hive partitions under `<root>/_ocsf/`.
 OCSF_EXPORT_VARIABLE = "dropbox_team_log_ocsf_export"
+#: A cron or preset for the OCSF export DAG instead of "after every dataset write" (each run
+#: exports each changed day whole: a team of millions of events a day may want "@hourly").
+OCSF_SCHEDULE_ENV = "DROPBOX_TEAM_LOG_OCSF_SCHEDULE"
 #: What the DAG exported, per destination: `<root>/_ocsf_state/<key>.json` (day-file versions).
 OCSF_STATE_DIR = "_ocsf_state"
 #: Each (class, day) is one file of this name in its partition folder, replaced on re-export.

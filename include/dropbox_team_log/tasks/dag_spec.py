@@ -20,6 +20,10 @@ from dropbox_team_log.notifications.alerts import on_failure, on_success
 EVENTS_ASSET = Asset(name=settings.EVENTS_ASSET_NAME, uri=settings.EVENTS_ASSET_URI)
 #: Cron or preset of the incremental DAG.
 INCREMENTAL_SCHEDULE = os.environ.get(settings.SCHEDULE_ENV, settings.DEFAULT_SCHEDULE)
+#: The OCSF export DAG's: after every dataset write, unless a cron or preset is set.
+OCSF_EXPORT_SCHEDULE: str | list[Asset] = os.environ.get(settings.OCSF_SCHEDULE_ENV) or [
+    EVENTS_ASSET
+]
 
 BACKFILL_DEFAULT_ARGS = {
     "owner": "data-engineering",
