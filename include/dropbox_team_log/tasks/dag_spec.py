@@ -25,38 +25,33 @@ OCSF_EXPORT_SCHEDULE: str | list[Asset] = os.environ.get(settings.OCSF_SCHEDULE_
     EVENTS_ASSET
 ]
 
-BACKFILL_DEFAULT_ARGS = {
-    "owner": "data-engineering",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=30),
-    "on_failure_callback": on_failure,  # alert (log line + optional webhook) on final failure
-}
-INCREMENTAL_DEFAULT_ARGS = {
-    "owner": "data-engineering",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-    "on_failure_callback": on_failure,
-}
-#: The DAGs that follow the dataset for security teams (detections, the OCSF export): retries
-#: with backoff (a webhook or a bucket that is down), and the failure alert of every task.
-SECURITY_DEFAULT_ARGS = {
-    "owner": "security",
-    "retries": 3,
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=30),
-    "on_failure_callback": on_failure,
-}
-REPORT_DEFAULT_ARGS = {
-    "owner": "data-engineering",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-    "on_failure_callback": on_failure,
-}
+
+def _default_args(
+    owner: str, retries: int, retry_delay: timedelta, max_retry_delay: timedelta | None = None
+) -> dict[str, Any]:
+    """Retries (with exponential backoff up to `max_retry_delay`, when given) and the failure
+    alert (a log line, plus the optional webhook) of every task of a DAG."""
+    args: dict[str, Any] = {
+        "owner": owner,
+        "retries": retries,
+        "retry_delay": retry_delay,
+        "on_failure_callback": on_failure,
+    }
+    if max_retry_delay is not None:
+        args |= {"retry_exponential_backoff": True, "max_retry_delay": max_retry_delay}
+    return args
+
+
+BACKFILL_DEFAULT_ARGS = _default_args(
+    "data-engineering", 3, timedelta(minutes=2), timedelta(minutes=30)
+)
+INCREMENTAL_DEFAULT_ARGS = _default_args(
+    "data-engineering", 3, timedelta(minutes=1), timedelta(minutes=10)
+)
+#: The DAGs that follow the dataset for security teams (detections, the OCSF export): a
+#: webhook or a bucket that is down is waited for.
+SECURITY_DEFAULT_ARGS = _default_args("security", 3, timedelta(minutes=2), timedelta(minutes=30))
+REPORT_DEFAULT_ARGS = _default_args("data-engineering", 2, timedelta(minutes=1))
 
 
 #: What the `start` and `end` params accept: a UTC day or a UTC second, as the API writes them.
