@@ -6,6 +6,8 @@ nothing; a wrong Variable fails the run at once, saying what to fix, and writes 
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,20 +48,24 @@ def lake_files(out: Path) -> dict[str, bytes]:
     }
 
 
-def test_the_dag_keeps_a_security_lake_copy_of_the_dataset(airflow_output, tmp_path, monkeypatch):
-    lake = tmp_path / "lake"
-    monkeypatch.setenv(VARIABLE_ENV, json.dumps({"out": str(lake), **LAKE_SETTING}))
-    with team_emulator(days=3) as emu:
-        run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 2})
-        run_dag(emu, OCSF_EXPORT_DAG_ID, T0 + timedelta(minutes=1))
-        written = lake_files(lake)
-        every_file = {str(p.relative_to(lake)) for p in lake.rglob("*.parquet")}
-        assert written and set(written) == every_file  # the lake layout only: no hive copy
-        raws = [r for name in written for r in pq.read_table(lake / name)["raw_data"].to_pylist()]
-        assert sorted(raws) == sorted(dataset_raw_events(airflow_output).elements())
+def test_the_dag_keeps_a_security_lake_copy_of_the_dataset(airflow_output, airflow_db, monkeypatch):
+    relative = f"ocsf-lake-{uuid.uuid4().hex}"  # taken from AIRFLOW_HOME, as every path
+    lake = airflow_db / relative
+    monkeypatch.setenv(VARIABLE_ENV, json.dumps({"out": relative, **LAKE_SETTING}))
+    try:
+        with team_emulator(days=3) as emu:
+            run_dag(emu, "dropbox_team_log_backfill", T0, {"days": 2})
+            run_dag(emu, OCSF_EXPORT_DAG_ID, T0 + timedelta(minutes=1))
+            written = lake_files(lake)
+            every_file = {str(p.relative_to(lake)) for p in lake.rglob("*.parquet")}
+            assert written and set(written) == every_file  # the lake layout only: no hive copy
+            raws = [r for n in written for r in pq.read_table(lake / n)["raw_data"].to_pylist()]
+            assert sorted(raws) == sorted(dataset_raw_events(airflow_output).elements())
 
-        run_dag(emu, OCSF_EXPORT_DAG_ID, T0 + timedelta(minutes=2))  # nothing written since
-        assert lake_files(lake) == written
+            run_dag(emu, OCSF_EXPORT_DAG_ID, T0 + timedelta(minutes=2))  # nothing written since
+            assert lake_files(lake) == written
+    finally:
+        shutil.rmtree(lake, ignore_errors=True)
 
 
 def test_a_wrong_variable_fails_the_run_and_writes_nothing(

@@ -8,6 +8,7 @@ this module costs what `dag_spec` does: the analytics are imported inside the ta
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from airflow.sdk import XComArg, task
@@ -32,6 +33,8 @@ def export_ocsf() -> dict[str, Any]:
         destination = OcsfDestination.from_setting(deployment.ocsf_export_setting(), root)
     except DestinationError as exc:
         raise AirflowFailException(str(exc)) from None
+    # a relative `out` is taken from AIRFLOW_HOME, as every path of the deployment
+    destination = replace(destination, out=deployment.resolve_path(destination.out))
     use_aws_connection(destination.out, aws_conn_id)  # an S3 destination: the same credentials
     result = export_changed(root, destination)
     log.info(
