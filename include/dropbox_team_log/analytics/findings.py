@@ -26,14 +26,13 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
 from dropbox_team_log import settings
 from dropbox_team_log.analytics import views
@@ -46,7 +45,12 @@ from dropbox_team_log.analytics.detections import (
 from dropbox_team_log.analytics.period import Period
 from dropbox_team_log.analytics.report_data import Table
 from dropbox_team_log.dataset import object_store
-from dropbox_team_log.dataset.files import FileDayLock, write_atomically, write_text
+from dropbox_team_log.dataset.files import (
+    lock_if_local,
+    read_text,
+    write_atomically,
+    write_text,
+)
 from dropbox_team_log.dataset.versions import day_file_versions
 from dropbox_team_log.schema import PARTITION_KEY
 
@@ -146,15 +150,10 @@ class FindingsStore:
         self.folder = f"{base.rstrip('/')}/{settings.FINDINGS_DIR}"
         self.url = f"{self.root}/{settings.FINDINGS_DIR}"
 
-    @contextlib.contextmanager
-    def lock(self) -> Generator[None, None, None]:
+    def lock(self) -> contextlib.AbstractContextManager:
         """One evaluation or alerting at a time (local roots; an object store has one writer,
         the DAG, whose runs never overlap)."""
-        if isinstance(self.fs, LocalFileSystem):
-            with FileDayLock(f"{self.folder}/.lock"):
-                yield
-        else:
-            yield
+        return lock_if_local(self.fs, f"{self.folder}/.lock")
 
     def files(self) -> list[str]:
         """The findings files, oldest first (their names start with the time they were raised)."""
@@ -198,11 +197,8 @@ class FindingsStore:
             out.write(sink.getvalue())
 
     def state(self) -> dict[str, Any]:
-        try:
-            text = self.fs.cat_file(f"{self.folder}/{STATE_FILE}").decode()
-        except FileNotFoundError:
-            return {"day_files": {}, "notified": []}
-        return json.loads(text)
+        text = read_text(f"{self.url}/{STATE_FILE}")
+        return {"day_files": {}, "notified": []} if text is None else json.loads(text)
 
     def save_state(self, state: dict[str, Any]) -> None:
         write_text(f"{self.url}/{STATE_FILE}", json.dumps(state, indent=1, sort_keys=True))

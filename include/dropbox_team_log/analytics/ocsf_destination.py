@@ -11,22 +11,19 @@ record. A new destination (another place, layout or Security Lake target) starts
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
-
-from fsspec.implementations.local import LocalFileSystem
 
 from dropbox_team_log import settings
 from dropbox_team_log.analytics.ocsf_export import SecurityLakeTarget, default_out, export
 from dropbox_team_log.dataset import object_store
-from dropbox_team_log.dataset.files import FileDayLock, write_text
+from dropbox_team_log.dataset.files import lock_if_local, read_text, write_text
 from dropbox_team_log.dataset.versions import day_file_versions
 
 _ACCOUNT_ID = re.compile(r"\d{12}")
@@ -138,14 +135,7 @@ class ChangedExport:
     seconds: float = 0.0
 
     def to_xcom(self) -> dict[str, Any]:
-        return {
-            "destination": self.destination,
-            "changed_days": self.changed_days,
-            "records": self.records,
-            "files": self.files,
-            "removed": self.removed,
-            "seconds": round(self.seconds, 3),
-        }
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 def state_path(root: str, destination: OcsfDestination) -> str:
@@ -162,8 +152,9 @@ def export_changed(root: str, destination: OcsfDestination) -> ChangedExport:
     result = ChangedExport(destination=destination.describe())
     path = state_path(root, destination)
     fs, local_path = object_store.filesystem(path)
-    with _lock(fs, local_path):
-        exported = _read_state(fs, local_path)
+    with lock_if_local(fs, f"{local_path}.lock"):
+        text = read_text(path)
+        exported = json.loads(text).get("day_files", {}) if text is not None else {}
         versions = day_file_versions(root)
         changed = sorted(day for day, version in versions.items() if exported.get(day) != version)
         if changed:
@@ -181,22 +172,3 @@ def export_changed(root: str, destination: OcsfDestination) -> ChangedExport:
         result.changed_days = changed
     result.seconds = time.perf_counter() - started
     return result
-
-
-@contextlib.contextmanager
-def _lock(fs: Any, path: str) -> Generator[None, None, None]:
-    """One export to a destination at a time (local roots; on an object store the DAG is the
-    one writer, and its runs never overlap)."""
-    if isinstance(fs, LocalFileSystem):
-        with FileDayLock(f"{path}.lock"):
-            yield
-    else:
-        yield
-
-
-def _read_state(fs: Any, path: str) -> dict[str, str]:
-    try:
-        with fs.open(path, "rb") as handle:
-            return dict(json.load(handle).get("day_files", {}))
-    except FileNotFoundError:
-        return {}

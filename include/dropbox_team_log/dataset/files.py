@@ -64,6 +64,12 @@ class FileDayLock:
             os.close(fd)
 
 
+def lock_if_local(fs: fsspec.AbstractFileSystem, path: str) -> contextlib.AbstractContextManager:
+    """`FileDayLock(path)` on a local filesystem; no lock on an object store, whose one writer
+    of such a file is a DAG whose runs never overlap."""
+    return FileDayLock(path) if isinstance(fs, LocalFileSystem) else contextlib.nullcontext()
+
+
 def make_dirs(path: str) -> None:
     """Create a folder (and parents) so each folder itself gets DIR_MODE despite makedirs."""
     if os.path.isdir(path):
@@ -135,6 +141,15 @@ def remove_stale_temps(fs: fsspec.AbstractFileSystem, path: str) -> None:
     for temp in fs.glob(glob_under(folder, f".{literal(name)}.*{_TEMP_SUFFIX}")):
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(temp)
+
+
+def read_text(path: str) -> str | None:
+    """A UTF-8 text file (a local path or a URL), or None when there is none."""
+    fs, target = object_store.filesystem(path)
+    try:
+        return fs.cat_file(target).decode("utf-8")
+    except FileNotFoundError:
+        return None
 
 
 def write_text(path: str, text: str) -> str:
