@@ -95,6 +95,14 @@ class Redactor:
             if expired or added:
                 self._pattern = None  # rebuilt by the next scrub
 
+    def register_access_token(self, token: str | None, expires_in: Any) -> None:
+        """An access token, forgotten SCRUB_AFTER_TOKEN_EXPIRY_SECONDS past the `expires_in`
+        (seconds) the token endpoint gave it; kept for the life of the process without one."""
+        known = isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
+        lifetime = expires_in if known and not math.isnan(expires_in) else math.inf
+        forget_after = self._clock() + max(lifetime, 0) + SCRUB_AFTER_TOKEN_EXPIRY_SECONDS
+        self.register(token, forget_after=forget_after)
+
     def register_basic(self, user: str | None, password: str | None) -> None:
         """The `user:password` pair an HTTP Basic header carries (the SDK's app auth)."""
         if user and password:
@@ -126,13 +134,8 @@ def register(*secrets: str | None, forget_after: float = math.inf) -> None:
 
 
 def register_access_token(token: str | None, expires_in: Any) -> None:
-    """Add an access token, forgotten SCRUB_AFTER_TOKEN_EXPIRY_SECONDS past the `expires_in`
-    (seconds) the token endpoint gave it; kept for the life of the process without one."""
-    lifetime = expires_in if isinstance(expires_in, int | float) else None
-    if lifetime is None or isinstance(lifetime, bool) or math.isnan(lifetime):
-        register(token)
-        return
-    register(token, forget_after=time.time() + max(lifetime, 0) + SCRUB_AFTER_TOKEN_EXPIRY_SECONDS)
+    """Add an access token to the process-wide registry (`Redactor.register_access_token`)."""
+    SECRETS.register_access_token(token, expires_in)
 
 
 def register_basic(user: str | None, password: str | None) -> None:
