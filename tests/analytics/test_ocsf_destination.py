@@ -12,7 +12,6 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from dropbox_team_log.analytics.ocsf_destination import (
@@ -23,6 +22,7 @@ from dropbox_team_log.analytics.ocsf_destination import (
 )
 from dropbox_team_log.analytics.ocsf_export import SecurityLakeTarget
 from dropbox_team_log.dataset.versions import day_file_versions
+from tests.analytics.test_ocsf_export import read_hive
 from tests.helpers.detection_data import T0, epoch, sync, team_emulator
 from tests.helpers.pipeline import canonical, multiset
 
@@ -33,9 +33,7 @@ LAKE = '"region": "eu-west-1", "account_id": "123456789012"'
 
 def ocsf_raws(out: Path) -> list[str]:
     """The raw_data of every hive record under `out`, read with DuckDB."""
-    glob = str(out / "class_uid=*" / "event_day=*" / "*.parquet")
-    query = "SELECT raw_data FROM read_parquet($glob, hive_partitioning = true)"
-    return [r for (r,) in duckdb.connect().execute(query, {"glob": glob}).fetchall()]
+    return [row["raw_data"] for row in read_hive(out)]
 
 
 def snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
