@@ -118,7 +118,9 @@ def test_scheduler_runs_both_dags_unattended_on_celery(deployment, emu, connecte
     settled = settled_until(as_of)  # whole settle batches (an hour) before as_of - SETTLE
     got = multiset(dataset_raws(root, start, settled))
     want = multiset(emu.truth(start, settled, as_of=as_of + HORIZON))
-    assert sum(want.values()) > 100, "the emulator served too little to prove anything"
+    # The window is ~46 h; weekends serve half a weekday's events, so at 100 a day it holds 80 to
+    # 190 depending on the hour of the week the test starts.
+    assert sum(want.values()) > 40, "the emulator served too little to prove anything"
     assert sum(got.values()) == sum(want.values())
     assert got == want
     fresh = multiset(dataset_raws(root, settled, as_of))
