@@ -11,15 +11,13 @@ session refuses redirects (`transport.NoRedirectSession`), so none of it goes el
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import requests
 
 from dropbox_team_log.cli.connect_options import ConnectError, ConnectOptions
 from dropbox_team_log.client import redaction
-from dropbox_team_log.client.transport import build_session, rewrite_url
+from dropbox_team_log.client.transport import TokenWatch, build_session, rewrite_url
 from dropbox_team_log.settings import REQUIRED_SCOPES
 
 if TYPE_CHECKING:
@@ -65,7 +63,10 @@ def _new_flow(opts: ConnectOptions, *, use_pkce: bool) -> DropboxOAuth2FlowNoRed
         scope=list(REQUIRED_SCOPES),
         timeout=TOKEN_TIMEOUT,
     )
-    flow.requests_session = build_session(opts.base_url)
+    # The tokens of the code exchange are registered as the hook's refreshed ones are: the
+    # access token until a day past its expiry, the refresh token for the life of the process.
+    watch = TokenWatch(on_token=_mask_in_airflow)
+    flow.requests_session = build_session(opts.base_url, token_watch=watch)
     return flow
 
 
@@ -99,8 +100,6 @@ def finish_flow(
             f"Dropbox OAuth token endpoint at {where} answered an unexpected body "
             f"({type(exc).__name__}): check --api-base-url"
         ) from None
-    mask_access_token(result.access_token, result.expires_at)
-    mask_secrets(result.refresh_token)
     if not result.refresh_token:
         raise ConnectError(
             "Dropbox returned no refresh token (offline access): the app must allow "
@@ -153,23 +152,11 @@ def mask_secrets(*secrets: str | None) -> None:
     the process."""
     values = [s for s in secrets if s]
     redaction.register(*values)
-    _mask_in_airflow(values)
+    _mask_in_airflow(*values)
 
 
-def mask_access_token(token: str | None, expires_at: datetime | None) -> None:
-    """`mask_secrets` for the code exchange's access token, which `client.redaction` forgets a
-    while after `expires_at` (the SDK's naive UTC time), as it does a refreshed one."""
-    if not token:
-        return
-    expires_in = None
-    if expires_at is not None:
-        aware = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
-        expires_in = aware.timestamp() - time.time()
-    redaction.register_access_token(token, expires_in)
-    _mask_in_airflow([token])
-
-
-def _mask_in_airflow(values: list[str]) -> None:
+def _mask_in_airflow(*values: str) -> None:
+    """Register values with Airflow's secrets masker (imported only when there is one)."""
     if not values:
         return
     from airflow.sdk.log import mask_secret
