@@ -411,11 +411,12 @@ def summarize_findings(root: Path) -> None:
 
 def summarize_ocsf(root: Path) -> None:
     """The OCSF copy the export DAG wrote: records per class."""
+    from dropbox_team_log.analytics.ocsf_export import default_out
     from dropbox_team_log.dataset.roots import glob_under
 
-    out = root / "_ocsf"
+    out = default_out(str(root))  # where the DAG writes without its Variable
     db = duckdb.connect()
-    files = glob_under(str(out), "class_uid=*/event_day=*/*.parquet")
+    files = glob_under(out, "class_uid=*/event_day=*/*.parquet")
     db.read_parquet(files, hive_partitioning=True, union_by_name=True).create_view("ocsf")
     total = db.execute("SELECT count(*) FROM ocsf").fetchone()[0]
     print(f"\nOCSF 1.1 records written by the OCSF export DAG ({total}, in {out}/):")
